@@ -1,0 +1,34 @@
+# Two commands: `make demo` (the main job on the embedded data) and `make test`.
+# Both create .venv and install what they need with pip the first time (Python 3.10+, git and make needed).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo demo-small test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch and torchvision first, pinned together (see README "Install"); pip reads the local wheels where present.
+	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m salt demo --preset tiny --out runs/demo-tiny
+
+demo-small: $(STAMP)
+	$(PY) -m salt demo --preset small --out runs/demo-small
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) benchmarks/train_step.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

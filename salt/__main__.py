@@ -1,0 +1,54 @@
+"""Command line: `python -m salt teacher|student|vjepa --config CONFIG [--resume] key=value ...`
+and `python -m salt demo [--preset tiny|small]`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from salt.config import ConfigError, load_config, resolve_config
+
+STAGE_METHODS = {"teacher": "pixel", "student": "salt", "vjepa": "vjepa"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m salt", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for stage, method in STAGE_METHODS.items():
+        p = sub.add_parser(stage, help=f"train a {stage} (objective.method={method})")
+        p.add_argument("--config", action="append", default=[],
+                       help="YAML file or packaged config name (e.g. tiny_teacher); repeat to layer")
+        p.add_argument("--resume", action="store_true", help="continue the run folder's latest checkpoint")
+        p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+        p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.steps=100")
+    d = sub.add_parser("demo", help="teacher -> student, V-JEPA baseline, probes, on the embedded data")
+    d.add_argument("--preset", default="tiny")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("overrides", nargs="*", help="key=value overrides applied to all three runs")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "demo":
+            from salt.demo import run_demo
+            run_demo(args.preset, args.out, args.overrides)
+            return 0
+        from salt.schema import RunConfig
+        from salt.train.loop import run_dir_for, train
+        files = [resolve_config(c) for c in args.config]
+        cfg = load_config(RunConfig, files, [f"objective.method={STAGE_METHODS[args.command]}", *args.overrides])
+    except (ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        import yaml
+        from salt.config import to_dict
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        return 0
+    summary = train(cfg, resume=args.resume)
+    print(json.dumps(summary, indent=2))
+    print(f"run folder: {run_dir_for(cfg)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

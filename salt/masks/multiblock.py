@@ -1,0 +1,126 @@
+"""V-JEPA multiblock-3D masks: the target is a union of a few large space-time boxes, the context is the rest.
+
+Large contiguous targets cannot be filled in by interpolating neighbouring patches, which is why V-JEPA (and
+SALT, for both stages) use them. One MaskPair per BlockConfig: the default gives a short-range pair (8 blocks of
+0.15 of the frame) and a long-range pair (2 blocks of 0.7); the caller averages the loss over pairs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from salt.masks.simple import MaskPair, check_batch_size, check_grid, indices_of, random_subset
+
+# V-JEPA resamples an empty-context sample forever; a bound turns an impossible config into an error.
+MAX_RESAMPLES = 100
+
+
+def _check_range(name: str, value: list[float], upper: float) -> None:
+    if len(value) != 2 or not 0 < value[0] <= value[1] <= upper:
+        bound = f" <= {upper}" if math.isfinite(upper) else ""
+        raise ValueError(f"{name} must be [min, max] with 0 < min <= max{bound}, got {value!r}")
+
+
+@dataclass
+class BlockConfig:
+    """One V-JEPA multiblock config: how many blocks, and the ranges their size is drawn from."""
+    num_blocks: int = 8
+    spatial_scale: list[float] = field(default_factory=lambda: [0.15, 0.15])   # fraction of H*W per block
+    temporal_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])    # fraction of T per block
+    aspect_ratio: list[float] = field(default_factory=lambda: [0.75, 1.5])     # block h / w
+
+    def __post_init__(self):
+        if self.num_blocks < 1:
+            raise ValueError(f"num_blocks must be >= 1, got {self.num_blocks}")
+        _check_range("spatial_scale", self.spatial_scale, 1.0)
+        _check_range("temporal_scale", self.temporal_scale, 1.0)
+        _check_range("aspect_ratio", self.aspect_ratio, math.inf)
+
+
+class MultiBlockMaskGenerator:
+    """For each BlockConfig: a block size (t, h, w) drawn once per batch, block positions drawn per sample,
+    target = union of the sample's blocks, context = the complement.
+
+    Rows are cut to the batch's shortest row by keeping a uniformly random subset of each row, not (as V-JEPA
+    does) its smallest indices, which would bias against late-frame / bottom-right tokens; see
+    cut_to_equal_lengths. A sample left with fewer than min_context context tokens has its blocks redrawn (at
+    most MAX_RESAMPLES times, then ValueError).
+    """
+
+    def __init__(self, grid, blocks: list[BlockConfig], min_context: int = 1):
+        self.grid = check_grid(grid)
+        if not blocks:
+            raise ValueError("blocks must list at least one BlockConfig")
+        if not 1 <= min_context < math.prod(self.grid):
+            raise ValueError(f"min_context must be in [1, {math.prod(self.grid)}) for grid {self.grid}, "
+                             f"got {min_context}")
+        self.blocks = list(blocks)
+        self.min_context = min_context
+
+    def __call__(self, batch_size: int, generator: torch.Generator) -> list[MaskPair]:
+        return [cut_to_equal_lengths(target, generator) for target in self.sample_target_masks(batch_size, generator)]
+
+    def sample_target_masks(self, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+        """The uncut target masks, one [B, T*H*W] bool tensor per BlockConfig (True = covered by a block)."""
+        check_batch_size(batch_size)
+        return [self._sample_target_mask(cfg, batch_size, generator) for cfg in self.blocks]
+
+    def sample_block_size(self, cfg: BlockConfig, generator: torch.Generator) -> tuple[int, int, int]:
+        """(t, h, w) as in V-JEPA: scale -> token count, aspect ratio -> h / w, clamped to [1, grid]."""
+        frames, height, width = self.grid
+        u_time, u_space, u_aspect = torch.rand(3, generator=generator, device=generator.device).tolist()
+        t = int(frames * _lerp(cfg.temporal_scale, u_time))
+        area = int(height * width * _lerp(cfg.spatial_scale, u_space))
+        aspect = _lerp(cfg.aspect_ratio, u_aspect)
+        h = round(math.sqrt(area * aspect))
+        w = round(math.sqrt(area / aspect))
+        return min(max(1, t), frames), min(max(1, h), height), min(max(1, w), width)
+
+    def _sample_target_mask(self, cfg: BlockConfig, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        size = self.sample_block_size(cfg, generator)
+        target = self._union_of_blocks(batch_size, size, cfg.num_blocks, generator)
+        for _ in range(MAX_RESAMPLES):
+            short = ((~target).sum(dim=1) < self.min_context).nonzero().squeeze(1)
+            if short.numel() == 0:
+                return target
+            target[short] = self._union_of_blocks(short.numel(), size, cfg.num_blocks, generator)
+        if ((~target).sum(dim=1) < self.min_context).any():
+            raise ValueError(
+                f"multiblock: {MAX_RESAMPLES} redraws still left fewer than min_context={self.min_context} "
+                f"context tokens ({cfg.num_blocks} blocks of (t, h, w)={size} on grid {self.grid}); lower "
+                f"num_blocks, spatial_scale or temporal_scale, or min_context")
+        return target
+
+    def _union_of_blocks(self, batch_size: int, size: tuple[int, int, int], num_blocks: int,
+                         generator: torch.Generator) -> torch.Tensor:
+        """[B, T*H*W] bool: True where any of the sample's num_blocks boxes of the given size lies."""
+        device = generator.device
+        inside = []  # per axis: [B, num_blocks, extent] bool, True where the block covers that coordinate
+        for extent, length in zip(self.grid, size):
+            start = torch.randint(0, extent - length + 1, (batch_size, num_blocks, 1),
+                                  generator=generator, device=device)
+            coord = torch.arange(extent, device=device)
+            inside.append((coord >= start) & (coord < start + length))
+        in_t, in_h, in_w = inside
+        in_hw = (in_h[..., :, None] & in_w[..., None, :]).flatten(2)  # [B, num_blocks, H*W]
+        # Blocks covering each (t, hw), counted by one batched matmul: much cheaper than a 5-D broadcast.
+        covered = in_t.transpose(1, 2).float() @ in_hw.float()     # [B, T, H*W]
+        return covered.flatten(1) > 0
+
+
+def cut_to_equal_lengths(target: torch.Tensor, generator: torch.Generator) -> MaskPair:
+    """[B, N] bool target mask -> MaskPair whose rows (context = complement) are cut to the batch's shortest
+    row by a uniformly random subset per row, not (as V-JEPA does) the smallest indices, which would bias
+    against late-frame / bottom-right tokens. Cut tokens end up neither context nor target."""
+    context = ~target
+    return MaskPair(
+        context=indices_of(random_subset(context, int(context.sum(dim=1).min()), generator)),
+        target=indices_of(random_subset(target, int(target.sum(dim=1).min()), generator)),
+    )
+
+
+def _lerp(bounds: list[float], u: float) -> float:
+    low, high = bounds
+    return low + u * (high - low)

@@ -1,0 +1,129 @@
+"""The MaskPair type shared by all generators, and the non-block masks: random tokens (MAE), random tubes
+(VideoMAE) and causal (predict the future).
+
+Tokens of a clip sit on a (T, H, W) grid flattened row-major: index = t*H*W + h*W + w. Generators return index
+lists only, so models gather by index and never need to know how a mask was sampled. All randomness comes from
+the torch.Generator passed in, so a mask is a pure function of the generator's state (exact resume).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class MaskPair:
+    """One (context, target) split for a whole batch.
+
+    Each row is sorted ascending without repeats, and context and target are disjoint per row. All rows have
+    the same length so a model can gather a batch with one index tensor.
+    """
+    context: torch.Tensor  # int64 [B, Nc]
+    target: torch.Tensor   # int64 [B, Nt]
+
+    def to(self, device: torch.device | str) -> "MaskPair":
+        return MaskPair(self.context.to(device, non_blocking=True), self.target.to(device, non_blocking=True))
+
+
+def check_grid(grid) -> tuple[int, int, int]:
+    """The token grid as a tuple of three ints >= 1 (time, height, width), or a ValueError naming the problem."""
+    if (not isinstance(grid, (tuple, list)) or len(grid) != 3
+            or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in grid)):
+        raise ValueError(f"grid must be three ints >= 1 (T, H, W), got {grid!r}")
+    return tuple(int(n) for n in grid)
+
+
+def check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
+def count_for_ratio(ratio: float, total: int) -> int:
+    """round(ratio * total), kept in [1, total - 1] so both context and target are non-empty."""
+    return min(max(1, round(ratio * total)), total - 1)
+
+
+def random_subset(members: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Per row of a [B, N] bool tensor, k of its True entries chosen uniformly at random (as a bool mask).
+
+    Used to equalise row lengths across a batch: V-JEPA instead keeps each row's k smallest indices, so
+    late-frame / bottom-right tokens are dropped more often than others; a uniform subset has no such bias.
+    Every row must have at least k True entries.
+    """
+    keys = torch.rand(members.shape, generator=generator, device=members.device).masked_fill_(~members, 2.0)
+    chosen = keys.topk(k, dim=1, largest=False, sorted=False).indices  # topk + scatter: ~5x cheaper than argsort
+    return torch.zeros_like(members).scatter_(1, chosen, True)
+
+
+def indices_of(mask: torch.Tensor) -> torch.Tensor:
+    """[B, N] bool with the same number of True entries per row -> their int64 indices, sorted, [B, count]."""
+    return mask.nonzero()[:, 1].view(mask.shape[0], -1)
+
+
+class RandomTokenMaskGenerator:
+    """MAE-style: every sample hides its own random set of round(ratio * T*H*W) tokens."""
+
+    def __init__(self, grid, ratio: float, num_pairs: int = 1):
+        self.grid = check_grid(grid)
+        num_tokens = math.prod(self.grid)
+        if num_tokens < 2:
+            raise ValueError(f"random masks need at least 2 tokens to split, got grid {self.grid}")
+        self.num_target = count_for_ratio(ratio, num_tokens)
+        self.num_pairs = num_pairs
+
+    def __call__(self, batch_size: int, generator: torch.Generator) -> list[MaskPair]:
+        check_batch_size(batch_size)
+        everything = torch.ones(batch_size, math.prod(self.grid), dtype=torch.bool, device=generator.device)
+        targets = [random_subset(everything, self.num_target, generator) for _ in range(self.num_pairs)]
+        return [MaskPair(context=indices_of(~target), target=indices_of(target)) for target in targets]
+
+
+class TubeMaskGenerator:
+    """VideoMAE-style: every sample hides a random set of round(ratio * H*W) spatial positions in all time
+    steps, so a masked patch cannot be copied from the same place in a neighbouring frame."""
+
+    def __init__(self, grid, ratio: float, num_pairs: int = 1):
+        self.grid = check_grid(grid)
+        _, height, width = self.grid
+        if height * width < 2:
+            raise ValueError(f"tube masks need at least 2 spatial positions, got grid {self.grid}")
+        self.num_target = count_for_ratio(ratio, height * width)
+        self.num_pairs = num_pairs
+
+    def __call__(self, batch_size: int, generator: torch.Generator) -> list[MaskPair]:
+        check_batch_size(batch_size)
+        return [self._pair(batch_size, generator) for _ in range(self.num_pairs)]
+
+    def _pair(self, batch_size: int, generator: torch.Generator) -> MaskPair:
+        frames, height, width = self.grid
+        everywhere = torch.ones(batch_size, height * width, dtype=torch.bool, device=generator.device)
+        hidden_positions = random_subset(everywhere, self.num_target, generator)
+        target = hidden_positions[:, None, :].expand(-1, frames, -1).flatten(1)  # same positions in every frame
+        return MaskPair(context=indices_of(~target), target=indices_of(target))
+
+
+class CausalMaskGenerator:
+    """Predict the future: the last ceil(ratio * T) time steps are target, the earlier ones context (at least
+    one context step is always kept). Deterministic; the generator only fixes the device. With num_pairs > 1
+    the pairs are identical copies."""
+
+    def __init__(self, grid, ratio: float, num_pairs: int = 1):
+        self.grid = check_grid(grid)
+        frames, height, width = self.grid
+        if frames < 2:
+            raise ValueError(f"causal masks need at least 2 time steps, got grid {self.grid}")
+        # The epsilon keeps float noise (0.3 * 10 = 3.0000000000000004) from adding a whole time step.
+        target_steps = min(math.ceil(ratio * frames - 1e-9), frames - 1)
+        self.num_context_steps = frames - max(1, target_steps)
+        self.num_pairs = num_pairs
+
+    def __call__(self, batch_size: int, generator: torch.Generator) -> list[MaskPair]:
+        check_batch_size(batch_size)
+        frames, height, width = self.grid
+        split = self.num_context_steps * height * width
+        tokens = torch.arange(frames * height * width, device=generator.device)
+        return [MaskPair(context=tokens[:split].repeat(batch_size, 1), target=tokens[split:].repeat(batch_size, 1))
+                for _ in range(self.num_pairs)]

@@ -1,0 +1,43 @@
+"""Narrow transformer that predicts something at masked positions from the context tokens.
+
+The SALT/V-JEPA predictor (outputs latents of the target width) and the VideoMAE-style pixel decoder
+(outputs a tubelet of pixels) are the same module with a different output width.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from timm.models.vision_transformer import Block
+
+from salt.models.tokens import gather_tokens, init_weights, sincos_pos_embed_3d
+from salt.models.vit import LayerNorm
+
+
+class MaskedTokenPredictor(nn.Module):
+    def __init__(self, *, grid: tuple[int, int, int], in_dim: int, out_dim: int, embed_dim: int, depth: int,
+                 num_heads: int, mlp_ratio: float = 4.0, num_mask_tokens: int = 1, init: str = "xavier"):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"predictor embed_dim {embed_dim} must be divisible by num_heads {num_heads}")
+        self.grid, self.embed_dim, self.depth = grid, embed_dim, depth
+        self.embed = nn.Linear(in_dim, embed_dim)
+        self.mask_tokens = nn.Parameter(torch.zeros(num_mask_tokens, embed_dim))
+        self.register_buffer("pos_embed", sincos_pos_embed_3d(embed_dim, grid)[None], persistent=False)
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=LayerNorm) for _ in range(depth))
+        self.norm = LayerNorm(embed_dim)
+        self.proj = nn.Linear(embed_dim, out_dim)
+        init_weights(self, init)
+        nn.init.normal_(self.mask_tokens, std=0.02)
+
+    def forward(self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor,
+                mask_token: int = 0) -> torch.Tensor:
+        """context [B, Nc, in_dim] at context_idx [B, Nc]; returns predictions [B, Nt, out_dim] at target_idx."""
+        B = context.shape[0]
+        pos = self.pos_embed.expand(B, -1, -1)
+        ctx = self.embed(context) + gather_tokens(pos, context_idx)
+        tgt = self.mask_tokens[mask_token].expand(B, target_idx.shape[1], -1) + gather_tokens(pos, target_idx)
+        x = torch.cat([ctx, tgt], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return self.proj(self.norm(x[:, ctx.shape[1]:]))

@@ -1,0 +1,117 @@
+"""Video ViT encoder (tubelet embedding, fixed 3D sin-cos positions, timm blocks) and its size presets."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch import nn
+from timm.models.vision_transformer import Block
+
+from salt.models.tokens import gather_tokens, init_weights, sincos_pos_embed_3d
+
+LayerNorm = partial(nn.LayerNorm, eps=1e-6)
+
+
+class VideoViT(nn.Module):
+    """Encodes a clip [B, C, T, H, W] into tokens [B, N, D] on the grid (T/tubelet, H/patch, W/patch).
+
+    `keep` (int64 [B, K]) runs the encoder on those tokens only (context-only forward, as V-JEPA/SALT
+    students do); positions are added before gathering so each kept token knows where it is.
+    """
+
+    def __init__(self, *, img_size: int, num_frames: int, in_chans: int, patch_size: int, tubelet_size: int,
+                 embed_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, init: str = "xavier"):
+        super().__init__()
+        if img_size % patch_size or num_frames % tubelet_size:
+            raise ValueError(f"img_size {img_size} / num_frames {num_frames} must be divisible by "
+                             f"patch_size {patch_size} / tubelet_size {tubelet_size}")
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} must be divisible by num_heads {num_heads}")
+        self.grid = (num_frames // tubelet_size, img_size // patch_size, img_size // patch_size)
+        self.embed_dim, self.depth = embed_dim, depth
+        self.in_chans, self.patch_size, self.tubelet_size = in_chans, patch_size, tubelet_size
+        kernel = (tubelet_size, patch_size, patch_size)
+        self.patch_embed = nn.Conv3d(in_chans, embed_dim, kernel_size=kernel, stride=kernel)
+        self.register_buffer("pos_embed", sincos_pos_embed_3d(embed_dim, self.grid)[None], persistent=False)
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=LayerNorm) for _ in range(depth))
+        self.norm = LayerNorm(embed_dim)
+        init_weights(self, init)
+
+    @property
+    def num_tokens(self) -> int:
+        t, h, w = self.grid
+        return t * h * w
+
+    def forward(self, video: torch.Tensor, keep: torch.Tensor | None = None, layer: int = -1) -> torch.Tensor:
+        """`layer=-1`: final output after the last norm; `layer=k`: output of block k (0-based), no norm."""
+        if video.dim() != 5 or video.shape[1] != self.in_chans:
+            raise ValueError(f"video must be [B, {self.in_chans}, T, H, W], got {tuple(video.shape)}")
+        x = self.patch_embed(video).flatten(2).transpose(1, 2) + self.pos_embed
+        if keep is not None:
+            x = gather_tokens(x, keep)
+        last = self.depth - 1 if layer == -1 else layer
+        if not 0 <= last < self.depth:
+            raise ValueError(f"layer must be -1 or in [0, {self.depth}), got {layer}")
+        for block in self.blocks[: last + 1]:
+            x = block(x)
+        return self.norm(x) if layer == -1 else x
+
+
+@dataclass(frozen=True)
+class SizePreset:
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float = 4.0
+
+
+def _preset(embed_dim, depth, num_heads, mlp_ratio=4.0):
+    return SizePreset(embed_dim, depth, num_heads, mlp_ratio)
+
+
+def vit_micro() -> SizePreset:   # unit tests
+    return _preset(64, 2, 2)
+
+
+def vit_tiny() -> SizePreset:    # embedded data, CPU minutes (calibration.md's prototype size)
+    return _preset(128, 4, 4)
+
+
+def vit_mini() -> SizePreset:    # embedded data, CPU tens of minutes
+    return _preset(192, 6, 3)
+
+
+def vit_small() -> SizePreset:
+    return _preset(384, 12, 6)
+
+
+def vit_base() -> SizePreset:    # paper B: 86M
+    return _preset(768, 12, 12)
+
+
+def vit_large() -> SizePreset:   # paper L: 303M
+    return _preset(1024, 24, 16)
+
+
+def vit_huge() -> SizePreset:    # paper H: 632M
+    return _preset(1280, 32, 16)
+
+
+def vit_giant() -> SizePreset:   # paper g: 1.01B (timm's ViT-g/14 MLP width 6144)
+    return _preset(1408, 40, 16, 48 / 11)
+
+
+def vit_gigantic() -> SizePreset:  # paper G: 1.84B (MLP width 8192)
+    return _preset(1664, 48, 16, 64 / 13)
+
+
+SIZE_PRESETS = {f.__name__.removeprefix("vit_"): f for f in
+                (vit_micro, vit_tiny, vit_mini, vit_small, vit_base, vit_large, vit_huge, vit_giant, vit_gigantic)}
+
+
+def size_preset(name: str) -> SizePreset:
+    if name not in SIZE_PRESETS:
+        raise ValueError(f"unknown model size {name!r}; valid: {', '.join(SIZE_PRESETS)}")
+    return SIZE_PRESETS[name]()

@@ -1,0 +1,39 @@
+"""What a method is: an objective object. The training loop owns optimisation, schedules and checkpoints;
+an objective only says which modules it trains, what the loss of a batch is, and what happens after a step."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from salt.flops import NetworkCost
+
+
+class Objective(nn.Module):
+    """Subclasses set `self.encoder` and implement `loss`. Hooks default to doing nothing."""
+
+    encoder: nn.Module
+    upstream_flops: float = 0.0   # compute already spent on the networks this run starts from (teacher chain)
+
+    def trainable(self) -> dict[str, nn.Module]:
+        """Modules the optimiser updates."""
+        raise NotImplementedError
+
+    def saved(self) -> dict[str, nn.Module]:
+        """Modules a checkpoint holds (trainable ones plus any EMA copy; never a frozen teacher loaded from file)."""
+        return self.trainable()
+
+    def loss(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        """-> {"loss": scalar to minimise, ...other scalars to log}. `batch["masks"]` is a list of MaskPair."""
+        raise NotImplementedError
+
+    def costs(self, batch: dict) -> list[NetworkCost]:
+        """What each network processed for this batch, for the compute accounting."""
+        raise NotImplementedError
+
+    def after_step(self, step: int, metrics: dict[str, float]) -> None:
+        """Called after each optimiser step (EMA update, frozen-teacher check, plateau warning)."""
+
+
+def mean_over_pairs(values: list[torch.Tensor]) -> torch.Tensor:
+    """The loss is averaged over the (context, target) pairs of a clip (V-JEPA: short- and long-range)."""
+    return torch.stack(values).mean()

@@ -1,0 +1,145 @@
+"""The run config: every knob of a teacher, student or V-JEPA run, typed, with the embedded default.
+
+Loaded through `salt.config.load_config(RunConfig, files, overrides)`; YAML presets live in salt/configs/.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from salt.data.moving_digits import MovingDigitsConfig
+from salt.data.video import VideoListConfig
+from salt.masks import MaskConfig
+
+METHODS = ("pixel", "salt", "vjepa")
+
+
+def _check_choice(name: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+@dataclass
+class DataConfig:
+    source: str = "moving_digits"           # moving_digits | video_list
+    moving_digits: MovingDigitsConfig = field(default_factory=MovingDigitsConfig)
+    video: VideoListConfig = field(default_factory=VideoListConfig)
+    num_workers: int = 0
+
+    def __post_init__(self):
+        _check_choice("source", self.source, ("moving_digits", "video_list"))
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+
+
+@dataclass
+class ModelConfig:
+    size: str = "tiny"                      # a preset of salt.models.vit.SIZE_PRESETS
+    patch_size: int = 4
+    tubelet_size: int = 2
+    init: str = "xavier"                    # xavier (MAE) | trunc_normal (V-JEPA)
+
+    def __post_init__(self):
+        from salt.models.vit import SIZE_PRESETS
+        _check_choice("size", self.size, tuple(SIZE_PRESETS))
+        _check_choice("init", self.init, ("xavier", "trunc_normal"))
+        if self.patch_size < 1 or self.tubelet_size < 1:
+            raise ValueError("patch_size and tubelet_size must be >= 1")
+
+
+@dataclass
+class PredictorConfig:
+    """SALT/V-JEPA predictor, or the pixel teacher's decoder (paper predictor: 384 wide, 12 deep, 16 heads)."""
+    embed_dim: int = 64
+    depth: int = 2
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+
+
+@dataclass
+class ObjectiveConfig:
+    method: str = "pixel"                   # pixel (stage-1 teacher) | salt (stage-2 student) | vjepa (EMA baseline)
+    normalize_targets: bool = True          # pixel: VideoMAE per-tubelet, per-channel normalised targets
+    loss: str = "l1"                        # salt/vjepa: l1 (paper) | l2
+    target_layer: int = -1                  # salt/vjepa: -1 = final output (after the encoder's norm); k = block k
+    target_layernorm: bool = True           # salt/vjepa: LayerNorm without affine on targets (V-JEPA's code)
+    teacher_checkpoint: str = ""            # salt: a checkpoint of any earlier run (pixel teacher or SALT student)
+    teacher: ModelConfig = field(default_factory=ModelConfig)   # salt: teacher architecture, checked against the file
+    ema_momentum: list[float] = field(default_factory=lambda: [0.998, 1.0])  # vjepa: linear start -> end
+    teacher_check_every: int = 100          # salt: steps between checks that the frozen teacher is unchanged
+    plateau_ratio: float = 0.95             # pixel: warn when loss / mean-prediction loss stays above this ...
+    plateau_after: int = 200                # ... after this many steps
+
+    def __post_init__(self):
+        _check_choice("method", self.method, METHODS)
+        _check_choice("loss", self.loss, ("l1", "l2"))
+        if len(self.ema_momentum) != 2 or not all(0.0 <= m <= 1.0 for m in self.ema_momentum):
+            raise ValueError(f"ema_momentum must be [start, end] in [0, 1], got {self.ema_momentum}")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW; LR: linear warmup start_lr -> lr, then cosine -> final_lr; weight decay: cosine wd -> final_wd."""
+    lr: float = 1e-3
+    start_lr: float = 1e-4
+    final_lr: float = 1e-5
+    warmup_steps: int = 50
+    weight_decay: float = 0.04
+    final_weight_decay: float = 0.04
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    grad_clip: float = 1.0                  # max grad norm; 0 disables
+
+    def __post_init__(self):
+        if len(self.betas) != 2:
+            raise ValueError(f"betas must be [beta1, beta2], got {self.betas}")
+        if self.warmup_steps < 0 or self.lr <= 0:
+            raise ValueError("warmup_steps must be >= 0 and lr > 0")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 300
+    batch_size: int = 32
+    seed: int = 0
+    device: str = "auto"                    # auto | cpu | cuda
+    precision: str = "auto"                 # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    log_every: int = 10
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    count_attention_flops: bool = False     # False: the paper's 6ND/2ND accounting; True: add attention's 4*n^2*d
+    progress: bool = True
+
+    def __post_init__(self):
+        _check_choice("device", self.device, ("auto", "cpu", "cuda"))
+        _check_choice("precision", self.precision, ("auto", "fp32", "bf16"))
+        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1 or self.keep_checkpoints < 1:
+            raise ValueError("steps, batch_size, checkpoint_every and keep_checkpoints must be >= 1")
+
+
+@dataclass
+class WandbConfig:
+    enabled: bool = False
+    project: str = "salt"
+    group: str = ""
+    mode: str = "offline"                   # used when WANDB_MODE is not set: offline works without network
+
+
+@dataclass
+class RunConfig:
+    name: str = ""                          # run folder name; "" -> "<method>-<hash of the resolved config>"
+    out_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    def __post_init__(self):
+        if self.objective.method == "salt" and not self.objective.teacher_checkpoint:
+            raise ValueError("objective.teacher_checkpoint is required for method 'salt'")
+
+
+# Keys that do not change what a run computes: left out of the run id's hash.
+NON_SEMANTIC_KEYS = ("name", "out_dir", "wandb")

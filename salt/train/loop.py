@@ -1,0 +1,218 @@
+"""The one training loop, for every method. A method is an objective object (salt.objectives); this file
+owns everything else: data order, masks, schedules, optimiser, precision, compute accounting, checkpoints, logs.
+
+Data order, masks and schedules are pure functions of (seed, step): resuming from a checkpoint at step s
+computes exactly what the uninterrupted run computed from step s on.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from salt.config import config_hash, to_dict
+from salt.data import build_dataset
+from salt.data.sampler import StepBatchSampler, mix_seed
+from salt.flops import num_params, total_flops
+from salt.masks import build_mask_generator
+from salt.objectives import Objective, build_objective
+from salt.schema import NON_SEMANTIC_KEYS, RunConfig
+from salt.train.checkpoint import (atomic_write_bytes, atomic_write_json, latest_checkpoint, load_checkpoint,
+                                   load_matching, save_checkpoint)
+from salt.train.metrics import MetricsLog, WandbLogger
+from salt.train.schedules import cosine, warmup_cosine
+
+MASK_STREAM = 1   # keeps the mask RNG stream apart from the data stream that shares the run seed
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def run_id(cfg: RunConfig) -> str:
+    """Readable prefix + hash of the resolved config (names, folders and logging options excluded)."""
+    return cfg.name or f"{cfg.objective.method}-{config_hash(cfg, exclude=NON_SEMANTIC_KEYS)}"
+
+
+def run_dir_for(cfg: RunConfig) -> Path:
+    return Path(cfg.out_dir) / run_id(cfg)
+
+
+def resolve_device(train_cfg) -> tuple[torch.device, torch.dtype | None]:
+    """-> (device, autocast dtype or None). bf16 autocast on CUDA by default; fp32 on CPU."""
+    if train_cfg.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but CUDA is not available")
+    use_cuda = train_cfg.device == "cuda" or (train_cfg.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if use_cuda else "cpu")
+    if train_cfg.precision == "bf16" or (train_cfg.precision == "auto" and use_cuda):
+        return device, torch.bfloat16
+    return device, None
+
+
+def build_optimizer(objective: Objective, optim_cfg) -> torch.optim.AdamW:
+    """AdamW; biases, norm weights and mask tokens get no weight decay (as in V-JEPA/MAE)."""
+    decay, no_decay = [], []
+    for module in objective.trainable().values():
+        for name, p in module.named_parameters():
+            (no_decay if p.ndim < 2 or "mask_tokens" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": optim_cfg.weight_decay, "decayed": True},
+              {"params": no_decay, "weight_decay": 0.0, "decayed": False}]
+    return torch.optim.AdamW(groups, lr=optim_cfg.start_lr, betas=tuple(optim_cfg.betas))
+
+
+def set_schedules(optimizer, optim_cfg, step: int, total_steps: int) -> tuple[float, float]:
+    lr = warmup_cosine(step, total_steps, start=optim_cfg.start_lr, peak=optim_cfg.lr, final=optim_cfg.final_lr,
+                       warmup=optim_cfg.warmup_steps)
+    wd = cosine(step, total_steps, start=optim_cfg.weight_decay, final=optim_cfg.final_weight_decay)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        if group["decayed"]:
+            group["weight_decay"] = wd
+    return lr, wd
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, *, resume: bool = False):
+        self.cfg, self.run_dir = cfg, run_dir_for(cfg)
+        self.device, self.amp_dtype = resolve_device(cfg.train)
+        torch.manual_seed(cfg.train.seed)   # model initialisation
+        self.dataset, self.geometry = build_dataset(cfg.data, "train")
+        self.objective = build_objective(cfg, self.geometry).to(self.device)
+        self.masks = build_mask_generator(cfg.mask, self.objective.encoder.grid)
+        self.optimizer = build_optimizer(self.objective, cfg.optim)
+        self.params = [p for m in self.objective.trainable().values() for p in m.parameters()]
+        self.start_step, self.flops, self.decode_failures = 0, 0.0, 0
+        existing = latest_checkpoint(self.run_dir)
+        if existing is not None and not resume:
+            raise RuntimeError(f"run folder {self.run_dir} already has checkpoints: pass --resume to continue it, "
+                               "or choose another name/out_dir (finished results are never overwritten)")
+        if existing is not None:
+            self._restore(load_checkpoint(existing))
+
+    # -- one step, top to bottom ---------------------------------------------------------------------------
+    def step(self, step: int, batch: dict) -> dict[str, float]:
+        cfg = self.cfg
+        batch = _to_device(batch, self.device)
+        B = batch["video"].shape[0]
+        mask_rng = torch.Generator().manual_seed(mix_seed(cfg.train.seed, MASK_STREAM, step))
+        batch["masks"] = [pair.to(self.device) for pair in self.masks(B, mask_rng)]
+        lr, wd = set_schedules(self.optimizer, cfg.optim, step, cfg.train.steps)
+        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype
+                    else contextlib.nullcontext())
+        with autocast:
+            out = self.objective.loss(batch, step)
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"loss is {loss.item()} at step {step}; stopping. The last good checkpoint is "
+                                     f"{latest_checkpoint(self.run_dir)} (resume with a lower optim.lr?)")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip or float("inf"))
+        self.optimizer.step()
+        self.flops += total_flops(self.objective.costs(batch), cfg.train.count_attention_flops)
+        self.decode_failures += int(batch["decode_failures"].sum()) if "decode_failures" in batch else 0
+        metrics = {k: float(v.detach()) for k, v in out.items()}
+        metrics.update(lr=lr, weight_decay=wd, grad_norm=float(grad_norm))
+        self.objective.after_step(step, metrics)
+        return metrics
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        done_path = self.run_dir / "done.json"
+        if done_path.exists():
+            return json.loads(done_path.read_text())
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.run_dir / "config.yaml",
+                           lambda f: f.write(yaml.safe_dump(to_dict(cfg), sort_keys=False).encode()))
+        log = MetricsLog(self.run_dir / "metrics.jsonl", self.start_step)
+        wandb = (WandbLogger(cfg.wandb, run_dir=self.run_dir, run_id=run_id(cfg), config=to_dict(cfg),
+                             resume=self.start_step > 0) if cfg.wandb.enabled else None)
+        sampler = StepBatchSampler(len(self.dataset), cfg.train.batch_size, cfg.train.seed, self.start_step,
+                                   cfg.train.steps)
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+                                             pin_memory=self.device.type == "cuda")
+        bar = tqdm(total=cfg.train.steps, initial=self.start_step, disable=not cfg.train.progress,
+                   desc=f"{cfg.objective.method} {run_id(cfg)}", dynamic_ncols=True)
+        self.objective.train()
+        t0, metrics = time.perf_counter(), {}
+        for step, batch in zip(range(self.start_step, cfg.train.steps), loader):
+            metrics = self.step(step, batch)
+            last = step + 1 == cfg.train.steps
+            if step % cfg.train.log_every == 0 or last:
+                record = {"step": step, **metrics, "flops": self.flops, "decode_failures": self.decode_failures,
+                          "elapsed_s": time.perf_counter() - t0}
+                log.write(record)
+                if wandb:
+                    wandb.log(record, step)
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", flops=f"{self.flops:.2e}")
+            bar.update(1)
+            if (step + 1) % cfg.train.checkpoint_every == 0 or last:
+                self.save(step + 1)
+        bar.close()
+        log.close()
+        if wandb:
+            wandb.close()
+        summary = self._summary(metrics, time.perf_counter() - t0)
+        atomic_write_json(done_path, summary)
+        return summary
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+    def save(self, next_step: int) -> Path:
+        state = {
+            "step": next_step,
+            "run_id": run_id(self.cfg),
+            "config": to_dict(self.cfg),
+            "models": {name: m.state_dict() for name, m in self.objective.saved().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "flops": self.flops,
+            "flops_total": self.flops + self.objective.upstream_flops,   # this run plus its teacher chain
+            "decode_failures": self.decode_failures,
+            "rng": {"torch": torch.get_rng_state()},
+            # Data order and masks are pure functions of (seed, step): their whole state is this.
+            "data": {"seed": self.cfg.train.seed, "next_step": next_step},
+            "masks": {"seed": self.cfg.train.seed, "stream": MASK_STREAM, "next_step": next_step},
+        }
+        return save_checkpoint(self.run_dir, next_step, state, keep=self.cfg.train.keep_checkpoints)
+
+    def _restore(self, state: dict) -> None:
+        saved = self.objective.saved()
+        for name, module in saved.items():
+            load_matching(module, state["models"][name], f"resume {self.run_dir} ({name})")
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.start_step, self.flops = state["step"], state["flops"]
+        self.decode_failures = state["decode_failures"]
+
+    def _summary(self, metrics: dict, wall_time: float) -> dict:
+        o = self.cfg.objective
+        teacher_flops = self.objective.upstream_flops
+        return {
+            "run_id": run_id(self.cfg),
+            "method": o.method,
+            "steps": self.cfg.train.steps,
+            "final_metrics": metrics,
+            "flops": {"run": self.flops, "teacher_stage": teacher_flops, "total": self.flops + teacher_flops},
+            "params": {name: num_params(m) for name, m in self.objective.saved().items()},
+            "decode_failures": self.decode_failures,
+            "wall_time_s": wall_time,
+            "device": str(self.device),
+            "checkpoint": str(latest_checkpoint(self.run_dir)),
+            "teacher_checkpoint": o.teacher_checkpoint if o.method == "salt" else "",
+        }
+
+
+def train(cfg: RunConfig, *, resume: bool = False) -> dict:
+    """Train one run to completion (or return its summary if it is already done)."""
+    done_path = run_dir_for(cfg) / "done.json"
+    if done_path.exists():
+        return json.loads(done_path.read_text())
+    return Trainer(cfg, resume=resume).fit()
