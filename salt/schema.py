@@ -37,11 +37,14 @@ class ModelConfig:
     patch_size: int = 4
     tubelet_size: int = 2
     init: str = "xavier"                    # xavier (MAE) | trunc_normal (V-JEPA)
+    pos_embed: str = "sincos"               # sincos (fixed, added) | rope (3D rotary in attention, the paper's)
 
     def __post_init__(self):
+        from salt.models.tokens import POSITION_KINDS
         from salt.models.vit import SIZE_PRESETS
         _check_choice("size", self.size, tuple(SIZE_PRESETS))
         _check_choice("init", self.init, ("xavier", "trunc_normal"))
+        _check_choice("pos_embed", self.pos_embed, POSITION_KINDS)
         if self.patch_size < 1 or self.tubelet_size < 1:
             raise ValueError("patch_size and tubelet_size must be >= 1")
 

@@ -41,7 +41,7 @@ def test_encoder_shapes_and_context_forward():
     part = m(video, keep=keep)
     assert part.shape == (3, 5, 64)
     # Context-only forward equals running the blocks on the gathered embedded tokens (no leak from the rest).
-    x = gather_tokens(m.patch_embed(video).flatten(2).transpose(1, 2) + m.pos_embed, keep)
+    x = gather_tokens(m.patch_embed(video).flatten(2).transpose(1, 2) + m.positions.table, keep)
     for b in m.blocks:
         x = b(x)
     torch.testing.assert_close(part, m.norm(x))
@@ -103,3 +103,28 @@ def test_paper_sizes_match_parameter_counts(name, millions):
 def test_unknown_size_lists_valid():
     with pytest.raises(ValueError, match="large"):
         size_preset("enormous")
+
+
+def test_rope_encoder_context_forward_and_relative_positions():
+    from salt.models.tokens import rope_table_3d
+    from timm.layers import apply_rot_embed_cat
+    m = _vit(pos_embed="rope").eval()
+    video = torch.randn(2, 1, 4, 16, 16)
+    keep = torch.tensor([[0, 3, 9, 20], [1, 2, 30, 31]])
+    assert m(video, keep=keep).shape == (2, 4, 64)
+    assert m(video).shape == (2, m.num_tokens, 64)
+    # RoPE makes q.k depend only on the offset between positions: shift both tokens by one time step.
+    table = rope_table_3d(12, (3, 4, 4))
+    q, k = torch.randn(12), torch.randn(12)
+    def score(i, j):
+        return (apply_rot_embed_cat(q, table[i]) * apply_rot_embed_cat(k, table[j])).sum()
+    hw = 16
+    torch.testing.assert_close(score(0 * hw + 5, 1 * hw + 6), score(1 * hw + 5, 2 * hw + 6))
+    assert not torch.allclose(score(0 * hw + 5, 1 * hw + 6), score(0 * hw + 5, 2 * hw + 6))
+
+
+def test_rope_predictor_runs():
+    p = MaskedTokenPredictor(grid=(2, 4, 4), in_dim=64, out_dim=8, embed_dim=32, depth=1, num_heads=2,
+                             pos_embed="rope")
+    out = p(torch.randn(2, 3, 64), torch.tensor([[0, 1, 2], [5, 6, 7]]), torch.tensor([[8, 9], [10, 31]]))
+    assert out.shape == (2, 2, 8)

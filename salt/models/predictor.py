@@ -7,24 +7,22 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from timm.models.vision_transformer import Block
-
-from salt.models.tokens import gather_tokens, init_weights, sincos_pos_embed_3d
+from salt.models.tokens import TokenPositions, init_weights, run_blocks, transformer_blocks
 from salt.models.vit import LayerNorm
 
 
 class MaskedTokenPredictor(nn.Module):
     def __init__(self, *, grid: tuple[int, int, int], in_dim: int, out_dim: int, embed_dim: int, depth: int,
-                 num_heads: int, mlp_ratio: float = 4.0, num_mask_tokens: int = 1, init: str = "xavier"):
+                 num_heads: int, mlp_ratio: float = 4.0, num_mask_tokens: int = 1, init: str = "xavier",
+                 pos_embed: str = "sincos"):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"predictor embed_dim {embed_dim} must be divisible by num_heads {num_heads}")
         self.grid, self.embed_dim, self.depth = grid, embed_dim, depth
         self.embed = nn.Linear(in_dim, embed_dim)
         self.mask_tokens = nn.Parameter(torch.zeros(num_mask_tokens, embed_dim))
-        self.register_buffer("pos_embed", sincos_pos_embed_3d(embed_dim, grid)[None], persistent=False)
-        self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=LayerNorm) for _ in range(depth))
+        self.positions = TokenPositions(pos_embed, embed_dim, num_heads, grid)
+        self.blocks = transformer_blocks(embed_dim, depth, num_heads, mlp_ratio, pos_embed, LayerNorm)
         self.norm = LayerNorm(embed_dim)
         self.proj = nn.Linear(embed_dim, out_dim)
         init_weights(self, init)
@@ -34,10 +32,8 @@ class MaskedTokenPredictor(nn.Module):
                 mask_token: int = 0) -> torch.Tensor:
         """context [B, Nc, in_dim] at context_idx [B, Nc]; returns predictions [B, Nt, out_dim] at target_idx."""
         B = context.shape[0]
-        pos = self.pos_embed.expand(B, -1, -1)
-        ctx = self.embed(context) + gather_tokens(pos, context_idx)
-        tgt = self.mask_tokens[mask_token].expand(B, target_idx.shape[1], -1) + gather_tokens(pos, target_idx)
-        x = torch.cat([ctx, tgt], dim=1)
-        for block in self.blocks:
-            x = block(x)
-        return self.proj(self.norm(x[:, ctx.shape[1]:]))
+        tgt = self.mask_tokens[mask_token].expand(B, target_idx.shape[1], -1)
+        index = torch.cat([context_idx, target_idx], dim=1)
+        x = self.positions.add(torch.cat([self.embed(context), tgt], dim=1), index)
+        x = run_blocks(self.blocks, x, self.positions.rope(index, B))
+        return self.proj(self.norm(x[:, context.shape[1]:]))

@@ -6,9 +6,7 @@ from functools import partial
 
 import torch
 from torch import nn
-from timm.models.vision_transformer import Block
-
-from salt.models.tokens import gather_tokens, init_weights, sincos_pos_embed_3d
+from salt.models.tokens import TokenPositions, gather_tokens, init_weights, run_blocks, transformer_blocks
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)
 
@@ -17,11 +15,12 @@ class VideoViT(nn.Module):
     """Encodes a clip [B, C, T, H, W] into tokens [B, N, D] on the grid (T/tubelet, H/patch, W/patch).
 
     `keep` (int64 [B, K]) runs the encoder on those tokens only (context-only forward, as V-JEPA/SALT
-    students do); positions are added before gathering so each kept token knows where it is.
+    students do); each kept token keeps its grid position (sin-cos added, or RoPE in attention).
     """
 
     def __init__(self, *, img_size: int, num_frames: int, in_chans: int, patch_size: int, tubelet_size: int,
-                 embed_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, init: str = "xavier"):
+                 embed_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, init: str = "xavier",
+                 pos_embed: str = "sincos"):
         super().__init__()
         if img_size % patch_size or num_frames % tubelet_size:
             raise ValueError(f"img_size {img_size} / num_frames {num_frames} must be divisible by "
@@ -33,9 +32,8 @@ class VideoViT(nn.Module):
         self.in_chans, self.patch_size, self.tubelet_size = in_chans, patch_size, tubelet_size
         kernel = (tubelet_size, patch_size, patch_size)
         self.patch_embed = nn.Conv3d(in_chans, embed_dim, kernel_size=kernel, stride=kernel)
-        self.register_buffer("pos_embed", sincos_pos_embed_3d(embed_dim, self.grid)[None], persistent=False)
-        self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=LayerNorm) for _ in range(depth))
+        self.positions = TokenPositions(pos_embed, embed_dim, num_heads, self.grid)
+        self.blocks = transformer_blocks(embed_dim, depth, num_heads, mlp_ratio, pos_embed, LayerNorm)
         self.norm = LayerNorm(embed_dim)
         init_weights(self, init)
 
@@ -48,14 +46,14 @@ class VideoViT(nn.Module):
         """`layer=-1`: final output after the last norm; `layer=k`: output of block k (0-based), no norm."""
         if video.dim() != 5 or video.shape[1] != self.in_chans:
             raise ValueError(f"video must be [B, {self.in_chans}, T, H, W], got {tuple(video.shape)}")
-        x = self.patch_embed(video).flatten(2).transpose(1, 2) + self.pos_embed
-        if keep is not None:
-            x = gather_tokens(x, keep)
         last = self.depth - 1 if layer == -1 else layer
         if not 0 <= last < self.depth:
             raise ValueError(f"layer must be -1 or in [0, {self.depth}), got {layer}")
-        for block in self.blocks[: last + 1]:
-            x = block(x)
+        x = self.patch_embed(video).flatten(2).transpose(1, 2)
+        if keep is not None:
+            x = gather_tokens(x, keep)
+        x = self.positions.add(x, keep)
+        x = run_blocks(self.blocks[: last + 1], x, self.positions.rope(keep, x.shape[0]))
         return self.norm(x) if layer == -1 else x
 
 

@@ -22,7 +22,8 @@ def _predictor(cfg, grid, in_dim: int, out_dim: int) -> MaskedTokenPredictor:
     p = cfg.predictor
     return MaskedTokenPredictor(grid=grid, in_dim=in_dim, out_dim=out_dim, embed_dim=p.embed_dim, depth=p.depth,
                                 num_heads=p.num_heads, mlp_ratio=p.mlp_ratio,
-                                num_mask_tokens=num_mask_pairs(cfg.mask), init=cfg.model.init)
+                                num_mask_tokens=num_mask_pairs(cfg.mask), init=cfg.model.init,
+                                pos_embed=cfg.model.pos_embed)
 
 
 def load_teacher(objective_cfg, geometry: ClipGeometry) -> tuple[VideoViT, float]:
