@@ -15,28 +15,33 @@ GRID = (2, 4, 4)
 PIXELS_PER_TOKEN = 1 * 2 * 4 * 4   # channels * tubelet * patch * patch
 
 
-def make_vit(embed_dim: int | None = None, depth: int | None = None, *, in_chans: int = 1) -> VideoViT:
+def make_vit(embed_dim: int | None = None, depth: int | None = None, *, pos_embed: str = "sincos") -> VideoViT:
     micro = size_preset("micro")
-    return VideoViT(img_size=16, num_frames=4, in_chans=in_chans, patch_size=4, tubelet_size=2,
-                    embed_dim=embed_dim or micro.embed_dim, depth=depth or micro.depth, num_heads=micro.num_heads)
+    return VideoViT(img_size=16, num_frames=4, in_chans=1, patch_size=4, tubelet_size=2,
+                    embed_dim=embed_dim or micro.embed_dim, depth=depth or micro.depth, num_heads=micro.num_heads,
+                    pos_embed=pos_embed)
 
 
-def make_predictor(out_dim: int, num_mask_tokens: int = 2, in_dim: int = 64) -> MaskedTokenPredictor:
-    return MaskedTokenPredictor(grid=GRID, in_dim=in_dim, out_dim=out_dim, embed_dim=32, depth=1, num_heads=2,
-                                num_mask_tokens=num_mask_tokens)
+def make_predictor(out_dim: int, num_mask_tokens: int = 2, *, pos_embed: str = "sincos") -> MaskedTokenPredictor:
+    return MaskedTokenPredictor(grid=GRID, in_dim=64, out_dim=out_dim, embed_dim=32, depth=1, num_heads=2,
+                                num_mask_tokens=num_mask_tokens, pos_embed=pos_embed)
 
 
-def make_objective(method: str, **kwargs):
+def make_objective(method: str, *, pos_embed: str = "sincos", **kwargs):
     """A micro objective of each method; two mask pairs (V-JEPA's short- and long-range), so two mask tokens."""
+    def vit():
+        return make_vit(pos_embed=pos_embed)
+
     if method == "pixel":
         kw = dict(normalize_targets=True, plateau_ratio=0.95, plateau_after=10) | kwargs
-        return PixelObjective(make_vit(), make_predictor(PIXELS_PER_TOKEN), **kw)
+        return PixelObjective(vit(), make_predictor(PIXELS_PER_TOKEN, pos_embed=pos_embed), **kw)
     kw = dict(loss="l1", target_layer=-1, target_layernorm=True) | kwargs
+    predictor = make_predictor(64, pos_embed=pos_embed)
     if method == "salt":
-        return SaltObjective(make_vit(), make_predictor(64), make_vit(), check_every=1, **kw)
+        return SaltObjective(vit(), predictor, vit(), check_every=1, **kw)
     if method == "vjepa":
-        return VJepaObjective(make_vit(), make_predictor(64), momentum=[0.99, 1.0], total_steps=100, **kw)
-    raise ValueError(method)
+        return VJepaObjective(vit(), predictor, momentum=[0.99, 1.0], total_steps=100, **kw)
+    raise ValueError(f"unknown method {method!r}")
 
 
 def make_batch(batch_size: int = 2, seed: int = 0) -> dict:
@@ -45,13 +50,9 @@ def make_batch(batch_size: int = 2, seed: int = 0) -> dict:
     return {"video": torch.randn(batch_size, 1, 4, 16, 16, generator=generator), "masks": masks}
 
 
-def optimizer_for(objective) -> torch.optim.AdamW:
-    return torch.optim.AdamW([p for m in objective.trainable().values() for p in m.parameters()], lr=1e-3)
-
-
 def train_steps(objective, batch: dict, steps: int) -> list[float]:
     """Plain optimisation on one fixed batch, with the objective's hooks; returns the loss before each step."""
-    optimizer = optimizer_for(objective)
+    optimizer = torch.optim.AdamW([p for m in objective.trainable().values() for p in m.parameters()], lr=1e-3)
     objective.train()
     losses = []
     for step in range(steps):
@@ -98,7 +99,7 @@ def test_patchify_order_matches_encoder_token_order():
                 layer.weight.zero_()
                 layer.bias.zero_()
     video = torch.randn(2, 1, 4, 16, 16)
-    tokens = encoder(video, layer=0) - encoder.pos_embed
+    tokens = encoder(video, layer=0) - encoder.positions.add(torch.zeros(2, 32, 64))   # minus sin-cos
     expected = patchify(video, tubelet=2, patch=4).sum(dim=(2, 3))
     torch.testing.assert_close(tokens[..., 0], expected, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(tokens[..., 17], expected, rtol=1e-5, atol=1e-4)
@@ -161,12 +162,7 @@ def test_salt_teacher_stays_frozen_while_student_learns():
     assert not saved_ids & {id(p) for p in teacher.parameters()}
 
 
-@pytest.mark.parametrize("sign", [
-    1.0,
-    pytest.param(-1.0, marks=pytest.mark.xfail(strict=True, reason=(
-        "salt/objectives/latent.py fingerprint() sums |p| + p, which is 0 for every negative entry: a change "
-        "to a negative teacher weight (that keeps it negative) goes unnoticed"))),
-])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_salt_teacher_check_catches_a_change(sign):
     objective = make_objective("salt")
     objective.assert_teacher_unchanged()
@@ -187,10 +183,6 @@ def test_salt_teacher_check_catches_training_mode():
         objective.assert_teacher_unchanged()
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "salt/objectives/latent.py fingerprint() compares float64 sums exactly, and a float sum depends on the "
-    "reduction order: the same untouched teacher fingerprints differently under another thread count (or on "
-    "CUDA after Trainer moves the objective off the CPU where the fingerprint was taken)"))
 def test_teacher_check_does_not_depend_on_reduction_order():
     threads = torch.get_num_threads()
     try:
@@ -278,8 +270,8 @@ def test_vjepa_target_is_saved_but_not_trained():
 @pytest.mark.parametrize("method", ["pixel", "salt", "vjepa"])
 def test_loss_falls_on_a_fixed_batch(method):
     torch.manual_seed(0)
-    losses = train_steps(make_objective(method), make_batch(), steps=40)
-    assert losses[-1] < 0.8 * losses[0], losses[::8]
+    losses = train_steps(make_objective(method), make_batch(), steps=25)
+    assert losses[-1] < 0.8 * losses[0], losses[::5]   # measured 0.52-0.65 over seeds
 
 
 # -- plateau warning -----------------------------------------------------------------------------------------

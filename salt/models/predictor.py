@@ -31,6 +31,9 @@ class MaskedTokenPredictor(nn.Module):
     def forward(self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor,
                 mask_token: int = 0) -> torch.Tensor:
         """context [B, Nc, in_dim] at context_idx [B, Nc]; returns predictions [B, Nt, out_dim] at target_idx."""
+        if not 0 <= mask_token < len(self.mask_tokens):
+            raise ValueError(f"mask_token {mask_token} out of range: the predictor has {len(self.mask_tokens)} mask "
+                             "tokens (one per mask pair; build it with num_mask_tokens = number of pairs)")
         B = context.shape[0]
         tgt = self.mask_tokens[mask_token].expand(B, target_idx.shape[1], -1)
         index = torch.cat([context_idx, target_idx], dim=1)

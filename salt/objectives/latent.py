@@ -25,9 +25,19 @@ def freeze(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
+_INT_VIEW = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
+
+
 def fingerprint(module: torch.nn.Module) -> torch.Tensor:
-    """A cheap exact summary of every parameter, to assert a frozen teacher never changes."""
-    return torch.stack([p.detach().double().abs().sum() + p.detach().double().sum() for p in module.parameters()])
+    """An exact summary of every parameter's bits, to assert a frozen teacher never changes: a
+    position-weighted integer sum, so it is independent of reduction order, thread count and device
+    (a float sum is not), and sees any changed or swapped entry."""
+    sums = []
+    for p in module.parameters():
+        bits = p.detach().contiguous().view(_INT_VIEW[p.element_size()]).flatten().long()
+        weights = torch.arange(bits.numel(), device=bits.device) % 65521 + 1
+        sums.append((bits * weights).sum())
+    return torch.stack(sums).cpu()
 
 
 class LatentPredictionObjective(Objective):
@@ -85,8 +95,7 @@ class SaltObjective(LatentPredictionObjective):
             self.assert_teacher_unchanged()
 
     def assert_teacher_unchanged(self):
-        if not torch.equal(fingerprint(self.target_encoder).to(self._teacher_fingerprint.device),
-                           self._teacher_fingerprint):
+        if not torch.equal(fingerprint(self.target_encoder), self._teacher_fingerprint):
             raise RuntimeError("the frozen teacher's parameters changed during student training")
         if any(p.requires_grad for p in self.target_encoder.parameters()) or self.target_encoder.training:
             raise RuntimeError("the frozen teacher must be in eval mode with requires_grad=False")

@@ -1,0 +1,57 @@
+"""The command line, run as a user would (subprocesses)."""
+import json
+import subprocess
+import sys
+
+from tests.conftest import micro_overrides
+
+
+def _salt(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "salt", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+
+
+def test_unknown_key_is_a_clear_error_before_work():
+    r = _salt("teacher", "--config", "tiny_teacher", "train.stepz=3")
+    assert r.returncode == 2
+    assert "train.stepz" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_wrong_type_and_missing_teacher_are_clear_errors():
+    r = _salt("teacher", "--config", "tiny_teacher", "train.steps=many")
+    assert r.returncode == 2 and "train.steps" in r.stderr
+    r = _salt("student", "--config", "tiny_student")
+    assert r.returncode == 2 and "teacher_checkpoint" in r.stderr
+
+
+def test_print_config_resolves_layers():
+    r = _salt("vjepa", "--config", "tiny_vjepa", "--print-config", "train.steps=7")
+    assert r.returncode == 0, r.stderr
+    assert "steps: 7" in r.stdout and "method: vjepa" in r.stdout
+
+
+def test_teacher_then_student_from_the_cli(tmp_path):
+    t = _salt("teacher", "--config", "tiny_teacher", *micro_overrides(tmp_path, "t", steps=2))
+    assert t.returncode == 0, t.stderr
+    s = _salt("student", "--config", "tiny_student", *micro_overrides(tmp_path, "s", steps=2),
+              f"objective.teacher_checkpoint={tmp_path / 'runs' / 't'}")
+    assert s.returncode == 0, s.stderr
+    done = json.loads((tmp_path / "runs" / "s" / "done.json").read_text())
+    assert done["method"] == "salt" and done["flops"]["teacher_stage"] > 0
+    # Resume of a finished run returns its summary without training again.
+    again = _salt("student", "--config", "tiny_student", *micro_overrides(tmp_path, "s", steps=2),
+                  f"objective.teacher_checkpoint={tmp_path / 'runs' / 't'}", "--resume")
+    assert again.returncode == 0 and json.loads((tmp_path / "runs" / "s" / "done.json").read_text()) == done
+
+
+def test_smoke_demo_prints_the_table(tmp_path):
+    import os
+    env = {**os.environ, "SALT_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-m", "salt", "demo", "--preset", "smoke", "--out", str(tmp_path / "demo")],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    for name in ("raw pixels", "random init", "teacher", "salt student", "v-jepa", "motion_10shot"):
+        assert name in r.stdout
+    result = json.loads((tmp_path / "demo" / "demo_results.json").read_text())
+    assert len(result["rows"]) == 5
+    assert all(0.0 <= row["motion_full"] <= 1.0 for row in result["rows"])
