@@ -1,13 +1,15 @@
 """Time the pixel (teacher), SALT (student) and V-JEPA training steps side by side, in one process.
 
 Each method is built through the real code path (`Trainer(cfg)` from the packaged tiny_* configs; SALT gets a
-teacher checkpoint saved by a 1-step pixel `Trainer.fit()` of the same size) and timed with `Trainer.step()` on
-one batch held in memory, so the numbers are the loop step itself: masks, forward, backward, clipping, AdamW,
-compute accounting and the method's after-step hook (EMA update, teacher check). Methods are interleaved round
-robin, starting each round with the next method, so machine noise hits all three alike; medians are reported.
+teacher checkpoint saved by a 1-step pixel `Trainer.fit()` of --teacher-size, by default --size) and timed with
+`Trainer.step()` on one batch held in memory, so the numbers are the loop step itself: masks, forward, backward,
+clipping, AdamW, compute accounting and the method's after-step hook (EMA update, teacher check). Methods are
+interleaved round robin, starting each round with the next method, so machine noise hits all three alike;
+medians are reported.
 
     .venv/bin/python benchmarks/train_step.py                       # embedded tiny setting
     .venv/bin/python benchmarks/train_step.py --size mini --json out.json
+    .venv/bin/python benchmarks/train_step.py --size mini --teacher-size tiny   # the paper's small teacher
     .venv/bin/python benchmarks/train_step.py train.device=cpu      # any config override, for all three
 """
 from __future__ import annotations
@@ -26,14 +28,15 @@ import torch
 from torch.utils.data import default_collate
 
 from salt.config import ConfigError, load_config, resolve_config
-from salt.data.sampler import batch_for_step, mix_seed
+from salt.data.sampler import batch_for_step
 from salt.flops import num_params, total_flops
 from salt.schema import RunConfig
-from salt.train.loop import MASK_STREAM, Trainer
+from salt.train.loop import Trainer
 
 METHODS = ("pixel", "salt", "vjepa")
 CONFIGS = {"pixel": "tiny_teacher", "salt": "tiny_student", "vjepa": "tiny_vjepa"}
 REFERENCE = "salt"
+BUSY_WARNING = 0.2   # CPUs kept busy by other processes above which the report warns
 # The embedded data draws a 12 px digit on a 32 px canvas; other resolutions keep that proportion.
 DIGIT_FRACTION = 12 / 32
 
@@ -55,6 +58,8 @@ def non_negative_int(text: str) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", help="model size preset (micro, tiny, mini, small, base, ...); default: tiny_common's")
+    p.add_argument("--teacher-size", help="SALT's frozen teacher size (the paper's small-teacher setting); "
+                                          "default: --size")
     p.add_argument("--batch-size", type=positive_int, help="clips per step; default: tiny_common's (32)")
     p.add_argument("--frames", type=positive_int, help="frames per clip; default: tiny_common's (8)")
     p.add_argument("--resolution", type=positive_int, help="square frame size in pixels; default: 32")
@@ -85,7 +90,7 @@ def setting_overrides(args: argparse.Namespace, workdir: Path) -> list[str]:
     md = "data.moving_digits"
     return [
         f"model.size={size}", f"model.patch_size={patch}", f"model.tubelet_size={tubelet}",
-        f"objective.teacher.size={size}", f"objective.teacher.patch_size={patch}",
+        f"objective.teacher.size={args.teacher_size or size}", f"objective.teacher.patch_size={patch}",
         f"objective.teacher.tubelet_size={tubelet}",
         f"{md}.canvas={resolution}", f"{md}.frames={frames}", f"{md}.digit_size={digit}",
         # One batch is all the benchmark reads: generate no more clips than that, in a throwaway cache.
@@ -102,9 +107,9 @@ def method_config(method: str, shared: list[str], user: list[str], forced: list[
     return load_config(RunConfig, [resolve_config(CONFIGS[method])], overrides)
 
 
-def save_teacher(shared: list[str], user: list[str]) -> str:
-    """A 1-step pixel run of the same size: SALT's frozen teacher (its weights do not matter for timing)."""
-    cfg = method_config("pixel", shared, user, ["name=bench-teacher", "train.steps=1"])
+def save_teacher(shared: list[str], user: list[str], teacher_size: str) -> str:
+    """A 1-step pixel run: SALT's frozen teacher (its weights do not matter for timing)."""
+    cfg = method_config("pixel", shared, user, ["name=bench-teacher", "train.steps=1", f"model.size={teacher_size}"])
     return Trainer(cfg).fit()["checkpoint"]
 
 
@@ -115,8 +120,7 @@ def teacher_override(method: str, checkpoint: str) -> list[str]:
 def step_flops(trainer: Trainer, batch: dict, step: int, count_attention: bool) -> float:
     """FLOPs of `trainer.step(step, batch)` from the objective's cost accounting, with the masks that step drew
     (regenerated from the same (seed, stream, step) seed the loop uses)."""
-    rng = torch.Generator().manual_seed(mix_seed(trainer.cfg.train.seed, MASK_STREAM, step))
-    masks = [pair.to(trainer.device) for pair in trainer.masks(batch["video"].shape[0], rng)]
+    masks = trainer.masks_for_step(step, batch["video"].shape[0])
     return total_flops(trainer.objective.costs({"video": batch["video"], "masks": masks}), count_attention)
 
 
@@ -175,12 +179,35 @@ def summarise(records: dict[str, dict], batch_size: int, clip_tokens: int) -> di
     return out
 
 
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds all processes have spent busy since boot (Linux /proc/stat; None elsewhere)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)   # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """How many CPUs other processes kept busy while the benchmark ran: the noise that threads contend with."""
+
+    def __enter__(self):
+        self.busy, self.own, self.wall = busy_cpu_seconds(), time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        busy = busy_cpu_seconds()
+        self.cpus = None if busy is None or self.busy is None else max(
+            0.0, (busy - self.busy - (time.process_time() - self.own)) / (time.perf_counter() - self.wall))
+        return False
+
+
 def machine_facts(device: torch.device) -> dict:
     facts = {
         "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
         "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
         "torch_threads": torch.get_num_threads(), "device": str(device),
-        "load_avg_1min": round(os.getloadavg()[0], 2),   # other work on the machine skews every number here
     }
     if device.type == "cuda":
         facts["gpu"] = torch.cuda.get_device_name(device)
@@ -212,6 +239,10 @@ def print_report(facts: dict, setting: dict, params: dict, results: dict, batch_
         print(f"{method:7s} {r['median_ms']:10.1f} {r['p10_ms']:8.1f} {r['p90_ms']:8.1f} {r['samples_per_s']:10.1f} "
               f"{r['tokens_per_s']:10.0f} {r['gflop_per_step']:10.2f} {r['gflop_per_s']:8.1f} "
               f"{r['gflop_per_s_with_attention']:8.1f} {r['time_vs_salt']:7.2f}x")
+    other = facts["other_cpus_busy"]
+    if facts["device"] == "cpu" and other is not None and other > BUSY_WARNING:
+        print(f"WARNING: other processes kept {other:.2f} of {facts['cpus_usable']} CPUs busy during the benchmark: "
+              "CPU threads contend and these times can be several-fold off; rerun when idle or try --threads 1.")
     print(f"samples/s and tokens/s count the full clip x batch ({batch_size}); GFLOP/s: the paper's 6ND (trained) / "
           "2ND (forward-only) accounting over the median step; +attn adds attention's 4*n^2*d per layer; "
           "'vs salt': median step time relative to the SALT step.")
@@ -232,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         start = time.perf_counter()
-        teacher = save_teacher(shared, args.overrides)
+        teacher = save_teacher(shared, args.overrides, configs["salt"].objective.teacher.size)
         trainers = {m: Trainer(method_config(m, shared, args.overrides, teacher_override(m, teacher)))
                     for m in METHODS}
         setup_s = time.perf_counter() - start
@@ -241,18 +272,18 @@ def main(argv: list[str] | None = None) -> int:
         cfg = first.cfg
         items = batch_for_step(len(first.dataset), cfg.train.batch_size, cfg.train.seed, 0)
         batch = default_collate([first.dataset[item] for item in items])
-        for trainer in trainers.values():
-            trainer.objective.train()
 
-        start = time.perf_counter()
-        records = run_round_robin(trainers, batch, args.warmup, args.steps)
-        bench_s = time.perf_counter() - start
+        with OtherLoad() as other_load:
+            start = time.perf_counter()
+            records = run_round_robin(trainers, batch, args.warmup, args.steps)
+            bench_s = time.perf_counter() - start
 
     B = cfg.train.batch_size
     clip_tokens = first.objective.encoder.num_tokens
-    md = cfg.data.moving_digits
+    geometry = first.geometry
     setting = {
-        "size": cfg.model.size, "batch_size": B, "frames": md.frames, "resolution": md.canvas, "channels": 1,
+        "size": cfg.model.size, "teacher_size": configs["salt"].objective.teacher.size, "batch_size": B,
+        "frames": geometry.frames, "resolution": geometry.size, "channels": geometry.channels,
         "patch": cfg.model.patch_size, "tubelet": cfg.model.tubelet_size,
         "grid": "x".join(map(str, first.objective.encoder.grid)),
         "clip_tokens": clip_tokens, "predictor": f"{cfg.predictor.embed_dim}x{cfg.predictor.depth}",
@@ -261,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         "setup_s": round(setup_s, 1), "bench_s": round(bench_s, 1),
     }
     facts = machine_facts(first.device)
+    facts["other_cpus_busy"] = None if other_load.cpus is None else round(other_load.cpus, 2)
     params = describe_models(trainers)
     results = summarise(records, B, clip_tokens)
     print_report(facts, setting, params, results, B)

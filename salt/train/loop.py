@@ -97,14 +97,18 @@ class Trainer:
                                "or choose another name/out_dir (finished results are never overwritten)")
         if existing is not None:
             self._restore(load_checkpoint(existing))
+        self.objective.train()
+
+    def masks_for_step(self, step: int, batch_size: int) -> list:
+        """The (context, target) pairs of step `step`: a pure function of (seed, step)."""
+        rng = torch.Generator().manual_seed(mix_seed(self.cfg.train.seed, MASK_STREAM, step))
+        return [pair.to(self.device) for pair in self.masks(batch_size, rng)]
 
     # -- one step, top to bottom ---------------------------------------------------------------------------
     def step(self, step: int, batch: dict) -> dict[str, float]:
         cfg = self.cfg
         batch = _to_device(batch, self.device)
-        B = batch["video"].shape[0]
-        mask_rng = torch.Generator().manual_seed(mix_seed(cfg.train.seed, MASK_STREAM, step))
-        batch["masks"] = [pair.to(self.device) for pair in self.masks(B, mask_rng)]
+        batch["masks"] = self.masks_for_step(step, batch["video"].shape[0])
         lr, wd = set_schedules(self.optimizer, cfg.optim, step, cfg.train.steps)
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype
                     else contextlib.nullcontext())
@@ -142,7 +146,6 @@ class Trainer:
                                              pin_memory=self.device.type == "cuda")
         bar = tqdm(total=cfg.train.steps, initial=self.start_step, disable=not cfg.train.progress,
                    desc=f"{cfg.objective.method} {run_id(cfg)}", dynamic_ncols=True)
-        self.objective.train()
         t0, metrics = time.perf_counter(), {}
         for step, batch in zip(range(self.start_step, cfg.train.steps), loader):
             metrics = self.step(step, batch)
