@@ -6,7 +6,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from salt.flops import NetworkCost, num_params, total_flops, transformer_cost
 from salt.models import MaskedTokenPredictor, VideoViT, size_preset
-from tests.test_objectives import make_batch, make_objective
+from tests.micro import make_batch, make_objective
 
 
 def counted_flops(fn) -> int:

@@ -1,6 +1,5 @@
 """The training loop: exact resume, atomic checkpoints, done markers, NaN stops, teacher chains, logs."""
 import json
-import warnings
 
 import pytest
 import torch
