@@ -1,4 +1,4 @@
-"""Known-answer tests for frozen-feature probes (salt.eval.probes) and RankMe (salt.eval.rankme)."""
+"""Known-answer tests for frozen-feature probes (salt.eval.probes) and RankMe (salt.eval.spectral)."""
 
 import math
 
@@ -16,7 +16,7 @@ from salt.eval.probes import (
     pool_tokens,
     train_linear_probe,
 )
-from salt.eval.rankme import rankme
+from salt.eval.spectral import rankme
 
 
 def blobs(n_per_class: int, num_classes: int, dim: int, separation: float, seed: int):
