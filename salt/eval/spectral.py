@@ -50,10 +50,7 @@ def rankme(features: torch.Tensor, eps: float = 1e-7) -> float:
     """RankMe (Garrido et al. 2023): effective rank of the singular values of the raw N x K embedding matrix
     (no centering, as in the paper). Collapsed encoders put their features in few directions; this counts how
     many carry weight, without labels. ~1 (rank 1) to min(N, K); float64 so small singular values survive."""
-    matrix = _as_float64(features, "features", 2, "[N, K]")
-    if not torch.isfinite(matrix).all():
-        raise ValueError("features contain NaN or infinite values")
-    return effective_rank(torch.linalg.svdvals(matrix), eps)
+    return effective_rank(torch.linalg.svdvals(_as_float64(features, "features", 2, "[N, K]")), eps)
 
 
 def _inverse_sqrt(symmetric: torch.Tensor) -> torch.Tensor:
