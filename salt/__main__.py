@@ -1,5 +1,6 @@
-"""Command line: `python -m salt teacher|student|vjepa --config CONFIG [--resume] key=value ...`
-and `python -m salt demo [--preset tiny|small]`."""
+"""Command line: `python -m salt teacher|student|vjepa --config CONFIG [--resume] key=value ...`,
+`python -m salt eval RUN_DIR [--checkpoint STEP] [--protocol fast|systematic]` and
+`python -m salt demo [--preset tiny|small]`."""
 from __future__ import annotations
 
 import argparse
@@ -21,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--resume", action="store_true", help="continue the run folder's latest checkpoint")
         p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
         p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.steps=100")
+    e = sub.add_parser("eval", help="evaluate a run's checkpoint and write its record to RUN_DIR/evals/")
+    e.add_argument("run_dir")
+    e.add_argument("--checkpoint", type=int, default=None, help="step of the checkpoint (default: the latest)")
+    e.add_argument("--protocol", default="fast", help="fast | systematic | smoke")
     d = sub.add_parser("demo", help="teacher -> student, V-JEPA baseline, probes, on the embedded data")
     d.add_argument("--preset", default="tiny")
     d.add_argument("--out", default="runs/demo")
@@ -28,6 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
+        if args.command == "eval":
+            from salt.eval.evaluate import eval_protocol, evaluate_run
+            from salt.eval.record import record_path
+            eval_protocol(args.protocol)   # an unknown protocol fails before any work
+            record = evaluate_run(args.run_dir, args.checkpoint, args.protocol)
+            print(json.dumps({"metrics": record.metrics, "losses": record.losses,
+                              "probes": {p.column: round(p.test_accuracy, 4) for p in record.probes}}, indent=2))
+            print(f"record: {record_path(args.run_dir, record.checkpoint_step, record.evaluation)}")
+            return 0
         if args.command == "demo":
             from salt.demo import run_demo
             run_demo(args.preset, args.out, args.overrides)
@@ -36,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         from salt.train.loop import run_dir_for, train
         files = [resolve_config(c) for c in args.config]
         cfg = load_config(RunConfig, files, [f"objective.method={STAGE_METHODS[args.command]}", *args.overrides])
-    except (ConfigError, ValueError) as e:
+    except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.print_config:

@@ -61,3 +61,16 @@ def test_smoke_demo_prints_the_table(tmp_path):
     from salt.eval.record import load_records
     frame = load_records([tmp_path / "demo"])
     assert set(frame["method"]) == {"raw_pixels", "random_init", "pixel", "salt", "vjepa"}
+
+
+def test_eval_command_writes_a_record(tmp_path):
+    t = _salt("teacher", "--config", "tiny_teacher", *micro_overrides(tmp_path, "t", steps=2))
+    assert t.returncode == 0, t.stderr
+    r = _salt("eval", str(tmp_path / "runs" / "t"), "--checkpoint", "2", "--protocol", "smoke")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "runs" / "t" / "evals" / "step_00000002_smoke.json").exists()
+    assert "probe.linear.time.motion.10" in r.stdout and "lidar" in r.stdout
+    bad = _salt("eval", str(tmp_path / "runs" / "t"), "--protocol", "thorough")
+    assert bad.returncode == 2 and "thorough" in bad.stderr
+    missing = _salt("eval", str(tmp_path / "runs" / "nope"))
+    assert missing.returncode == 2 and "nope" in missing.stderr
