@@ -108,12 +108,17 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
+    eval_every: int = 0                     # >0: evaluate (salt.eval.evaluate) every this many steps and at the end
+    eval_protocol: str = "smoke"            # the protocol of those evaluations: smoke | fast | systematic
     count_attention_flops: bool = False     # False: the paper's 6ND/2ND accounting; True: add attention's 4*n^2*d
     progress: bool = True
 
     def __post_init__(self):
         _check_choice("device", self.device, ("auto", "cpu", "cuda"))
         _check_choice("precision", self.precision, ("auto", "fp32", "bf16"))
+        _check_choice("eval_protocol", self.eval_protocol, ("smoke", "fast", "systematic"))
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1 or self.keep_checkpoints < 1:
             raise ValueError("steps, batch_size, checkpoint_every and keep_checkpoints must be >= 1")
 

@@ -62,3 +62,17 @@ def test_unknown_protocol_is_a_clear_error(micro_config):
     train(cfg)
     with pytest.raises(ValueError, match="systematic"):
         evaluate_run(run_dir_for(cfg), protocol="thorough")
+
+
+def test_periodic_evaluation_during_training_keeps_resume_exact(micro_config):
+    import torch
+    from salt.train.checkpoint import load_checkpoint
+    with_eval = micro_config("vjepa", "with-eval", "train.eval_every=2", "train.eval_protocol=smoke", steps=4)
+    without = micro_config("vjepa", "without", steps=4)
+    train(with_eval)
+    train(without)
+    frame = load_records([run_dir_for(with_eval)])
+    assert sorted(frame["checkpoint_step"]) == [2, 4]
+    assert frame["losses.heldout"].notna().all()
+    a, b = load_checkpoint(run_dir_for(with_eval))["models"], load_checkpoint(run_dir_for(without))["models"]
+    assert all(torch.equal(a["encoder"][k], b["encoder"][k]) for k in a["encoder"])

@@ -8,6 +8,7 @@ are always chosen on a held-out part of the probe's training set; the test split
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,7 +118,12 @@ def shifted_views(videos: torch.Tensor, views: int, max_shift: int, seed: int = 
 def _linear_scores(train_x, test_x, data: ProbeData, protocol: EvalProtocol, pooling: str) -> list[ProbeScore]:
     scores = []
     for spec in data.labels:
+        smallest_class = int(torch.bincount(data.train_labels[spec.name], minlength=spec.num_classes).min())
         for shots in protocol.shots:
+            if shots > smallest_class:
+                warnings.warn(f"skipping the {shots}-shot {spec.name} probe: a class has only {smallest_class} "
+                              f"of the {len(data.train_labels[spec.name])} probe training clips", stacklevel=2)
+                continue
             r = low_shot_probe(train_x, data.train_labels[spec.name], test_x, data.test_labels[spec.name],
                                num_classes=spec.num_classes, shots=shots or None, draws=protocol.draws)
             scores.append(ProbeScore("linear", pooling, spec.name, shots, "lbfgs", r["accuracy"], r["std"],
@@ -134,17 +140,24 @@ def _knn_scores(train_x, test_x, data: ProbeData, protocol: EvalProtocol, poolin
 
 
 def encoder_scores(encoder: VideoViT, data: ProbeData, protocol: EvalProtocol) -> tuple[dict, list[ProbeScore]]:
-    """Label-free metrics and every probe for one frozen encoder. The encoder runs once per clip set."""
+    """Label-free metrics and every probe for one frozen encoder. The encoder runs once per clip set.
+
+    Multi-clip x multi-view test videos ([N, V, C, T, H, W], from video lists with eval_clips > 1): the
+    attentive probe averages its logits over the V views; linear and k-NN probes average pooled features."""
     encoder = encoder.eval()
     train_tokens = extract_features(encoder, data.train_videos, batch_size=256)
-    test_tokens = extract_features(encoder, data.test_videos, batch_size=256)
+    views = data.test_videos.shape[1] if data.test_videos.dim() == 6 else 0
+    test_tokens = extract_features(encoder, data.test_videos.flatten(0, 1) if views else data.test_videos, 256)
     grid = encoder.grid
     train_time, test_time = pool_tokens(train_tokens, grid, "time"), pool_tokens(test_tokens, grid, "time")
+    if views:
+        test_tokens = test_tokens.unflatten(0, (-1, views))
+        test_time = test_time.unflatten(0, (-1, views)).mean(dim=1)
     train_mean = pool_tokens(train_tokens, grid, "mean")
     n = min(protocol.metric_clips, len(train_mean))
-    views = shifted_views(data.train_videos[:n], protocol.lidar_views, max_shift=max(1, encoder.patch_size // 2))
+    shifted = shifted_views(data.train_videos[:n], protocol.lidar_views, max_shift=max(1, encoder.patch_size // 2))
     view_embeddings = extract_features(lambda v: pool_tokens(encoder(v), grid, "mean"),
-                                       views.flatten(0, 1), batch_size=256).reshape(n, protocol.lidar_views, -1)
+                                       shifted.flatten(0, 1), batch_size=256).reshape(n, protocol.lidar_views, -1)
     spectrum = alpha_req(train_mean[:n])
     metrics = {"rankme": rankme(train_mean[:n]), "rankme_time": rankme(train_time[:n]),
                "lidar": lidar(view_embeddings), "alpha_req": spectrum.alpha, "alpha_req_r2": spectrum.r2}
@@ -167,7 +180,8 @@ def encoder_scores(encoder: VideoViT, data: ProbeData, protocol: EvalProtocol) -
 
 def pixel_scores(data: ProbeData, protocol: EvalProtocol) -> tuple[dict, list[ProbeScore]]:
     """The raw-pixel baseline: the same probes on flattened clips."""
-    train_x, test_x = data.train_videos.flatten(1), data.test_videos.flatten(1)
+    test = data.test_videos
+    train_x, test_x = data.train_videos.flatten(1), (test.flatten(2).mean(1) if test.dim() == 6 else test.flatten(1))
     n = min(protocol.metric_clips, len(train_x))
     probes = _linear_scores(train_x, test_x, data, protocol, "pixels") + _knn_scores(train_x, test_x, data,
                                                                                      protocol, "pixels")

@@ -91,6 +91,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.objective, cfg.optim)
         self.params = [p for m in self.objective.trainable().values() for p in m.parameters()]
         self.start_step, self.flops, self.decode_failures = 0, 0.0, 0
+        self._probe_data = None   # clips for periodic evaluations, loaded on first use
         existing = latest_checkpoint(self.run_dir)
         if existing is not None and not resume:
             raise RuntimeError(f"run folder {self.run_dir} already has checkpoints: pass --resume to continue it, "
@@ -158,8 +159,11 @@ class Trainer:
                     wandb.log(record, step)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", flops=f"{self.flops:.2e}")
             bar.update(1)
-            if (step + 1) % cfg.train.checkpoint_every == 0 or last:
+            evaluate_now = cfg.train.eval_every and ((step + 1) % cfg.train.eval_every == 0 or last)
+            if (step + 1) % cfg.train.checkpoint_every == 0 or last or evaluate_now:
                 self.save(step + 1)
+            if evaluate_now:
+                self.evaluate(step + 1)
         bar.close()
         log.close()
         if wandb:
@@ -167,6 +171,15 @@ class Trainer:
         summary = self._summary(metrics, time.perf_counter() - t0)
         atomic_write_json(done_path, summary)
         return summary
+
+    def evaluate(self, step: int) -> None:
+        """Write an evaluation record of the checkpoint just saved, so the analysis can relate a run's
+        trajectory to its final accuracy. Uses no global RNG: resuming stays exact."""
+        from salt.eval.evaluate import eval_protocol, evaluate_run, load_probe_data
+        protocol = eval_protocol(self.cfg.train.eval_protocol)
+        if self._probe_data is None:
+            self._probe_data = load_probe_data(self.cfg.data, protocol)
+        evaluate_run(self.run_dir, step, protocol, data=self._probe_data)
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def save(self, next_step: int) -> Path:
