@@ -161,7 +161,11 @@ def encoder_scores(encoder: VideoViT, data: ProbeData, protocol: EvalProtocol) -
     spectrum = alpha_req(train_mean[:n])
     metrics = {"rankme": rankme(train_mean[:n]), "rankme_time": rankme(train_time[:n]),
                "lidar": lidar(view_embeddings), "alpha_req": spectrum.alpha, "alpha_req_r2": spectrum.r2}
+    test_mean = pool_tokens(test_tokens.flatten(0, 1) if views else test_tokens, grid, "mean")
+    if views:
+        test_mean = test_mean.unflatten(0, (-1, views)).mean(dim=1)
     probes = _linear_scores(train_time, test_time, data, protocol, "time")
+    probes += _linear_scores(train_mean, test_mean, data, protocol, "mean")
     probes += _knn_scores(train_time, test_time, data, protocol, "time")
     if protocol.attentive != "none":
         m = protocol.attentive_train_clips
