@@ -76,3 +76,23 @@ def test_periodic_evaluation_during_training_keeps_resume_exact(micro_config):
     assert frame["losses.heldout"].notna().all()
     a, b = load_checkpoint(run_dir_for(with_eval))["models"], load_checkpoint(run_dir_for(without))["models"]
     assert all(torch.equal(a["encoder"][k], b["encoder"][k]) for k in a["encoder"])
+
+
+def test_multi_view_test_clips_are_averaged():
+    """Video lists with eval_clips > 1 give test clips [N, V, C, T, H, W]: every probe still scores N clips,
+    and a test set whose views are identical copies scores exactly like the single-view set."""
+    import torch
+    from salt.data import LabelSpec
+    from salt.eval.evaluate import ProbeData, encoder_scores
+    from tests.micro import make_vit
+    g = torch.Generator().manual_seed(0)
+    train_videos, test_videos = torch.randn(40, 1, 4, 16, 16, generator=g), torch.randn(20, 1, 4, 16, 16, generator=g)
+    labels = {"label": torch.arange(40) % 2}, {"label": torch.arange(20) % 2}
+    single = ProbeData(train_videos, labels[0], test_videos, labels[1], [LabelSpec("label", 2)])
+    multi = ProbeData(train_videos, labels[0], test_videos.unsqueeze(1).expand(-1, 3, -1, -1, -1, -1).clone(),
+                      labels[1], [LabelSpec("label", 2)])
+    torch.manual_seed(0)
+    encoder = make_vit()
+    _, single_scores = encoder_scores(encoder, single, MICRO_PROTOCOL)
+    _, multi_scores = encoder_scores(encoder, multi, MICRO_PROTOCOL)
+    assert [(p.column, p.test_accuracy) for p in single_scores] == [(p.column, p.test_accuracy) for p in multi_scores]
