@@ -27,7 +27,7 @@ class DemoPreset:
 
 DEMO_PRESETS = {
     # ~minutes on 2 CPU cores: tests the pipeline, not the science.
-    "tiny": DemoPreset("tiny", teacher_steps=500, student_steps=300, vjepa_steps=300),
+    "tiny": DemoPreset("tiny", teacher_steps=450, student_steps=250, vjepa_steps=250),
     # ~40 minutes on 2 CPU cores: the teacher leaves the mean-prediction plateau (loss / mean-prediction loss
     # 0.99 at step 250, 0.79 at 750, 0.66 at 1750 in calibration) and the student has a teacher worth copying.
     "small": DemoPreset("tiny", teacher_steps=2500, student_steps=2000, vjepa_steps=1500),

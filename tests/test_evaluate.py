@@ -8,6 +8,7 @@ from salt.eval.record import load_records, read_record, record_path
 from salt.train.loop import run_dir_for, train
 
 MICRO_PROTOCOL = EvalProtocol(name="micro", probe_train_clips=60, probe_test_clips=30, shots=[2, 0], draws=2,
+                              linear_poolings=["time", "mean"],
                               attentive="fast", attentive_train_clips=60, attentive_epochs=1, metric_clips=40,
                               lidar_views=3, heldout_clips=16)
 

@@ -39,13 +39,15 @@ class EvalProtocol:
     probe_test_clips: int = 1000
     shots: list[int] = field(default_factory=lambda: [10, 0])   # labelled clips per class; 0 = all
     draws: int = 3
+    linear_poolings: list[str] = field(default_factory=lambda: ["time"])   # "time" and/or "mean"
     attentive: str = "fast"            # attentive-probe head grid: fast (1 head) | systematic (20) | none
     attentive_train_clips: int = 1500
-    attentive_epochs: int = 3
+    attentive_epochs: int = 10
+    attentive_batch_size: int = 128
     attentive_self_attn_depth: int = 0  # 0 on CPU (one cross-attention block); the paper's probe has 3
     knn_k: int = 20
-    metric_clips: int = 1024           # clips for RankMe / alpha-ReQ / LiDAR
-    lidar_views: int = 4
+    metric_clips: int = 512            # clips for RankMe / alpha-ReQ / LiDAR
+    lidar_views: int = 2
     heldout_clips: int = 128
 
 
@@ -55,8 +57,10 @@ EVAL_PROTOCOLS = {
     "smoke": EvalProtocol(name="smoke", probe_train_clips=200, probe_test_clips=100, shots=[10, 0], draws=1,
                           attentive_train_clips=200, attentive_epochs=1, metric_clips=100, lidar_views=2,
                           heldout_clips=32),
-    "systematic": EvalProtocol(name="systematic", draws=5, attentive="systematic", attentive_train_clips=3000,
-                               attentive_epochs=20, attentive_self_attn_depth=3, probe_test_clips=2000),
+    "systematic": EvalProtocol(name="systematic", draws=5, linear_poolings=["time", "mean"], attentive="systematic",
+                               attentive_train_clips=3000, attentive_epochs=20, attentive_batch_size=256,
+                               attentive_self_attn_depth=3, probe_test_clips=2000, metric_clips=1024,
+                               lidar_views=4),
 }
 
 
@@ -145,9 +149,9 @@ def encoder_scores(encoder: VideoViT, data: ProbeData, protocol: EvalProtocol) -
     Multi-clip x multi-view test videos ([N, V, C, T, H, W], from video lists with eval_clips > 1): the
     attentive probe averages its logits over the V views; linear and k-NN probes average pooled features."""
     encoder = encoder.eval()
-    train_tokens = extract_features(encoder, data.train_videos, batch_size=256)
+    train_tokens = extract_features(encoder, data.train_videos, batch_size=512)
     views = data.test_videos.shape[1] if data.test_videos.dim() == 6 else 0
-    test_tokens = extract_features(encoder, data.test_videos.flatten(0, 1) if views else data.test_videos, 256)
+    test_tokens = extract_features(encoder, data.test_videos.flatten(0, 1) if views else data.test_videos, 512)
     grid = encoder.grid
     train_time, test_time = pool_tokens(train_tokens, grid, "time"), pool_tokens(test_tokens, grid, "time")
     if views:
@@ -164,8 +168,8 @@ def encoder_scores(encoder: VideoViT, data: ProbeData, protocol: EvalProtocol) -
     test_mean = pool_tokens(test_tokens.flatten(0, 1) if views else test_tokens, grid, "mean")
     if views:
         test_mean = test_mean.unflatten(0, (-1, views)).mean(dim=1)
-    probes = _linear_scores(train_time, test_time, data, protocol, "time")
-    probes += _linear_scores(train_mean, test_mean, data, protocol, "mean")
+    pooled = {"time": (train_time, test_time), "mean": (train_mean, test_mean)}
+    probes = [s for how in protocol.linear_poolings for s in _linear_scores(*pooled[how], data, protocol, how)]
     probes += _knn_scores(train_time, test_time, data, protocol, "time")
     if protocol.attentive != "none":
         m = protocol.attentive_train_clips
@@ -174,7 +178,7 @@ def encoder_scores(encoder: VideoViT, data: ProbeData, protocol: EvalProtocol) -
                                      data.test_labels[spec.name], num_classes=spec.num_classes,
                                      protocol=protocol.attentive, epochs=protocol.attentive_epochs,
                                      self_attn_depth=protocol.attentive_self_attn_depth,
-                                     batch_size=min(256, m))
+                                     batch_size=min(protocol.attentive_batch_size, m))
             probes.append(ProbeScore("attentive", "tokens", spec.name, 0, protocol.attentive, r["test_accuracy"],
                                      selection_score=r["val_accuracy"],
                                      details={"selected": r["selected"], "per_head": r["per_head"],
