@@ -86,13 +86,6 @@ def _build(cls: type, values: dict, prefix: str = ""):
         raise ConfigError(f"{prefix or cls.__name__}: {e}") from e
 
 
-def merge(cls: type, base, updates: dict, prefix: str = ""):
-    """Return a new `cls` instance: `base` (an instance) with the nested dict `updates` applied."""
-    current = dataclasses.asdict(base) if base is not None else {}
-    _deep_update(current, updates)
-    return _build(cls, current, prefix)
-
-
 def _deep_update(target: dict, updates: dict) -> None:
     for k, v in updates.items():
         if isinstance(v, dict) and isinstance(target.get(k), dict):

@@ -1,8 +1,6 @@
 """Token-grid helpers shared by every model: the one place that gathers tokens by index."""
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from timm.layers import trunc_normal_
@@ -113,7 +111,3 @@ def init_weights(module: nn.Module, scheme: str) -> None:
         elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-
-
-def grid_size(grid: tuple[int, int, int]) -> int:
-    return math.prod(grid)
