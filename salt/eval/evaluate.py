@@ -196,15 +196,18 @@ def pixel_scores(data: ProbeData, protocol: EvalProtocol) -> tuple[dict, list[Pr
     return {"rankme": rankme(train_x[:n])}, probes
 
 
-@torch.no_grad()
-def heldout_loss(cfg: RunConfig, state: dict, protocol: EvalProtocol) -> float:
-    """The run's own objective on the first test clips with fixed masks (the same for every run and
-    checkpoint), so losses are comparable along a run and across runs."""
-    test_set, geometry = build_dataset(cfg.data, "test")
+def restored_objective(cfg: RunConfig, state: dict, geometry: ClipGeometry):
+    """The run's objective (encoder, predictor/decoder, target network) with the checkpoint's weights."""
     objective = build_objective(cfg, geometry)
     for name, module in objective.saved().items():
-        load_matching(module, state["models"][name], f"held-out loss ({name})")
-    objective.eval()
+        load_matching(module, state["models"][name], f"checkpoint of {state['run_id']} ({name})")
+    return objective.eval()
+
+
+@torch.no_grad()
+def heldout_loss(objective, cfg: RunConfig, test_set, protocol: EvalProtocol) -> float:
+    """The run's own objective on the first test clips with fixed masks (the same for every run and
+    checkpoint), so losses are comparable along a run and across runs."""
     videos, _ = clips_and_labels(test_set, protocol.heldout_clips)
     masks = build_mask_generator(cfg.mask, objective.encoder.grid)
     losses = []
@@ -224,17 +227,13 @@ def evaluate_run(run_dir: str | Path, step: int | None = None, protocol: str | E
     cfg = from_dict(RunConfig, state["config"])
     proto = eval_protocol(protocol)
     data = data or load_probe_data(cfg.data, proto)
-    _, geometry = build_dataset(cfg.data, "test")
-    encoder = build_encoder(cfg.model, img_size=geometry.size, num_frames=geometry.frames,
-                            in_chans=geometry.channels)
-    load_matching(encoder, state["models"]["encoder"], f"encoder of {run_dir}")
+    test_set, geometry = build_dataset(cfg.data, "test")
+    objective = restored_objective(cfg, state, geometry)
+    encoder = objective.encoder
     metrics, probes = encoder_scores(encoder, data, proto)
     method = cfg.objective.method
-    teacher_run_id, teacher_step = "", -1
-    if method == "salt":
-        teacher_state = load_checkpoint(cfg.objective.teacher_checkpoint)
-        teacher_run_id, teacher_step = teacher_state["run_id"], int(teacher_state["step"])
-    summary_losses = {"heldout": heldout_loss(cfg, state, proto)}
+    teacher_run_id, teacher_step = objective.teacher_source
+    summary_losses = {"heldout": heldout_loss(objective, cfg, test_set, proto)}
     record = EvalRecord(
         run_id=state["run_id"], method=method, stage=STAGE_OF_METHOD[method], checkpoint_step=int(state["step"]),
         steps_total=cfg.train.steps, evaluation=proto.name, seed=cfg.train.seed,

@@ -26,13 +26,14 @@ def _predictor(cfg, grid, in_dim: int, out_dim: int) -> MaskedTokenPredictor:
                                 pos_embed=cfg.model.pos_embed)
 
 
-def load_teacher(objective_cfg, geometry: ClipGeometry) -> tuple[VideoViT, float]:
+def load_teacher(objective_cfg, geometry: ClipGeometry) -> tuple[VideoViT, dict]:
     """The encoder of any earlier run (pixel teacher, SALT student, V-JEPA), built from `objective.teacher`
-    and checked tensor by tensor against the file; also the compute spent on it (its whole chain)."""
+    and checked tensor by tensor against the file; also its checkpoint's state (run id, step, compute spent
+    on its whole chain)."""
     teacher = _encoder(objective_cfg.teacher, geometry)
     state = load_checkpoint(objective_cfg.teacher_checkpoint)
     load_matching(teacher, state["models"]["encoder"], f"teacher {objective_cfg.teacher_checkpoint}")
-    return teacher, float(state["flops_total"])
+    return teacher, state
 
 
 def build_objective(cfg, geometry: ClipGeometry) -> Objective:
@@ -45,13 +46,14 @@ def build_objective(cfg, geometry: ClipGeometry) -> Objective:
                               plateau_after=o.plateau_after)
     latent_kw = dict(loss=o.loss, target_layer=o.target_layer, target_layernorm=o.target_layernorm)
     if o.method == "salt":
-        teacher, teacher_flops = load_teacher(o, geometry)
+        teacher, teacher_state = load_teacher(o, geometry)
         if teacher.grid != encoder.grid:
             raise ValueError(f"teacher token grid {teacher.grid} differs from the student's {encoder.grid}: "
                              "objective.teacher.patch_size/tubelet_size must match model.*")
         objective = SaltObjective(encoder, _predictor(cfg, encoder.grid, encoder.embed_dim, teacher.embed_dim),
                                   teacher, check_every=o.teacher_check_every, **latent_kw)
-        objective.upstream_flops = teacher_flops
+        objective.upstream_flops = float(teacher_state["flops_total"])
+        objective.teacher_source = (teacher_state["run_id"], int(teacher_state["step"]))
         return objective
     if o.method == "vjepa":
         return VJepaObjective(encoder, _predictor(cfg, encoder.grid, encoder.embed_dim, encoder.embed_dim),

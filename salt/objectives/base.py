@@ -13,6 +13,7 @@ class Objective(nn.Module):
 
     encoder: nn.Module
     upstream_flops: float = 0.0   # compute already spent on the networks this run starts from (teacher chain)
+    teacher_source: tuple[str, int] = ("", -1)   # (run id, step) of the checkpoint a frozen teacher came from
 
     def trainable(self) -> dict[str, nn.Module]:
         """Modules the optimiser updates."""
