@@ -24,6 +24,17 @@ class LabelSpec:
     num_classes: int
 
 
+def clip_geometry(data_cfg) -> ClipGeometry:
+    """The clips' shape from the config alone (no data is read): for planning and compute estimates."""
+    if data_cfg.source == "moving_digits":
+        md = data_cfg.moving_digits
+        return ClipGeometry(channels=1, frames=md.frames, size=md.canvas)
+    if data_cfg.source == "video_list":
+        v = data_cfg.video
+        return ClipGeometry(channels=3, frames=v.frames_per_clip, size=v.resolution)
+    raise ValueError(f"unknown data.source {data_cfg.source!r}")
+
+
 def build_dataset(data_cfg, split: str) -> tuple[torch.utils.data.Dataset, ClipGeometry]:
     """split: "train" (augmented for video files) or "test" (eval transforms)."""
     if split not in ("train", "test"):
@@ -33,12 +44,12 @@ def build_dataset(data_cfg, split: str) -> tuple[torch.utils.data.Dataset, ClipG
         md = data_cfg.moving_digits
         data = load_moving_digits(md)
         dataset = MovingDigitsDataset(data[split], float(data["stats"]["mean"]), float(data["stats"]["std"]))
-        return dataset, ClipGeometry(channels=1, frames=md.frames, size=md.canvas)
+        return dataset, clip_geometry(data_cfg)
     if data_cfg.source == "video_list":
         from salt.data.video import VideoListDataset
         v = data_cfg.video
         dataset = VideoListDataset(v, train=split == "train")
-        return dataset, ClipGeometry(channels=3, frames=v.frames_per_clip, size=v.resolution)
+        return dataset, clip_geometry(data_cfg)
     raise ValueError(f"unknown data.source {data_cfg.source!r}")
 
 

@@ -246,14 +246,19 @@ def evaluate_run(run_dir: str | Path, step: int | None = None, protocol: str | E
     return read_record(write_record(run_dir, record))   # as stored (created_at filled in)
 
 
+def baseline_run_id(kind: str, cfg: RunConfig) -> str:
+    """One baseline per data (raw pixels) or per data and model (random init): reused by every run on them."""
+    if kind not in ("random_init", "raw_pixels"):
+        raise ValueError(f"baseline must be 'random_init' or 'raw_pixels', got {kind!r}")
+    key = config_hash(cfg.data) if kind == "raw_pixels" else config_hash(cfg.data) + "-" + config_hash(cfg.model)
+    return f"{kind}-{key}"
+
+
 def evaluate_baseline(kind: str, cfg: RunConfig, out_dir: str | Path, protocol: str | EvalProtocol = "fast",
                       data: ProbeData | None = None) -> EvalRecord:
     """Random-init encoder of cfg.model's size, or raw pixels, on cfg.data: evaluated once per (data, model,
     protocol) and reused from out_dir/baselines/ afterwards."""
-    if kind not in ("random_init", "raw_pixels"):
-        raise ValueError(f"baseline must be 'random_init' or 'raw_pixels', got {kind!r}")
-    key = config_hash(cfg.data) if kind == "raw_pixels" else config_hash(cfg.data) + "-" + config_hash(cfg.model)
-    run_dir = Path(out_dir) / "baselines" / f"{kind}-{key}"
+    run_dir = Path(out_dir) / "baselines" / baseline_run_id(kind, cfg)
     proto = eval_protocol(protocol)
     path = record_path(run_dir, 0, proto.name)
     if path.exists():

@@ -36,7 +36,8 @@ def load_teacher(objective_cfg, geometry: ClipGeometry) -> tuple[VideoViT, dict]
     return teacher, state
 
 
-def build_objective(cfg, geometry: ClipGeometry) -> Objective:
+def build_objective(cfg, geometry: ClipGeometry, teacher: tuple[VideoViT, dict] | None = None) -> Objective:
+    """`teacher`: (encoder, checkpoint state) for salt, instead of loading objective.teacher_checkpoint."""
     encoder = _encoder(cfg.model, geometry)
     o = cfg.objective
     if o.method == "pixel":
@@ -46,7 +47,7 @@ def build_objective(cfg, geometry: ClipGeometry) -> Objective:
                               plateau_after=o.plateau_after)
     latent_kw = dict(loss=o.loss, target_layer=o.target_layer, target_layernorm=o.target_layernorm)
     if o.method == "salt":
-        teacher, teacher_state = load_teacher(o, geometry)
+        teacher, teacher_state = teacher or load_teacher(o, geometry)
         if teacher.grid != encoder.grid:
             raise ValueError(f"teacher token grid {teacher.grid} differs from the student's {encoder.grid}: "
                              "objective.teacher.patch_size/tubelet_size must match model.*")

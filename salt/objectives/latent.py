@@ -88,7 +88,8 @@ class SaltObjective(LatentPredictionObjective):
     def __init__(self, *args, check_every: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.check_every = check_every
-        self._teacher_fingerprint = fingerprint(self.target_encoder)
+        # check_every=0 never checks (and works on the meta device, where compute estimates build objectives)
+        self._teacher_fingerprint = fingerprint(self.target_encoder) if check_every else None
 
     def after_step(self, step, metrics):
         if self.check_every and step % self.check_every == 0:

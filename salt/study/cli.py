@@ -1,0 +1,130 @@
+"""The command line every study script shares: `python studies/<study>.py [run|status] --preset ... --executor ...`.
+
+A study script supplies its presets (dials) and a pure `build(dials, preset, root, overrides) -> StudyPlan`;
+this module adds executors, profiles, `--dry-run` (everything derived, nothing submitted) and `status`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+from salt.config import load_config
+from salt.study.estimate import step_flops
+from salt.study.launch import EXECUTORS, LaunchOptions, run_plan, run_states
+from salt.study.results import write_results
+from salt.study.spec import StudyError, StudyPlan, read_plan
+
+# flag -> LaunchOptions key; a flag left unset keeps the profile's (or the default) value
+LAUNCH_FLAGS = {"executor": "executor", "partition": "partition", "account": "account", "qos": "qos",
+                "gpus_per_node": "gpus_per_node", "nodes": "nodes", "cpus_per_task": "cpus_per_task",
+                "mem_gb": "mem_gb", "time": "time_min", "array_parallelism": "array_parallelism",
+                "max_attempts": "max_attempts", "threads": "threads"}
+
+
+def parser(study: str, presets: dict) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"studies/{study}.py", description=f"the {study} study")
+    p.add_argument("action", nargs="?", default="run", choices=("run", "status"),
+                   help="run (default): train/evaluate what is not done; status: a table of the runs")
+    p.add_argument("--preset", default="default", choices=sorted(presets))
+    p.add_argument("--out", type=Path, help="study folder (default runs/studies/<study>-<preset>)")
+    p.add_argument("--dry-run", action="store_true", help="print the runs, dependencies, FLOPs and GPU-hours")
+    p.add_argument("--profile", type=Path, help="cluster profile YAML (slurm/profiles/): LaunchOptions keys")
+    p.add_argument("--executor", choices=EXECUTORS)
+    p.add_argument("--partition")
+    p.add_argument("--account")
+    p.add_argument("--qos")
+    p.add_argument("--gpus-per-node", type=int)
+    p.add_argument("--nodes", type=int)
+    p.add_argument("--cpus-per-task", type=int)
+    p.add_argument("--mem-gb", type=float)
+    p.add_argument("--time", type=int, help="minutes per job")
+    p.add_argument("--array-parallelism", type=int)
+    p.add_argument("--max-attempts", type=int)
+    p.add_argument("--threads", type=int, help="torch threads per job (0 = torch's default)")
+    p.add_argument("--no-wait", action="store_true", help="slurm: submit and return (then use `status`)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override every run's config (salt config keys), e.g. --set data.video.list_path=k400.csv")
+    p.add_argument("--gpu-tflops", type=float, default=400.0,
+                   help="achieved TFLOP/s per GPU assumed for the dry run's GPU-hours (default 400, bf16 H100-class)")
+    return p
+
+
+def launch_options(args) -> LaunchOptions:
+    flags = [f"{key}={getattr(args, flag)}" for flag, key in LAUNCH_FLAGS.items() if getattr(args, flag) is not None]
+    if args.no_wait:
+        flags.append("wait=false")
+    return load_config(LaunchOptions, [args.profile] if args.profile else [], flags)
+
+
+def describe(plan: StudyPlan, options: LaunchOptions, gpu_tflops: float) -> str:
+    """The dry run: every run with what was derived for it, then totals. "paper" columns use the paper's
+    accounting (predictor charged every token); "run" is what this code will compute and log."""
+    lines = [f"study {plan.study}, preset {plan.preset}: {len(plan.runs)} runs in {len(plan.stages())} stages, "
+             f"folder {plan.root}, executor {options.executor}", ""]
+    header = (f"{'run id':<38} {'role':<8} {'size':<6} {'steps':>7} {'batch':>5} {'step run':>9} {'step paper':>10} "
+              f"{'run paper':>9} {'+teachers':>9} {'GPU-h':>7}  stage: depends on | labels")
+    lines += [header, "-" * len(header)]
+    paper_total: dict[str, float] = {}   # run id -> paper-accounting FLOPs of the run and its teacher chain
+    total_run = total_paper = 0.0
+    for stage_index, stage in enumerate(plan.stages()):
+        for spec in stage:
+            cfg = spec.config
+            if spec.role == "baseline":
+                lines.append(f"{spec.run_id:<38} {'baseline':<8} {cfg.model.size:<6}  evaluated, not trained")
+                continue
+            per_step, paper = step_flops(cfg), step_flops(cfg, accounting="paper")
+            own = paper * cfg.train.steps
+            paper_total[spec.run_id] = own + sum(paper_total.get(d, 0.0) for d in spec.depends_on)
+            total_run += spec.estimated_flops
+            total_paper += own
+            labels = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in spec.labels.items())
+            lines.append(f"{spec.run_id:<38} {spec.role:<8} {cfg.model.size:<6} {cfg.train.steps:>7} "
+                         f"{cfg.train.batch_size:>5} {per_step:>9.3e} {paper:>10.3e} {own:>9.3e} "
+                         f"{paper_total[spec.run_id]:>9.3e} {own / (gpu_tflops * 1e12) / 3600:>7.1f}  "
+                         f"{stage_index}: {','.join(spec.depends_on) or '-'} | {labels}")
+    lines += ["", f"total training FLOPs (each run once): {total_run:.3e} as this code counts, {total_paper:.3e} in "
+              f"the paper's accounting; ~{total_paper / (gpu_tflops * 1e12) / 3600:,.0f} GPU-hours at "
+              f"{gpu_tflops:g} TFLOP/s achieved per GPU", "nothing was submitted (--dry-run)"]
+    return "\n".join(lines)
+
+
+def status_table(plan: StudyPlan, options: LaunchOptions) -> str:
+    states = run_states(plan, options)
+    counts: dict[str, int] = {}
+    lines = [f"{'run id':<40} {'role':<8} {'state':<12} {'tries':>5} {'job':>10}  log / error"]
+    for spec in plan.runs:
+        s = states[spec.run_id]
+        counts[s["state"]] = counts.get(s["state"], 0) + 1
+        detail = s["error"] or s["reason"] or s["stderr"]
+        lines.append(f"{spec.run_id:<40} {spec.role:<8} {s['state']:<12} {s['attempts']:>5} {s['job_id']:>10}  {detail}")
+    lines.append(", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    return "\n".join(lines)
+
+
+def study_main(study: str, presets: dict, build: Callable[..., StudyPlan], argv: list[str] | None = None,
+               summarize: Callable[[Path], str] | None = None) -> int:
+    args = parser(study, presets).parse_args(argv)
+    root = args.out or Path("runs") / "studies" / f"{study}-{args.preset}"
+    try:
+        options = launch_options(args)
+        if args.action == "status":
+            plan = read_plan(root)
+            print(status_table(plan, options))
+            write_results(plan)
+            return 0
+        plan = build(presets[args.preset], args.preset, root, args.overrides)
+        if args.dry_run:
+            print(describe(plan, options, args.gpu_tflops))
+            return 0
+        states = run_plan(plan, options)
+    except StudyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(status_table(plan, options))
+    results = write_results(plan)
+    print(f"\nresults: {results}")
+    if summarize is not None and all(s["state"] == "done" for s in states.values()):
+        print(summarize(plan.root))
+    return 0 if all(s["state"] in ("done", "pending", "running") for s in states.values()) else 1

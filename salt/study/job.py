@@ -1,0 +1,77 @@
+"""What one study job runs: train a run to completion (resuming from its last checkpoint), then write its
+evaluation records. The same callable runs under every submitit executor (debug, local, SLURM).
+
+On SLURM, a timeout or preemption signal makes submitit call `checkpoint()`: the run saves its state (when
+between steps; otherwise its last periodic checkpoint stands) and the job is requeued as a fresh `RunJob`
+that resumes. Every start is logged in RUN_DIR/attempts.jsonl (job id, the step it started from).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+
+import submitit
+
+from salt.study.spec import RunSpec
+
+
+def _job_id() -> str:
+    try:
+        return str(submitit.JobEnvironment().job_id)
+    except RuntimeError:   # not inside a submitit job (called directly)
+        return ""
+
+
+class RunJob(submitit.helpers.Checkpointable):
+    def __init__(self, spec: dict, threads: int = 0):
+        self.spec, self.threads = spec, threads   # plain JSON-able data: pickles across versions and hosts
+        self._trainer = None
+
+    def __call__(self) -> dict:
+        import torch
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        spec = RunSpec.from_json(self.spec)
+        if spec.role == "baseline":
+            return self._baseline(spec)
+        return self._train_and_evaluate(spec)
+
+    def _baseline(self, spec: RunSpec) -> dict:
+        from salt.eval.evaluate import evaluate_baseline
+        record = evaluate_baseline(spec.method, spec.config, spec.run_dir.parent.parent, spec.evaluation)
+        return {"run_id": spec.run_id, "record": str(record.run_id)}
+
+    def _train_and_evaluate(self, spec: RunSpec) -> dict:
+        from salt.eval.evaluate import evaluate_run
+        from salt.eval.record import record_path
+        from salt.train.loop import Trainer
+        done = spec.run_dir / "done.json"
+        if done.exists():
+            summary = json.loads(done.read_text())
+        else:
+            self._trainer = Trainer(spec.config, resume=True)
+            self._log_attempt(spec, self._trainer.start_step)
+            summary = self._trainer.fit()
+            self._trainer = None
+        for step in sorted(set(spec.eval_steps) | {spec.config.train.steps}):
+            if not record_path(spec.run_dir, step, spec.evaluation).exists():
+                evaluate_run(spec.run_dir, step, spec.evaluation)
+        return summary
+
+    def _log_attempt(self, spec: RunSpec, start_step: int) -> None:
+        entry = {"job_id": _job_id(), "start_step": start_step, "host": socket.gethostname(), "pid": os.getpid(),
+                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        spec.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(spec.run_dir / "attempts.jsonl", "a") as f:   # one short line per start: appends do not tear
+            f.write(json.dumps(entry) + "\n")
+
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        """Called by submitit on SLURM's timeout/preemption signal, before the job is requeued."""
+        if self._trainer is not None:
+            self._trainer.checkpoint_now()
+        return submitit.helpers.DelayedSubmission(RunJob(self.spec, self.threads))
+
+    def __getstate__(self):   # the live trainer never travels with the pickled job
+        return {"spec": self.spec, "threads": self.threads, "_trainer": None}

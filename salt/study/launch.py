@@ -1,0 +1,269 @@
+"""Run a study plan through submitit: locally (default), in-process (debug) or on SLURM.
+
+Idempotent: a run whose folder has done.json and its evaluation records is skipped; a run whose SLURM job is
+still pending or running is left alone (never submitted twice); a failed run is resubmitted up to
+`max_attempts` times and resumes from its last checkpoint. Students wait for their teacher: on SLURM through
+`--dependency=afterok:<teacher job>`, locally by running stage after stage. Each run's submissions are kept in
+RUN_DIR/job.json; the plan in STUDY_DIR/study.json; submitit's logs in STUDY_DIR/logs/.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import submitit
+
+from salt.eval.record import record_path
+from salt.study.job import RunJob
+from salt.study.spec import RunSpec, StudyError, StudyPlan, write_plan
+from salt.train.checkpoint import atomic_write_json
+
+EXECUTORS = ("local", "debug", "slurm")
+ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED",
+                       "REQUEUE_HOLD", "REQUEUE_FED", "STAGE_OUT", "SIGNALING"}
+
+
+@dataclass
+class LaunchOptions:
+    """Where and how a study's jobs run. A YAML profile (slurm/profiles/) sets these; CLI flags override."""
+    executor: str = "local"                 # local | debug | slurm
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    gpus_per_node: int = 0
+    nodes: int = 1
+    cpus_per_task: int = 2
+    mem_gb: float = 0.0                     # 0: the cluster's default
+    time_min: int = 60
+    array_parallelism: int = 16
+    additional_parameters: dict[str, str] = field(default_factory=dict)   # extra sbatch options: {constraint: a100}
+    setup: list[str] = field(default_factory=list)              # shell lines run before each job (module load ...)
+    max_attempts: int = 3                   # submissions per run before it is left failed
+    threads: int = 0                        # torch threads per job; 0 = torch's default
+    wait: bool = True                       # slurm: wait for the jobs and print the final status
+    poll_s: float = 5.0
+
+    def __post_init__(self):
+        if self.executor not in EXECUTORS:
+            raise StudyError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        if self.max_attempts < 1 or self.nodes < 1 or self.array_parallelism < 1:
+            raise StudyError("max_attempts, nodes and array_parallelism must be >= 1")
+
+
+# -- run state ---------------------------------------------------------------------------------------------------
+
+def job_file(spec: RunSpec) -> Path:
+    return spec.run_dir / "job.json"
+
+
+def read_job(spec: RunSpec) -> dict:
+    path = job_file(spec)
+    return json.loads(path.read_text()) if path.exists() else {"attempts": 0, "jobs": []}
+
+
+def is_done(spec: RunSpec) -> bool:
+    """Trained (done.json) and evaluated (its records exist); baselines only need their record."""
+    if spec.role == "baseline":
+        return record_path(spec.run_dir, 0, spec.evaluation).exists()
+    steps = set(spec.eval_steps) | {spec.config.train.steps}
+    return (spec.run_dir / "done.json").exists() and all(
+        record_path(spec.run_dir, step, spec.evaluation).exists() for step in steps)
+
+
+def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """{job id: (state, reason)} for jobs SLURM still knows as queued or running (squeue; no accounting needed)."""
+    if not job_ids or shutil.which("squeue") is None:
+        return {}
+    out = subprocess.run(["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i|%T|%r"], capture_output=True,
+                         text=True)
+    states = {}
+    for line in out.stdout.splitlines():
+        job_id, state, reason = line.split("|", 2)
+        states[job_id] = (state, reason)
+    return states
+
+
+def run_states(plan: StudyPlan, options: LaunchOptions) -> dict[str, dict]:
+    """Per run: state (done | active | failed | pending), attempts, last job id, and its log paths."""
+    jobs = {spec.run_id: read_job(spec) for spec in plan.runs}
+    slurm_ids = [j["jobs"][-1]["job_id"] for j in jobs.values() if j["jobs"] and j["jobs"][-1]["executor"] == "slurm"]
+    queued = slurm_states(slurm_ids)
+    table = {}
+    for spec in plan.runs:
+        job = jobs[spec.run_id]
+        last = job["jobs"][-1] if job["jobs"] else {}
+        if is_done(spec):
+            state = "done"
+        elif last.get("job_id") in queued:
+            state = queued[last["job_id"]][0].lower()
+        elif job["attempts"]:
+            state = "failed"
+        else:
+            state = "not started"
+        table[spec.run_id] = {"state": state, "attempts": job["attempts"], "job_id": last.get("job_id", ""),
+                              "reason": queued.get(last.get("job_id"), ("", ""))[1], "stdout": last.get("stdout", ""),
+                              "stderr": last.get("stderr", ""), "error": job.get("error", "")}
+    return table
+
+
+def _record_submission(spec: RunSpec, job, executor: str) -> None:
+    info = read_job(spec)
+    info["attempts"] += 1
+    info["jobs"].append({"job_id": str(job.job_id), "executor": executor, "submitted_at": time.time(),
+                         "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)})
+    info.pop("error", None)
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(job_file(spec), info)
+
+
+def _record_failure(spec: RunSpec, error: BaseException | str) -> None:
+    info = read_job(spec)
+    text = str(error).strip()
+    info["error"] = error if isinstance(error, str) else f"{type(error).__name__}: {text.splitlines()[-1] if text else ''}"
+    atomic_write_json(job_file(spec), info)
+
+
+# -- executors ---------------------------------------------------------------------------------------------------
+
+def make_executor(options: LaunchOptions, folder: Path) -> submitit.Executor:
+    """submitit executor for `options`; an unavailable executor is an error before anything is submitted."""
+    if options.executor == "slurm" and shutil.which("sbatch") is None:
+        raise StudyError("executor 'slurm' needs sbatch on PATH, and none was found (on a laptop use "
+                         "--executor local; to try SLURM here: slurm/local_cluster.sh start)")
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=options.executor)
+    params = {"timeout_min": options.time_min, "nodes": options.nodes,
+              "tasks_per_node": max(1, options.gpus_per_node), "cpus_per_task": options.cpus_per_task}
+    if options.gpus_per_node:
+        params["gpus_per_node"] = options.gpus_per_node
+    if options.mem_gb:
+        params["mem_gb"] = options.mem_gb
+    if options.executor == "slurm":
+        params |= {"slurm_array_parallelism": options.array_parallelism, "slurm_setup": options.setup,
+                   "slurm_additional_parameters": dict(options.additional_parameters)}
+        for key in ("partition", "account", "qos"):
+            if getattr(options, key):
+                params[f"slurm_{key}"] = getattr(options, key)
+    executor.update_parameters(**params)
+    return executor
+
+
+def preflight_slurm(options: LaunchOptions) -> None:
+    """`sbatch --test-only` with the study's resources: a partition, account or GPU request the cluster rejects
+    fails here, with SLURM's message, before any job is submitted."""
+    cmd = ["sbatch", "--test-only", f"--time={options.time_min}", f"--nodes={options.nodes}",
+           f"--cpus-per-task={options.cpus_per_task}"]
+    for flag, value in (("--partition", options.partition), ("--account", options.account), ("--qos", options.qos)):
+        if value:
+            cmd.append(f"{flag}={value}")
+    if options.gpus_per_node:
+        cmd.append(f"--gpus-per-node={options.gpus_per_node}")
+    if options.mem_gb:
+        cmd.append(f"--mem={int(options.mem_gb * 1024)}M")
+    for key, value in options.additional_parameters.items():
+        if key != "dependency":
+            cmd.append(f"--{key.replace('_', '-')}={value}")
+    out = subprocess.run([*cmd, "--wrap", "true"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise StudyError(f"SLURM rejects the study's resource request ({' '.join(cmd[2:])}): "
+                         f"{out.stderr.strip() or out.stdout.strip()}")
+
+
+# -- running a plan ----------------------------------------------------------------------------------------------
+
+def run_plan(plan: StudyPlan, options: LaunchOptions) -> dict[str, dict]:
+    """Train and evaluate every run of the plan that is not done; returns the final state table."""
+    executor = make_executor(options, plan.root / "logs")
+    if options.executor == "slurm":
+        preflight_slurm(options)
+    write_plan(plan)
+    if options.executor == "slurm":
+        _submit_slurm(plan, options, executor)
+    else:
+        _run_in_order(plan, options, executor)
+    return run_states(plan, options)
+
+
+def _blocked_by(spec: RunSpec, states: dict[str, dict], active: set[str]) -> list[str]:
+    return [d for d in spec.depends_on if states[d]["state"] != "done" and d not in active]
+
+
+def _run_in_order(plan: StudyPlan, options: LaunchOptions, executor) -> None:
+    """local/debug: one run at a time in dependency order (concurrent CPU jobs slow each other 10-20x here)."""
+    states = run_states(plan, options)
+    for spec in plan.runs:
+        state = states[spec.run_id]
+        if state["state"] == "done" or state["attempts"] >= options.max_attempts:
+            continue
+        if _blocked_by(spec, states, set()):
+            continue
+        job = executor.submit(RunJob(spec.to_json(), options.threads))
+        _record_submission(spec, job, options.executor)
+        try:
+            job.result()
+        except Exception as error:   # recorded and shown in the status table; other runs go on
+            _record_failure(spec, error)
+        states[spec.run_id] = run_states(StudyPlan(plan.study, plan.preset, plan.root, [spec]), options)[spec.run_id]
+
+
+def _submit_slurm(plan: StudyPlan, options: LaunchOptions, executor) -> None:
+    """One job array per (stage, set of teacher jobs): independent runs share an array; a student waits for its
+    teacher's job with afterok. Jobs stuck on a dependency that can never be met are cancelled and resubmitted."""
+    states = run_states(plan, options)
+    active: dict[str, str] = {}   # run id -> job id of a job queued or running now
+    for run_id, state in states.items():
+        if state["state"] not in ("done", "failed", "not started"):
+            if "DependencyNeverSatisfied" in state["reason"]:
+                subprocess.run(["scancel", state["job_id"]], check=False)
+                states[run_id]["state"] = "failed"
+            else:
+                active[run_id] = state["job_id"]
+    submitted = []
+    for stage in plan.stages():
+        groups: dict[tuple[str, ...], list[RunSpec]] = defaultdict(list)
+        for spec in stage:
+            state = states[spec.run_id]
+            if state["state"] == "done" or spec.run_id in active or state["attempts"] >= options.max_attempts:
+                continue
+            if _blocked_by(spec, states, set(active)):
+                continue
+            groups[tuple(active[d] for d in spec.depends_on if d in active)].append(spec)
+        for dependencies, specs in groups.items():
+            extra = dict(options.additional_parameters)
+            if dependencies:
+                extra["dependency"] = "afterok:" + ":".join(dependencies)
+            executor.update_parameters(slurm_additional_parameters=extra)
+            with executor.batch():
+                jobs = [executor.submit(RunJob(spec.to_json(), options.threads)) for spec in specs]
+            for spec, job in zip(specs, jobs):
+                _record_submission(spec, job, "slurm")
+                active[spec.run_id] = str(job.job_id)
+                submitted.append((spec, job))
+    if options.wait:
+        wait_for(plan, [job for _, job in submitted], options)
+
+
+def wait_for(plan: StudyPlan, jobs: list, options: LaunchOptions) -> None:
+    """Until no job of this plan is queued or running; records the error of each failed one."""
+    by_job = {str(job.job_id): job for job in jobs}
+    specs = plan.by_id()
+    while True:
+        states = run_states(plan, options)
+        for run_id, state in states.items():   # a student whose teacher failed would wait forever
+            if "DependencyNeverSatisfied" in state["reason"]:
+                subprocess.run(["scancel", state["job_id"]], check=False)
+                _record_failure(specs[run_id], "cancelled: its teacher's job failed")
+        if not any(s["state"] not in ("done", "failed", "not started") for s in states.values()):
+            break
+        time.sleep(options.poll_s)
+    for run_id, state in states.items():
+        job = by_job.get(state["job_id"])
+        if state["state"] == "failed" and job is not None:
+            try:
+                job.result()
+            except Exception as error:
+                _record_failure(specs[run_id], error)

@@ -1,0 +1,213 @@
+"""Run specs and study plans: what a study will run, derived before anything runs.
+
+A study is a pure function from a few dials to a `StudyPlan` (a list of `RunSpec`s in dependency order).
+A run's id is a readable prefix plus a hash of its resolved config, with scheduling options left out and a
+student's teacher named by the teacher's run id (not by a path), so the same run gets the same id in any
+folder, on any cluster, and a teacher shared by several students is one run.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from salt.config import from_dict, load_config, resolve_config, to_dict
+from salt.schema import NON_SEMANTIC_KEYS, RunConfig
+
+PLAN_SCHEMA_VERSION = 1
+ROLES = ("teacher", "student", "baseline")
+BASELINES = ("random_init", "raw_pixels")
+# Keys that change how a run is scheduled or logged, not what it computes: left out of the run id.
+SCHEDULING_KEYS = ("train.progress", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+                   "train.device", "train.eval_every", "train.eval_protocol", "data.num_workers",
+                   "data.moving_digits.cache_dir")
+
+
+class StudyError(ValueError):
+    """A study that cannot run as defined (empty grid, unknown preset, unavailable executor, ...)."""
+
+
+def _drop_key(tree: dict, dotted: str) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        tree = tree.get(part, {})
+    tree.pop(leaf, None)
+
+
+def spec_run_id(cfg: RunConfig, teacher_id: str = "") -> str:
+    """`<method>-<size>-<steps>-<hash>`: the hash covers everything that changes what the run computes."""
+    semantic = to_dict(cfg)
+    for key in NON_SEMANTIC_KEYS + SCHEDULING_KEYS:
+        _drop_key(semantic, key)
+    semantic["objective"]["teacher_checkpoint"] = teacher_id
+    digest = hashlib.sha256(json.dumps(semantic, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:10]
+    return f"{cfg.objective.method}-{cfg.model.size}-{cfg.train.steps}-{digest}"
+
+
+@dataclass
+class RunSpec:
+    run_id: str
+    role: str                               # teacher | student | baseline
+    method: str                             # pixel | salt | vjepa | random_init | raw_pixels
+    config: RunConfig                       # resolved; name = run_id, out_dir = the study's runs/ folder
+    depends_on: list[str] = field(default_factory=list)
+    labels: dict = field(default_factory=dict)     # the dials that produced it (budget, share, sizes, ...)
+    evaluation: str = "fast"                # protocol evaluated at the end (and at eval_steps)
+    eval_steps: list[int] = field(default_factory=list)   # extra checkpoints to evaluate (kept, not rotated)
+    estimated_flops: float = 0.0            # this run's own training FLOPs ("run" accounting)
+    estimated_flops_total: float = 0.0      # plus its teacher chain
+
+    @property
+    def run_dir(self) -> Path:
+        if self.role == "baseline":   # where salt.eval.evaluate.evaluate_baseline keeps them
+            return Path(self.config.out_dir) / "baselines" / self.run_id
+        return Path(self.config.out_dir) / self.run_id
+
+    def to_json(self) -> dict:
+        return {"run_id": self.run_id, "role": self.role, "method": self.method, "depends_on": self.depends_on,
+                "labels": self.labels, "evaluation": self.evaluation, "eval_steps": self.eval_steps,
+                "estimated_flops": self.estimated_flops, "estimated_flops_total": self.estimated_flops_total,
+                "config": to_dict(self.config)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RunSpec":
+        fields = dict(data)
+        fields["config"] = from_dict(RunConfig, data["config"])
+        return cls(**fields)
+
+
+@dataclass
+class StudyPlan:
+    study: str
+    preset: str
+    root: Path
+    runs: list[RunSpec]
+
+    def __post_init__(self):
+        if not self.runs:
+            raise StudyError(f"study {self.study!r} (preset {self.preset!r}) has no runs: check its grid "
+                             "(empty budgets, shares that leave the student no steps, no methods?)")
+        seen = set()
+        for spec in self.runs:
+            missing = [d for d in spec.depends_on if d not in seen]
+            if missing:
+                raise StudyError(f"run {spec.run_id} depends on {missing}, which are not earlier runs of the plan")
+            seen.add(spec.run_id)
+
+    def by_id(self) -> dict[str, RunSpec]:
+        return {spec.run_id: spec for spec in self.runs}
+
+    def stages(self) -> list[list[RunSpec]]:
+        """Runs grouped by dependency depth: stage k depends only on stages < k."""
+        depth: dict[str, int] = {}
+        for spec in self.runs:
+            depth[spec.run_id] = 1 + max((depth[d] for d in spec.depends_on), default=-1)
+        return [[s for s in self.runs if depth[s.run_id] == k] for k in range(max(depth.values()) + 1)]
+
+    def to_json(self) -> dict:
+        return {"schema_version": PLAN_SCHEMA_VERSION, "study": self.study, "preset": self.preset,
+                "runs": [spec.to_json() for spec in self.runs]}
+
+
+class PlanBuilder:
+    """Collects a study's runs: configs from packaged YAML + overrides, ids from `spec_run_id`, a teacher (or
+    any run) requested twice is one run, and every student depends on its teacher."""
+
+    def __init__(self, study: str, preset: str, root: str | Path, *, evaluation: str, overrides: list[str] = ()):
+        self.study, self.preset, self.root = study, preset, Path(root).resolve()
+        self.evaluation, self.overrides = evaluation, list(overrides)
+        self._runs: dict[str, RunSpec] = {}
+
+    def _config(self, base: str, overrides: list[str]) -> RunConfig:
+        return load_config(RunConfig, [resolve_config(base)], [*overrides, *self.overrides])
+
+    def _add(self, spec: RunSpec) -> RunSpec:
+        existing = self._runs.get(spec.run_id)
+        if existing is not None:   # the same run asked for by several grid points: merge its labels
+            for key, value in spec.labels.items():
+                existing.labels.setdefault(key, value)
+            existing.eval_steps = sorted(set(existing.eval_steps) | set(spec.eval_steps))
+            return existing
+        self._runs[spec.run_id] = spec
+        return spec
+
+    def run(self, base: str, overrides: list[str] = (), *, role: str, labels: dict | None = None,
+            eval_steps: list[int] = ()) -> RunSpec:
+        """A run with no teacher (pixel teacher, V-JEPA)."""
+        from salt.study.estimate import run_flops
+        cfg = self._config(base, list(overrides))
+        run_id = spec_run_id(cfg)
+        cfg = _placed(cfg, run_id, self.root, eval_steps)
+        flops = run_flops(cfg)
+        return self._add(RunSpec(run_id, role, cfg.objective.method, cfg, [], dict(labels or {}), self.evaluation,
+                                 sorted(eval_steps), flops, flops))
+
+    def student(self, base: str, teacher: RunSpec, overrides: list[str] = (), *, teacher_step: int | None = None,
+                labels: dict | None = None) -> RunSpec:
+        """A SALT student of `teacher` (its last checkpoint, or `teacher_step`, which the teacher then keeps)."""
+        from salt.study.estimate import run_flops
+        t = teacher.config
+        source = teacher.run_dir
+        teacher_id = teacher.run_id
+        if teacher_step is not None and teacher_step != t.train.steps:
+            if teacher_step not in teacher.eval_steps:
+                raise StudyError(f"student of {teacher.run_id} at step {teacher_step}: the teacher must list that "
+                                 "step in eval_steps so its checkpoint is kept")
+            source = source / "checkpoints" / f"step_{teacher_step:08d}.pt"
+            teacher_id = f"{teacher.run_id}@{teacher_step}"
+        model = [f"objective.teacher.{k}={v}" for k, v in to_dict(t.model).items()]
+        cfg = self._config(base, [*model, *overrides, f"objective.teacher_checkpoint={source}"])
+        run_id = spec_run_id(cfg, teacher_id)
+        cfg = _placed(cfg, run_id, self.root, [])
+        flops = run_flops(cfg)
+        share = teacher.estimated_flops_total * ((teacher_step or t.train.steps) / t.train.steps)
+        return self._add(RunSpec(run_id, "student", "salt", cfg, [teacher.run_id], dict(labels or {}),
+                                 self.evaluation, [], flops, flops + share))
+
+    def baseline(self, kind: str, like: RunSpec) -> RunSpec:
+        """A random-init encoder of `like`'s size, or raw pixels, on `like`'s data: evaluated, not trained."""
+        from salt.eval.evaluate import baseline_run_id
+        if kind not in BASELINES:
+            raise StudyError(f"baseline must be one of {BASELINES}, got {kind!r}")
+        cfg = copy.deepcopy(like.config)
+        run_id = baseline_run_id(kind, cfg)
+        return self._add(RunSpec(run_id, "baseline", kind, cfg, [], {"group": kind}, self.evaluation))
+
+    def plan(self) -> StudyPlan:
+        return StudyPlan(self.study, self.preset, self.root, list(self._runs.values()))
+
+
+def _placed(cfg: RunConfig, run_id: str, root: Path, eval_steps) -> RunConfig:
+    """The config as the study runs it: named by its id, in root/runs/, keeping the checkpoints to evaluate."""
+    cfg = copy.deepcopy(cfg)
+    cfg.name, cfg.out_dir = run_id, str(root / "runs")
+    cfg.train.progress = False
+    if eval_steps:
+        bad = [s for s in eval_steps if not 0 < s <= cfg.train.steps]
+        if bad:
+            raise StudyError(f"eval_steps {bad} of {run_id} are outside 1..{cfg.train.steps}")
+        cfg.train.checkpoint_every = math.gcd(*eval_steps, cfg.train.steps)
+        cfg.train.keep_checkpoints = cfg.train.steps // cfg.train.checkpoint_every
+    return cfg
+
+
+def write_plan(plan: StudyPlan) -> Path:
+    from salt.train.checkpoint import atomic_write_json
+    plan.root.mkdir(parents=True, exist_ok=True)
+    path = plan.root / "study.json"
+    atomic_write_json(path, plan.to_json())
+    return path
+
+
+def read_plan(root: str | Path) -> StudyPlan:
+    path = Path(root) / "study.json"
+    if not path.exists():
+        raise StudyError(f"{path} does not exist: no study was planned in {root}")
+    data = json.loads(path.read_text())
+    if data.get("schema_version") != PLAN_SCHEMA_VERSION:
+        raise StudyError(f"{path}: schema version {data.get('schema_version')} is not {PLAN_SCHEMA_VERSION}")
+    return StudyPlan(data["study"], data["preset"], Path(root).resolve(),
+                     [RunSpec.from_json(r) for r in data["runs"]])
