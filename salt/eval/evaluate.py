@@ -7,6 +7,7 @@ are always chosen on a held-out part of the probe's training set; the test split
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -250,7 +251,9 @@ def baseline_run_id(kind: str, cfg: RunConfig) -> str:
     """One baseline per data (raw pixels) or per data and model (random init): reused by every run on them."""
     if kind not in ("random_init", "raw_pixels"):
         raise ValueError(f"baseline must be 'random_init' or 'raw_pixels', got {kind!r}")
-    key = config_hash(cfg.data) if kind == "raw_pixels" else config_hash(cfg.data) + "-" + config_hash(cfg.model)
+    data = dataclasses.replace(cfg.data, moving_digits=dataclasses.replace(cfg.data.moving_digits, cache_dir=""),
+                               num_workers=0)   # where data is cached or how it is loaded changes no score
+    key = config_hash(data) if kind == "raw_pixels" else config_hash(data) + "-" + config_hash(cfg.model)
     return f"{kind}-{key}"
 
 

@@ -91,7 +91,7 @@ def describe(plan: StudyPlan, options: LaunchOptions, gpu_tflops: float) -> str:
 
 
 def status_table(plan: StudyPlan, options: LaunchOptions) -> str:
-    states = run_states(plan, options)
+    states = run_states(plan.runs)
     counts: dict[str, int] = {}
     lines = [f"{'run id':<40} {'role':<8} {'state':<12} {'tries':>5} {'job':>10}  log / error"]
     for spec in plan.runs:

@@ -88,13 +88,14 @@ def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     return states
 
 
-def run_states(plan: StudyPlan, options: LaunchOptions) -> dict[str, dict]:
-    """Per run: state (done | active | failed | pending), attempts, last job id, and its log paths."""
-    jobs = {spec.run_id: read_job(spec) for spec in plan.runs}
+def run_states(specs: list[RunSpec]) -> dict[str, dict]:
+    """Per run: state (done | not started | failed | SLURM's state while queued or running, e.g. pending,
+    running), attempts, last job id, SLURM's reason, log paths and the last recorded error."""
+    jobs = {spec.run_id: read_job(spec) for spec in specs}
     slurm_ids = [j["jobs"][-1]["job_id"] for j in jobs.values() if j["jobs"] and j["jobs"][-1]["executor"] == "slurm"]
     queued = slurm_states(slurm_ids)
     table = {}
-    for spec in plan.runs:
+    for spec in specs:
         job = jobs[spec.run_id]
         last = job["jobs"][-1] if job["jobs"] else {}
         if is_done(spec):
@@ -185,7 +186,7 @@ def run_plan(plan: StudyPlan, options: LaunchOptions) -> dict[str, dict]:
         _submit_slurm(plan, options, executor)
     else:
         _run_in_order(plan, options, executor)
-    return run_states(plan, options)
+    return run_states(plan.runs)
 
 
 def _blocked_by(spec: RunSpec, states: dict[str, dict], active: set[str]) -> list[str]:
@@ -194,7 +195,7 @@ def _blocked_by(spec: RunSpec, states: dict[str, dict], active: set[str]) -> lis
 
 def _run_in_order(plan: StudyPlan, options: LaunchOptions, executor) -> None:
     """local/debug: one run at a time in dependency order (concurrent CPU jobs slow each other 10-20x here)."""
-    states = run_states(plan, options)
+    states = run_states(plan.runs)
     for spec in plan.runs:
         state = states[spec.run_id]
         if state["state"] == "done" or state["attempts"] >= options.max_attempts:
@@ -207,13 +208,13 @@ def _run_in_order(plan: StudyPlan, options: LaunchOptions, executor) -> None:
             job.result()
         except Exception as error:   # recorded and shown in the status table; other runs go on
             _record_failure(spec, error)
-        states[spec.run_id] = run_states(StudyPlan(plan.study, plan.preset, plan.root, [spec]), options)[spec.run_id]
+        states[spec.run_id] = run_states([spec])[spec.run_id]
 
 
 def _submit_slurm(plan: StudyPlan, options: LaunchOptions, executor) -> None:
     """One job array per (stage, set of teacher jobs): independent runs share an array; a student waits for its
     teacher's job with afterok. Jobs stuck on a dependency that can never be met are cancelled and resubmitted."""
-    states = run_states(plan, options)
+    states = run_states(plan.runs)
     active: dict[str, str] = {}   # run id -> job id of a job queued or running now
     for run_id, state in states.items():
         if state["state"] not in ("done", "failed", "not started"):
@@ -252,7 +253,7 @@ def wait_for(plan: StudyPlan, jobs: list, options: LaunchOptions) -> None:
     by_job = {str(job.job_id): job for job in jobs}
     specs = plan.by_id()
     while True:
-        states = run_states(plan, options)
+        states = run_states(plan.runs)
         for run_id, state in states.items():   # a student whose teacher failed would wait forever
             if "DependencyNeverSatisfied" in state["reason"]:
                 subprocess.run(["scancel", state["job_id"]], check=False)

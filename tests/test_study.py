@@ -1,0 +1,175 @@
+"""Studies: pure expansion into run specs, stable run ids, idempotent execution (debug and local executors),
+resubmission of failed runs, clear errors before anything runs, and the paper grid's compute."""
+import json
+import pdb
+import shutil
+
+import pytest
+
+from salt.config import load_config, resolve_config
+from salt.schema import RunConfig
+from salt.study import LaunchOptions, StudyError, read_plan, run_plan, run_states, spec_run_id
+from salt.study.estimate import step_flops
+from studies import compute_allocation
+from studies.compute_allocation import PRESETS, AllocationDials, build
+
+SMOKE = PRESETS["smoke"]
+
+
+def smoke_plan(root, cache, **changes):
+    dials = AllocationDials(**{**SMOKE.__dict__, **changes})
+    return build(dials, "smoke", root, [f"data.moving_digits.cache_dir={cache}"])
+
+
+@pytest.fixture(autouse=True)
+def no_post_mortem(monkeypatch):
+    """submitit's DebugExecutor opens pdb on a failed job; under pytest that would read stdin."""
+    monkeypatch.setattr(pdb, "post_mortem", lambda *args, **kwargs: None)
+
+
+# -- expansion -----------------------------------------------------------------------------------------------
+
+def test_expansion_counts_sharing_and_dependencies(tmp_path):
+    plan = smoke_plan(tmp_path / "s", tmp_path / "cache")
+    roles = [spec.role for spec in plan.runs]
+    teachers = [s for s in plan.runs if s.role == "teacher"]
+    salt = [s for s in plan.runs if s.method == "salt"]
+    vjepa = [s for s in plan.runs if s.method == "vjepa"]
+    # teachers of 2 and 4 steps are shared by both budgets (8, 12): trained once each
+    assert len(teachers) == len(SMOKE.teacher_steps) == 2
+    assert len(salt) == len(SMOKE.total_steps) * len(SMOKE.teacher_steps) == 4
+    assert len(vjepa) == len(SMOKE.total_steps)
+    assert roles.count("baseline") == 2
+    by_id = plan.by_id()
+    for student in salt:
+        (teacher_id,) = student.depends_on
+        teacher = by_id[teacher_id]
+        assert student.labels["teacher_steps"] == teacher.config.train.steps
+        assert student.config.train.steps == student.labels["total_steps"] - teacher.config.train.steps
+        assert student.config.objective.teacher_checkpoint == str(teacher.run_dir)
+        assert student.estimated_flops_total == pytest.approx(student.estimated_flops + teacher.estimated_flops)
+    assert [len(stage) for stage in plan.stages()] == [2 + 2 + 2, 4]
+
+
+def test_expansion_is_pure_and_ids_do_not_depend_on_the_folder(tmp_path):
+    a = smoke_plan(tmp_path / "a", tmp_path / "cache")
+    b = smoke_plan(tmp_path / "b", tmp_path / "other-cache")
+    assert [s.run_id for s in a.runs] == [s.run_id for s in b.runs]
+    assert all(str(tmp_path / "a") in s.config.out_dir for s in a.runs)
+
+
+def test_run_id_ignores_scheduling_keys_but_not_semantics():
+    base = load_config(RunConfig, [resolve_config("tiny_teacher")])
+    same = load_config(RunConfig, [resolve_config("tiny_teacher")],
+                       ["train.log_every=3", "train.checkpoint_every=7", "train.progress=false", "out_dir=/x", "name=y"])
+    other = load_config(RunConfig, [resolve_config("tiny_teacher")], ["optim.lr=0.002"])
+    assert spec_run_id(base) == spec_run_id(same)
+    assert spec_run_id(base) != spec_run_id(other)
+    assert spec_run_id(base).startswith("pixel-tiny-600-")
+    student = load_config(RunConfig, [resolve_config("tiny_student")], ["objective.teacher_checkpoint=/somewhere"])
+    assert spec_run_id(student, "teacher-a") != spec_run_id(student, "teacher-b")
+
+
+def test_an_empty_grid_is_refused(tmp_path):
+    with pytest.raises(StudyError, match="has no runs"):
+        smoke_plan(tmp_path, tmp_path / "cache", teacher_steps=[50], methods=("salt",), baselines=False)
+
+
+def test_unknown_preset_and_unknown_override_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        compute_allocation.main(["--preset", "huge", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'huge'" in capsys.readouterr().err
+    with pytest.raises(Exception, match="no_such_key"):
+        compute_allocation.main(["--preset", "smoke", "--dry-run", "--out", str(tmp_path), "--set", "train.no_such_key=1"])
+
+
+def test_slurm_without_sbatch_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    code = compute_allocation.main(["--preset", "smoke", "--executor", "slurm", "--out", str(tmp_path / "s")])
+    assert code == 2
+    assert "needs sbatch on PATH" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_dry_run_prints_every_run_and_submits_nothing(tmp_path, capsys):
+    assert compute_allocation.main(["--preset", "smoke", "--dry-run", "--out", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    plan = build(SMOKE, "smoke", tmp_path / "s")
+    for spec in plan.runs:
+        assert spec.run_id in out
+    assert "nothing was submitted" in out and "GPU-hours" in out
+    assert not (tmp_path / "s").exists()
+
+
+# -- the paper's grid ----------------------------------------------------------------------------------------
+
+def test_paper_step_flops_match_the_paper_accounting():
+    """salt-paper.md: ViT-L student step ~5.95e15, teacher step ~3.0e15 FLOPs (predictor charged all tokens)."""
+    student = load_config(RunConfig, [resolve_config("paper_vitl_student")], ["objective.teacher_checkpoint=t"])
+    teacher = load_config(RunConfig, [resolve_config("paper_vitl_teacher")])
+    assert step_flops(student, accounting="paper") == pytest.approx(5.95e15, rel=0.05)
+    assert step_flops(teacher, accounting="paper") == pytest.approx(3.0e15, rel=0.05)
+    # what this code computes is less: its masks cut the predictor's target lists to the batch minimum
+    assert step_flops(teacher) < step_flops(teacher, accounting="paper")
+
+
+# -- execution -----------------------------------------------------------------------------------------------
+
+def test_debug_study_runs_everything_once_and_a_rerun_skips_it(tmp_path):
+    plan = smoke_plan(tmp_path / "s", tmp_path / "cache")
+    states = run_plan(plan, LaunchOptions(executor="debug"))
+    assert {s["state"] for s in states.values()} == {"done"}
+    assert read_plan(plan.root).by_id().keys() == plan.by_id().keys()
+    for spec in plan.runs:
+        if spec.role != "baseline":
+            summary = json.loads((spec.run_dir / "done.json").read_text())
+            assert summary["run_id"] == spec.run_id
+        assert list((spec.run_dir / "evals").glob("*_smoke.json"))
+    student = next(s for s in plan.runs if s.method == "salt")
+    record = json.loads(next((student.run_dir / "evals").glob("*.json")).read_text())
+    assert record["teacher_run_id"] == student.depends_on[0]
+    assert record["flops_teacher_stage"] > 0
+    mtimes = {p: p.stat().st_mtime_ns for p in plan.root.rglob("*.pt")}
+    states = run_plan(plan, LaunchOptions(executor="debug"))
+    assert all(s["attempts"] == 1 for s in states.values())   # nothing resubmitted
+    assert {p: p.stat().st_mtime_ns for p in plan.root.rglob("*.pt")} == mtimes   # nothing rewritten
+
+
+def test_a_failed_run_blocks_its_students_and_is_resubmitted_on_the_next_invocation(tmp_path):
+    plan = smoke_plan(tmp_path / "s", tmp_path / "cache", total_steps=[8], teacher_steps=[2],
+                      methods=("salt",), baselines=False)
+    teacher, student = plan.runs
+    teacher.run_dir.mkdir(parents=True)
+    blocker = teacher.run_dir / "checkpoints"
+    blocker.write_text("not a folder")   # a transient failure: checkpoints cannot be written
+    states = run_plan(plan, LaunchOptions(executor="debug"))
+    assert states[teacher.run_id]["state"] == "failed" and states[teacher.run_id]["attempts"] == 1
+    assert states[student.run_id]["state"] == "not started"   # blocked by its teacher, not run
+    blocker.unlink()
+    states = run_plan(plan, LaunchOptions(executor="debug"))
+    assert {s["state"] for s in states.values()} == {"done"}
+    assert states[teacher.run_id]["attempts"] == 2 and states[student.run_id]["attempts"] == 1
+
+
+def test_a_run_that_keeps_failing_is_given_up_after_max_attempts(tmp_path):
+    plan = smoke_plan(tmp_path / "s", tmp_path / "cache", total_steps=[8], teacher_steps=[2],
+                      methods=("salt",), baselines=False)
+    teacher = plan.runs[0]
+    teacher.run_dir.mkdir(parents=True)
+    (teacher.run_dir / "checkpoints").write_text("not a folder")
+    for _ in range(3):
+        states = run_plan(plan, LaunchOptions(executor="debug", max_attempts=2))
+    assert states[teacher.run_id]["attempts"] == 2
+    assert "Error" in states[teacher.run_id]["error"]
+
+
+def test_local_executor_runs_teacher_then_student_in_subprocesses(tmp_path):
+    plan = smoke_plan(tmp_path / "s", tmp_path / "cache", total_steps=[6], teacher_steps=[2],
+                      methods=("salt",), baselines=False)
+    states = run_plan(plan, LaunchOptions(executor="local", threads=1))
+    assert {s["state"] for s in states.values()} == {"done"}, states
+    teacher, student = plan.runs
+    attempts = [json.loads(line) for line in (student.run_dir / "attempts.jsonl").read_text().splitlines()]
+    assert len(attempts) == 1 and attempts[0]["start_step"] == 0 and attempts[0]["job_id"]
+    assert run_states(plan.runs)[student.run_id]["job_id"] == attempts[0]["job_id"]
