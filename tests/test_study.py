@@ -173,3 +173,34 @@ def test_local_executor_runs_teacher_then_student_in_subprocesses(tmp_path):
     attempts = [json.loads(line) for line in (student.run_dir / "attempts.jsonl").read_text().splitlines()]
     assert len(attempts) == 1 and attempts[0]["start_step"] == 0 and attempts[0]["job_id"]
     assert run_states(plan.runs)[student.run_id]["job_id"] == attempts[0]["job_id"]
+
+
+# -- the other studies -------------------------------------------------------------------------------------------
+
+def test_teacher_selection_students_start_from_kept_teacher_checkpoints(tmp_path):
+    from studies import teacher_selection
+    dials = teacher_selection.PRESETS["smoke"]
+    dials = teacher_selection.TeacherSelectionDials(**{**dials.__dict__, "teacher_masks": ["multiblock"]})
+    plan = teacher_selection.build(dials, "smoke", tmp_path / "s", [f"data.moving_digits.cache_dir={tmp_path}/c"])
+    teacher, *students = plan.runs
+    assert teacher.eval_steps == [2, 4] and len(students) == 2
+    assert students[0].config.objective.teacher_checkpoint.endswith("checkpoints/step_00000002.pt")
+    assert students[0].estimated_flops_total == pytest.approx(students[0].estimated_flops + teacher.estimated_flops / 2)
+    states = run_plan(plan, LaunchOptions(executor="debug"))
+    assert {s["state"] for s in states.values()} == {"done"}
+    records = sorted(p.name for p in (teacher.run_dir / "evals").iterdir())
+    assert records == ["step_00000002_smoke.json", "step_00000004_smoke.json"]   # every teacher checkpoint measured
+    early = json.loads(next((students[0].run_dir / "evals").glob("*.json")).read_text())
+    assert (early["teacher_run_id"], early["teacher_step"]) == (teacher.run_id, 2)
+
+
+def test_scaling_grid_is_sizes_times_budgets(tmp_path):
+    from studies import scaling
+    dials = scaling.PRESETS["default"]
+    plan = scaling.build(dials, "default", tmp_path)
+    salt = [s for s in plan.runs if s.method == "salt"]
+    assert len(salt) == len(dials.student_sizes) * len(dials.student_steps)
+    assert len([s for s in plan.runs if s.method == "vjepa"]) == len(salt)
+    assert {s.depends_on[0] for s in salt} == {plan.runs[0].run_id}
+    sizes = {(s.config.model.size, s.config.train.steps) for s in salt}
+    assert sizes == {(size, steps) for size in dials.student_sizes for steps in dials.student_steps}

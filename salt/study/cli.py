@@ -58,6 +58,11 @@ def launch_options(args) -> LaunchOptions:
     return load_config(LaunchOptions, [args.profile] if args.profile else [], flags)
 
 
+def _used_fraction(student, teacher) -> float:
+    """The part of the teacher's run a student is charged for: up to the checkpoint it starts from."""
+    return student.teacher_step / teacher.config.train.steps if student.teacher_step > 0 else 1.0
+
+
 def describe(plan: StudyPlan, options: LaunchOptions, gpu_tflops: float) -> str:
     """The dry run: every run with what was derived for it, then totals. "paper" columns use the paper's
     accounting (predictor charged every token); "run" is what this code will compute and log."""
@@ -67,6 +72,7 @@ def describe(plan: StudyPlan, options: LaunchOptions, gpu_tflops: float) -> str:
               f"{'run paper':>9} {'+teachers':>9} {'GPU-h':>7}  stage: depends on | labels")
     lines += [header, "-" * len(header)]
     paper_total: dict[str, float] = {}   # run id -> paper-accounting FLOPs of the run and its teacher chain
+    by_id = plan.by_id()
     total_run = total_paper = 0.0
     for stage_index, stage in enumerate(plan.stages()):
         for spec in stage:
@@ -76,7 +82,8 @@ def describe(plan: StudyPlan, options: LaunchOptions, gpu_tflops: float) -> str:
                 continue
             per_step, paper = step_flops(cfg), step_flops(cfg, accounting="paper")
             own = paper * cfg.train.steps
-            paper_total[spec.run_id] = own + sum(paper_total.get(d, 0.0) for d in spec.depends_on)
+            upstream = sum(paper_total.get(d, 0.0) * _used_fraction(spec, by_id[d]) for d in spec.depends_on)
+            paper_total[spec.run_id] = own + upstream
             total_run += spec.estimated_flops
             total_paper += own
             labels = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in spec.labels.items())

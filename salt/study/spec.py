@@ -59,6 +59,7 @@ class RunSpec:
     eval_steps: list[int] = field(default_factory=list)   # extra checkpoints to evaluate (kept, not rotated)
     estimated_flops: float = 0.0            # this run's own training FLOPs ("run" accounting)
     estimated_flops_total: float = 0.0      # plus its teacher chain
+    teacher_step: int = -1                  # student: the teacher checkpoint it starts from (-1: the teacher's last)
 
     @property
     def run_dir(self) -> Path:
@@ -70,7 +71,7 @@ class RunSpec:
         return {"run_id": self.run_id, "role": self.role, "method": self.method, "depends_on": self.depends_on,
                 "labels": self.labels, "evaluation": self.evaluation, "eval_steps": self.eval_steps,
                 "estimated_flops": self.estimated_flops, "estimated_flops_total": self.estimated_flops_total,
-                "config": to_dict(self.config)}
+                "teacher_step": self.teacher_step, "config": to_dict(self.config)}
 
     @classmethod
     def from_json(cls, data: dict) -> "RunSpec":
@@ -165,7 +166,7 @@ class PlanBuilder:
         flops = run_flops(cfg)
         share = teacher.estimated_flops_total * ((teacher_step or t.train.steps) / t.train.steps)
         return self._add(RunSpec(run_id, "student", "salt", cfg, [teacher.run_id], dict(labels or {}),
-                                 self.evaluation, [], flops, flops + share))
+                                 self.evaluation, [], flops, flops + share, teacher_step or -1))
 
     def baseline(self, kind: str, like: RunSpec) -> RunSpec:
         """A random-init encoder of `like`'s size, or raw pixels, on `like`'s data: evaluated, not trained."""

@@ -1,0 +1,91 @@
+"""Teacher selection: several teachers (sizes, checkpoints along their training, mask kinds), each distilled
+into the same student recipe, so the analysis can test which label-free teacher metric (teacher loss, RankMe,
+LiDAR, alpha-ReQ, the student's early loss, ...) predicts the student's accuracy. Every teacher checkpoint a
+student starts from is also evaluated (its metrics are the candidate predictors).
+
+    python studies/teacher_selection.py --preset default
+    python studies/teacher_selection.py --preset paper --dry-run
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):   # run as a script: make the repo's packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from salt.study.cli import study_main  # noqa: E402
+from salt.study.spec import PlanBuilder, StudyError, StudyPlan  # noqa: E402
+
+STUDY = "teacher_selection"
+
+
+@dataclass
+class TeacherSelectionDials:
+    teacher_sizes: list[str]
+    teacher_steps: int                      # each teacher's full run
+    teacher_checkpoints: list[int]          # steps along it that become teachers (the last may equal teacher_steps)
+    student_size: str
+    student_steps: int
+    teacher_masks: list[str] = field(default_factory=lambda: ["multiblock"])   # mask.kind of the teacher runs
+    teacher_config: str = "tiny_teacher"
+    student_config: str = "tiny_student"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    overrides: list[str] = field(default_factory=list)
+    evaluation: str = "smoke"
+
+
+def build(dials: TeacherSelectionDials, preset: str, root: Path, overrides: list[str] = ()) -> StudyPlan:
+    bad = [c for c in dials.teacher_checkpoints if not 0 < c <= dials.teacher_steps]
+    if bad:
+        raise StudyError(f"teacher_checkpoints {bad} are outside 1..teacher_steps={dials.teacher_steps}")
+    b = PlanBuilder(STUDY, preset, root, evaluation=dials.evaluation, overrides=[*dials.overrides, *overrides])
+    for seed in dials.seeds:
+        for size in dials.teacher_sizes:
+            for mask in dials.teacher_masks:
+                teacher = b.run(dials.teacher_config, [f"model.size={size}", f"train.steps={dials.teacher_steps}",
+                                                       f"mask.kind={mask}", f"train.seed={seed}"],
+                                role="teacher", eval_steps=dials.teacher_checkpoints,
+                                labels={"group": "pixel", "teacher_size": size, "teacher_mask": mask,
+                                        "teacher_steps": dials.teacher_steps, "seed": seed})
+                for step in dials.teacher_checkpoints:
+                    b.student(dials.student_config, teacher,
+                              [f"model.size={dials.student_size}", f"train.steps={dials.student_steps}",
+                               f"train.seed={seed}"], teacher_step=step,
+                              labels={"group": "salt", "teacher_size": size, "teacher_mask": mask,
+                                      "teacher_steps": step, "student_size": dials.student_size,
+                                      "student_steps": dials.student_steps, "teacher_run_id": teacher.run_id,
+                                      "seed": seed})
+    return b.plan()
+
+
+SMOKE_DATA = ["data.moving_digits.num_train=512", "data.moving_digits.num_test=256", "data.moving_digits.canvas=16",
+              "data.moving_digits.digit_size=8", "data.moving_digits.frames=4", "data.moving_digits.speeds=[1.0]",
+              "predictor.embed_dim=32", "predictor.depth=1", "predictor.num_heads=2", "optim.warmup_steps=2",
+              "train.batch_size=8", "train.log_every=2"]
+
+PRESETS = {
+    "smoke": TeacherSelectionDials(teacher_sizes=["micro"], teacher_steps=4, teacher_checkpoints=[2, 4],
+                                   student_size="micro", student_steps=4, teacher_masks=["multiblock", "random"],
+                                   overrides=SMOKE_DATA),
+    "default": TeacherSelectionDials(teacher_sizes=["micro", "tiny"], teacher_steps=120, teacher_checkpoints=[40, 120],
+                                     student_size="tiny", student_steps=100,
+                                     overrides=["train.batch_size=16", "optim.warmup_steps=20"]),
+    "small": TeacherSelectionDials(teacher_sizes=["micro", "tiny", "mini"], teacher_steps=2000,
+                                   teacher_checkpoints=[250, 500, 1000, 2000], student_size="tiny", student_steps=1500,
+                                   teacher_masks=["multiblock", "random"], evaluation="fast"),
+    # The paper's teacher-size and teacher-budget axes (B/L/H/G teachers, 20k/40k/80k steps) into a ViT-L student.
+    "paper": TeacherSelectionDials(teacher_sizes=["base", "large", "huge", "gigantic"], teacher_steps=80_000,
+                                   teacher_checkpoints=[20_000, 40_000, 80_000], student_size="large",
+                                   student_steps=160_000, teacher_config="paper_vitl_teacher",
+                                   student_config="paper_vitl_student", evaluation="systematic"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return study_main(STUDY, PRESETS, build, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
