@@ -2,14 +2,17 @@
 owns everything else: data order, masks, schedules, optimiser, precision, compute accounting, checkpoints, logs.
 
 Data order, masks and schedules are pure functions of (seed, step): resuming from a checkpoint at step s
-computes exactly what the uninterrupted run computed from step s on.
+computes exactly what the uninterrupted run computed from step s on. Under several processes
+(salt.train.distributed) each rank computes its shard of the same global step; rank 0 alone writes files.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from pathlib import Path
+from typing import Callable, Iterable
 
 import torch
 import yaml
@@ -19,11 +22,12 @@ from salt.config import config_hash, to_dict
 from salt.data import build_dataset
 from salt.data.sampler import StepBatchSampler, mix_seed
 from salt.flops import num_params, total_flops
-from salt.masks import build_mask_generator
+from salt.masks import MaskPair, build_mask_generator
 from salt.objectives import Objective, build_objective
 from salt.schema import NON_SEMANTIC_KEYS, RunConfig
 from salt.train.checkpoint import (atomic_write_bytes, atomic_write_json, latest_checkpoint, load_checkpoint,
                                    load_matching, save_checkpoint)
+from salt.train.distributed import DistributedContext, ShardedBatchSampler
 from salt.train.metrics import MetricsLog, WandbLogger
 from salt.train.schedules import cosine, warmup_cosine
 
@@ -32,6 +36,11 @@ MASK_STREAM = 1   # keeps the mask RNG stream apart from the data stream that sh
 
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+# callback(trainer, step, record): called after each logged step with the record written to metrics.jsonl. It
+# may raise to stop training (the run stays resumable). It runs on every rank; one that stops must decide alike.
+Callback = Callable[["Trainer", int, dict], None]
 
 
 def run_id(cfg: RunConfig) -> str:
@@ -81,9 +90,17 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, *, resume: bool = False):
-        self.cfg, self.run_dir = cfg, run_dir_for(cfg)
+    """`next_step` is the step the next `step()` call runs; whenever `in_step` is False the models, optimiser
+    and counters are exactly those of a run about to compute `next_step` (what a checkpoint at it holds), so a
+    signal handler may call `checkpoint_now()`."""
+
+    def __init__(self, cfg: RunConfig, *, resume: bool = False, callbacks: Iterable[Callback] = (),
+                 dist: DistributedContext | None = None):
+        self.cfg, self.run_dir, self.callbacks = cfg, run_dir_for(cfg), list(callbacks)
         self.device, self.amp_dtype = resolve_device(cfg.train)
+        self.dist = dist or DistributedContext.from_env(self.device.type)
+        self.dist.local_batch_size(cfg.train.batch_size)   # a clear error if the processes cannot share it
+        self.device = self.dist.device(self.device)
         torch.manual_seed(cfg.train.seed)   # model initialisation
         self.dataset, self.geometry = build_dataset(cfg.data, "train")
         self.objective = build_objective(cfg, self.geometry).to(self.device)
@@ -98,6 +115,9 @@ class Trainer:
                                "or choose another name/out_dir (finished results are never overwritten)")
         if existing is not None:
             self._restore(load_checkpoint(existing))
+        self.dist.check_same(self.start_step, "the step to resume from")
+        self.dist.broadcast_modules(self.objective.saved())
+        self.next_step, self.in_step = self.start_step, False
         self.objective.train()
 
     def masks_for_step(self, step: int, batch_size: int) -> list:
@@ -107,69 +127,86 @@ class Trainer:
 
     # -- one step, top to bottom ---------------------------------------------------------------------------
     def step(self, step: int, batch: dict) -> dict[str, float]:
-        cfg = self.cfg
+        """`batch` holds this rank's samples of step `step`'s global batch (all of it for one process)."""
+        cfg, self.in_step = self.cfg, True
         batch = _to_device(batch, self.device)
-        batch["masks"] = self.masks_for_step(step, batch["video"].shape[0])
+        # Masks are drawn for the global batch (the same on every rank); each rank keeps its samples' rows.
+        pairs = self.masks_for_step(step, batch["video"].shape[0] * self.dist.world_size)
+        batch["masks"] = [MaskPair(self.dist.shard(p.context), self.dist.shard(p.target)) for p in pairs]
         lr, wd = set_schedules(self.optimizer, cfg.optim, step, cfg.train.steps)
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype
                     else contextlib.nullcontext())
         with autocast:
             out = self.objective.loss(batch, step)
-        loss = out["loss"]
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"loss is {loss.item()} at step {step}; stopping. The last good checkpoint is "
-                                     f"{latest_checkpoint(self.run_dir)} (resume with a lower optim.lr?)")
+        metrics = self.dist.mean(out)   # logged values: means over the ranks (so all ranks see the same loss)
+        if not math.isfinite(metrics["loss"]):
+            raise NonFiniteLossError(f"loss is {metrics['loss']} at step {step}; stopping. The last good checkpoint "
+                                     f"is {latest_checkpoint(self.run_dir)} (resume with a lower optim.lr?)")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        out["loss"].backward()
+        self.dist.average_gradients(self.params)   # -> the gradient of the global batch, on every rank
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip or float("inf"))
         self.optimizer.step()
-        self.flops += total_flops(self.objective.costs(batch), cfg.train.count_attention_flops)
-        self.decode_failures += int(batch["decode_failures"].sum()) if "decode_failures" in batch else 0
-        metrics = {k: float(v.detach()) for k, v in out.items()}
+        # Costs are linear in the batch: world_size x this rank's costs = the global batch's.
+        self.flops += self.dist.world_size * total_flops(self.objective.costs(batch), cfg.train.count_attention_flops)
+        failures = batch["decode_failures"].sum() if "decode_failures" in batch else 0
+        self.decode_failures += self.dist.sum(failures, self.device)
         metrics.update(lr=lr, weight_decay=wd, grad_norm=float(grad_norm))
         self.objective.after_step(step, metrics)
+        self.next_step = step + 1
+        self.in_step = False   # only now does the state correspond to next_step
         return metrics
 
     def fit(self) -> dict:
-        cfg = self.cfg
+        cfg, main = self.cfg, self.dist.is_main
         done_path = self.run_dir / "done.json"
         if done_path.exists():
             return json.loads(done_path.read_text())
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.run_dir / "config.yaml",
-                           lambda f: f.write(yaml.safe_dump(to_dict(cfg), sort_keys=False).encode()))
-        log = MetricsLog(self.run_dir / "metrics.jsonl", self.start_step)
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.run_dir / "config.yaml",
+                               lambda f: f.write(yaml.safe_dump(to_dict(cfg), sort_keys=False).encode()))
+        log = MetricsLog(self.run_dir / "metrics.jsonl", self.start_step) if main else None
         wandb = (WandbLogger(cfg.wandb, run_dir=self.run_dir, run_id=run_id(cfg), config=to_dict(cfg),
-                             resume=self.start_step > 0) if cfg.wandb.enabled else None)
+                             resume=self.start_step > 0) if cfg.wandb.enabled and main else None)
         sampler = StepBatchSampler(len(self.dataset), cfg.train.batch_size, cfg.train.seed, self.start_step,
                                    cfg.train.steps)
-        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-                                             pin_memory=self.device.type == "cuda")
-        bar = tqdm(total=cfg.train.steps, initial=self.start_step, disable=not cfg.train.progress,
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=ShardedBatchSampler(sampler, self.dist),
+                                             num_workers=cfg.data.num_workers, pin_memory=self.device.type == "cuda")
+        bar = tqdm(total=cfg.train.steps, initial=self.start_step, disable=not (cfg.train.progress and main),
                    desc=f"{cfg.objective.method} {run_id(cfg)}", dynamic_ncols=True)
         t0, metrics = time.perf_counter(), {}
-        for step, batch in zip(range(self.start_step, cfg.train.steps), loader):
-            metrics = self.step(step, batch)
-            last = step + 1 == cfg.train.steps
-            if step % cfg.train.log_every == 0 or last:
-                record = {"step": step, **metrics, "flops": self.flops, "decode_failures": self.decode_failures,
-                          "elapsed_s": time.perf_counter() - t0}
-                log.write(record)
-                if wandb:
-                    wandb.log(record, step)
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}", flops=f"{self.flops:.2e}")
-            bar.update(1)
-            evaluate_now = cfg.train.eval_every and ((step + 1) % cfg.train.eval_every == 0 or last)
-            if (step + 1) % cfg.train.checkpoint_every == 0 or last or evaluate_now:
-                self.save(step + 1)
-            if evaluate_now:
-                self.evaluate(step + 1)
-        bar.close()
-        log.close()
-        if wandb:
-            wandb.close()
+        try:
+            for step, batch in zip(range(self.start_step, cfg.train.steps), loader):
+                metrics = self.step(step, batch)
+                last = step + 1 == cfg.train.steps
+                if step % cfg.train.log_every == 0 or last:
+                    record = {"step": step, **metrics, "flops": self.flops, "decode_failures": self.decode_failures,
+                              "elapsed_s": time.perf_counter() - t0}
+                    if log:
+                        log.write(record)
+                    if wandb:
+                        wandb.log(record, step)
+                    bar.set_postfix(loss=f"{metrics['loss']:.4f}", flops=f"{self.flops:.2e}")
+                    for callback in self.callbacks:
+                        callback(self, step, record)
+                bar.update(1)
+                evaluate_now = cfg.train.eval_every and ((step + 1) % cfg.train.eval_every == 0 or last)
+                if (step + 1) % cfg.train.checkpoint_every == 0 or last or evaluate_now:
+                    self.dist.check_in_sync(self.objective.saved())
+                    self.save(step + 1)
+                if evaluate_now and main:
+                    self.evaluate(step + 1)
+        finally:
+            bar.close()
+            if log:
+                log.close()
+            if wandb:
+                wandb.close()
+        self.dist.barrier()   # rank 0's checkpoints are written before any rank reports them
         summary = self._summary(metrics, time.perf_counter() - t0)
-        atomic_write_json(done_path, summary)
+        if main:
+            atomic_write_json(done_path, summary)
         return summary
 
     def evaluate(self, step: int) -> None:
@@ -182,7 +219,15 @@ class Trainer:
         evaluate_run(self.run_dir, step, protocol, data=self._probe_data)
 
     # -- checkpoints ---------------------------------------------------------------------------------------
-    def save(self, next_step: int) -> Path:
+    def checkpoint_now(self) -> Path | None:
+        """Save at `next_step` unless a step is under way (then None: the last periodic checkpoint stands).
+        Safe from a signal handler (e.g. submitit's Checkpointable.checkpoint on SIGUSR2); no collectives."""
+        return None if self.in_step else self.save(self.next_step)
+
+    def save(self, next_step: int) -> Path | None:
+        """Write the checkpoint of the state about to compute `next_step` (rank 0 only; None on other ranks)."""
+        if not self.dist.is_main:
+            return None
         state = {
             "step": next_step,
             "run_id": run_id(self.cfg),
@@ -226,9 +271,16 @@ class Trainer:
         }
 
 
-def train(cfg: RunConfig, *, resume: bool = False) -> dict:
-    """Train one run to completion (or return its summary if it is already done)."""
+def train(cfg: RunConfig, *, resume: bool = False, callbacks: Iterable[Callback] = (),
+          dist: DistributedContext | None = None) -> dict:
+    """Train one run to completion (or return its summary if it is already done). Without `dist`, the processes
+    come from the environment (salt.train.distributed); a process group started here is closed here."""
     done_path = run_dir_for(cfg) / "done.json"
     if done_path.exists():
         return json.loads(done_path.read_text())
-    return Trainer(cfg, resume=resume).fit()
+    context = dist or DistributedContext.from_env(resolve_device(cfg.train)[0].type)
+    try:
+        return Trainer(cfg, resume=resume, callbacks=callbacks, dist=context).fit()
+    finally:
+        if dist is None:
+            context.close()

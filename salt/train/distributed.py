@@ -1,0 +1,230 @@
+"""Data-parallel training (torch.distributed) for the one training loop.
+
+Where the ranks come from (`DistributedContext.from_env`), in this order:
+  1. RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT in the environment (torchrun, or set by hand);
+  2. a submitit job with several tasks (`submitit.helpers.TorchDistributedEnvironment`: rank, world size and
+     master address from the job environment; MASTER_PORT if set, else a port derived from the job id);
+  3. otherwise one process (no process group, every collective below is a no-op).
+Backend: gloo on CPU, nccl on CUDA (each rank on cuda:LOCAL_RANK).
+
+How a step is split: step s's global batch (a pure function of seed and s) and its masks are drawn for the
+GLOBAL batch identically on every rank; each rank keeps its contiguous shard of the samples (`shard`), so
+world size changes how a step is computed, not what it computes. Every loss here is a mean over samples
+with the same number of tokens each, so the mean of the ranks' gradients is the gradient of the global batch.
+
+Why gradients are all-reduced after backward rather than through `DistributedDataParallel`: an objective
+calls its modules (encoder once per mask pair, predictor, a frozen or EMA target) inside `objective.loss`,
+not through one forward of a wrapped module. DDP would have to wrap each trainable module inside the
+objective (changing the objects the objective holds and their state-dict keys) and needs `static_graph`
+for a module run several times per step. One explicit averaging of the gradients after backward
+(`average_gradients`, bucketed flat all-reduces) keeps every objective unchanged and makes the step exactly
+the single-process step on the global batch; it gives up DDP's overlap of communication with backward.
+The EMA target of V-JEPA is updated from the (identical) encoder weights on every rank, so it stays identical
+without communication; `check_in_sync` verifies this (bit-exact fingerprints) whenever a checkpoint is saved.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from salt.config import ConfigError
+
+_BUCKET_ELEMENTS = 1 << 25   # 32M gradient entries per all-reduce (128 MB in fp32)
+
+
+@dataclass
+class DistributedContext:
+    """Who this process is among the training processes. The default is one process."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False   # this context initialised the process group (and `close` destroys it)
+
+    # -- setup ---------------------------------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, device_type: str = "cpu") -> "DistributedContext":
+        """The context of this process (see the module docstring); initialises the process group when there
+        are several processes and none is initialised yet."""
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        found = _from_torch_env() or _from_submitit()
+        if found is None:
+            return cls()
+        rank, world_size, local_rank, addr, port = found
+        if world_size == 1:
+            return cls()
+        if device_type == "cuda":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo", init_method=f"tcp://{addr}:{port}",
+                                rank=rank, world_size=world_size)
+        return cls(rank, world_size, local_rank, owns_group=True)
+
+    def close(self) -> None:
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self.owns_group = False
+
+    def __enter__(self) -> "DistributedContext":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- who does what -------------------------------------------------------------------------------------
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone writes files (config, metrics, checkpoints, done marker, wandb, progress bar)."""
+        return self.rank == 0
+
+    def device(self, device: torch.device) -> torch.device:
+        """cuda -> cuda:LOCAL_RANK under several processes; anything else unchanged."""
+        return torch.device("cuda", self.local_rank) if device.type == "cuda" and self.enabled else device
+
+    def local_batch_size(self, batch_size: int) -> int:
+        if batch_size % self.world_size:
+            raise ConfigError(f"train.batch_size={batch_size} is not divisible by the number of training processes "
+                              f"({self.world_size}): the global batch is split evenly across them")
+        return batch_size // self.world_size
+
+    def shard(self, items):
+        """This rank's contiguous share of the leading dimension of a list or tensor (global -> local)."""
+        n = self.local_batch_size(len(items))
+        return items[self.rank * n:(self.rank + 1) * n]
+
+    # -- collectives (no-ops for one process) ------------------------------------------------------------
+    def mean(self, values: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Scalar tensors -> their means over the ranks, as floats (one all-reduce)."""
+        flat = torch.stack([v.detach().float().reshape(()) for v in values.values()])
+        if self.enabled:
+            dist.all_reduce(flat)
+            flat /= self.world_size
+        return dict(zip(values, flat.tolist()))
+
+    def sum(self, value: int, device: torch.device) -> int:
+        if not self.enabled:
+            return int(value)
+        t = torch.tensor(int(value), dtype=torch.int64, device=device)
+        dist.all_reduce(t)
+        return int(t)
+
+    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """Replace each gradient by its mean over the ranks. Which parameters have a gradient does not depend
+        on the data, so the list below is the same on every rank."""
+        if not self.enabled:
+            return
+        grads = [p.grad for p in params if p.grad is not None]
+        for bucket in _buckets(grads):
+            flat = torch.cat([g.reshape(-1) for g in bucket])
+            dist.all_reduce(flat)
+            flat /= self.world_size
+            offset = 0
+            for g in bucket:
+                g.copy_(flat[offset:offset + g.numel()].view_as(g))
+                offset += g.numel()
+
+    def broadcast_modules(self, modules: dict[str, torch.nn.Module]) -> None:
+        """Rank 0's parameters and buffers on every rank (they already agree: same seed or same checkpoint;
+        this makes it so by construction, as DDP does)."""
+        if not self.enabled:
+            return
+        with torch.no_grad():
+            for module in modules.values():
+                for t in module.state_dict().values():
+                    dist.broadcast(t, src=0)
+
+    def check_same(self, value: int, what: str) -> None:
+        """Raise on every rank if the ranks disagree on an integer (e.g. the step they resumed from)."""
+        if not self.enabled:
+            return
+        got = self.all_gather_ints(torch.tensor([int(value)]))
+        if len({int(g[0]) for g in got}) > 1:
+            raise RuntimeError(f"training processes disagree on {what}: {[int(g[0]) for g in got]} by rank "
+                               "(is the run folder on a file system every rank sees?)")
+
+    def check_in_sync(self, modules: dict[str, torch.nn.Module]) -> None:
+        """Raise on every rank if any rank's weights differ from rank 0's by a single bit."""
+        if not self.enabled:
+            return
+        from salt.objectives import fingerprint   # lazy: objectives import the training schedules
+        local = torch.cat([fingerprint(m) for m in modules.values()])
+        got = self.all_gather_ints(local)
+        bad = [r for r, g in enumerate(got) if not torch.equal(g, got[0])]
+        if bad:
+            raise RuntimeError(f"the weights of rank(s) {bad} differ from rank 0's ({', '.join(modules)}): the "
+                               "training processes diverged")
+
+    def all_gather_ints(self, local: torch.Tensor) -> list[torch.Tensor]:
+        device = torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
+        local = local.to(device=device, dtype=torch.int64)
+        out = [torch.empty_like(local) for _ in range(self.world_size)]
+        dist.all_gather(out, local)
+        return [t.cpu() for t in out]
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+class ShardedBatchSampler(torch.utils.data.Sampler):
+    """Each global batch of `sampler` cut to this rank's samples, so a rank loads only what it trains on
+    (every sample carries its own seed, so the local samples are exactly those of the global batch)."""
+
+    def __init__(self, sampler, context: DistributedContext):
+        self.sampler, self.context = sampler, context
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        for batch in self.sampler:
+            yield self.context.shard(batch)
+
+
+def _buckets(tensors: list[torch.Tensor]):
+    bucket, size = [], 0
+    for t in tensors:
+        if bucket and (size + t.numel() > _BUCKET_ELEMENTS or t.dtype != bucket[0].dtype):
+            yield bucket
+            bucket, size = [], 0
+        bucket.append(t)
+        size += t.numel()
+    if bucket:
+        yield bucket
+
+
+def _from_torch_env():
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    world_size = int(os.environ["WORLD_SIZE"])
+    if world_size > 1:
+        missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
+        if missing:
+            raise RuntimeError(f"WORLD_SIZE={world_size} is set but {', '.join(missing)} is not: torch.distributed "
+                               "needs the rank-0 host and a free port")
+    return (int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", 0)),
+            os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", ""))
+
+
+def _from_submitit():
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return None
+    try:
+        import submitit
+        from submitit.helpers import TorchDistributedEnvironment
+        if submitit.JobEnvironment().num_tasks <= 1:
+            return None
+        env = TorchDistributedEnvironment()
+    except (ImportError, RuntimeError):   # not inside a submitit job after all
+        return None
+    return env.rank, env.world_size, env.local_rank, env.master_addr, env.master_port
+
+
+__all__ = ["DistributedContext", "ShardedBatchSampler"]
