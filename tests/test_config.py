@@ -79,3 +79,11 @@ def test_hash_ignores_non_semantic_keys():
     exclude = ("name", "out_dir", "wandb")
     assert config_hash(a, exclude) == config_hash(b, exclude)
     assert config_hash(a, exclude) != config_hash(c, exclude)
+
+
+def test_float_overrides_accept_exponents_without_a_dot():
+    """YAML 1.1 reads `1e-4` as a string; a float key takes it, and still refuses text that is not a number."""
+    cfg = load_config(RunConfig, [], ["optim.lr=1e-4"])
+    assert cfg.optim.lr == 1e-4
+    with pytest.raises(ConfigError, match="optim.lr"):
+        load_config(RunConfig, [], ["optim.lr=fast"])

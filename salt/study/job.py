@@ -51,10 +51,14 @@ class RunJob(submitit.helpers.Checkpointable):
         if done.exists():
             summary = json.loads(done.read_text())
         else:
-            self._trainer = Trainer(spec.config, resume=True)
-            self._log_attempt(spec, self._trainer.start_step)
+            self._trainer = Trainer(spec.config, resume=True)   # several tasks (GPUs): DDP from submitit's env
+            is_main = self._trainer.dist.is_main
+            if is_main:
+                self._log_attempt(spec, self._trainer.start_step)
             summary = self._trainer.fit()
             self._trainer = None
+            if not is_main:   # evaluation records are written once, by rank 0
+                return summary
         for step in sorted(set(spec.eval_steps) | {spec.config.train.steps}):
             if not record_path(spec.run_dir, step, spec.evaluation).exists():
                 evaluate_run(spec.run_dir, step, spec.evaluation)
