@@ -204,3 +204,15 @@ def test_scaling_grid_is_sizes_times_budgets(tmp_path):
     assert {s.depends_on[0] for s in salt} == {plan.runs[0].run_id}
     sizes = {(s.config.model.size, s.config.train.steps) for s in salt}
     assert sizes == {(size, steps) for size in dials.student_sizes for steps in dials.student_steps}
+
+
+def test_hpo_student_trains_its_teacher_once_then_runs_trials(tmp_path, capsys):
+    from salt.study.hpo import best_trial_table, storage_path
+    from studies import hpo_student
+    argv = ["--preset", "smoke", "--executor", "debug", "--trials", "2", "--out", str(tmp_path / "h"),
+            "--set", f"data.moving_digits.cache_dir={tmp_path}/c"]
+    assert hpo_student.main(argv) == 0
+    table = best_trial_table(storage_path(tmp_path / "h" / "hpo"))
+    assert sorted(table["number"]) == [0, 1] and set(table["state"]) <= {"COMPLETE", "PRUNED"}
+    teacher_dirs = [p for p in (tmp_path / "h" / "runs").iterdir() if p.name.startswith("pixel-")]
+    assert len(teacher_dirs) == 1 and (teacher_dirs[0] / "done.json").exists()

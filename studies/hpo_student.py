@@ -1,0 +1,105 @@
+"""Hyperparameter search for a student recipe with optuna: a teacher is trained once (as any study run), then
+`--trials` student runs with sampled optim.lr and optim.weight_decay are spread over `--workers` jobs (SLURM
+array tasks, or local processes) that share one optuna storage; trials whose smoothed training loss falls
+behind the median are pruned.
+
+    python studies/hpo_student.py --preset default --trials 8 --workers 2
+    python studies/hpo_student.py --preset small --executor slurm --profile slurm/profiles/example_gpu.yaml --workers 8
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):   # run as a script: make the repo's packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from salt.study.cli import describe, launch_options, parser  # noqa: E402
+from salt.study.launch import make_executor, preflight_slurm, run_plan  # noqa: E402
+from salt.study.spec import PlanBuilder, StudyError, StudyPlan  # noqa: E402
+
+STUDY = "hpo_student"
+
+
+@dataclass
+class HpoDials:
+    teacher_size: str
+    teacher_steps: int
+    student_size: str
+    student_steps: int
+    space: dict = field(default_factory=lambda: {"optim.lr": ("log_uniform", 1e-4, 3e-3),
+                                                 "optim.weight_decay": ("log_uniform", 1e-3, 0.3)})
+    teacher_config: str = "tiny_teacher"
+    student_config: str = "tiny_student"
+    overrides: list[str] = field(default_factory=list)
+    evaluation: str = "smoke"
+
+
+def teacher_plan(dials: HpoDials, preset: str, root: Path, overrides: list[str] = ()) -> StudyPlan:
+    b = PlanBuilder(STUDY, preset, root, evaluation=dials.evaluation, overrides=[*dials.overrides, *overrides])
+    b.run(dials.teacher_config, [f"model.size={dials.teacher_size}", f"train.steps={dials.teacher_steps}"],
+          role="teacher", labels={"group": "pixel", "teacher_size": dials.teacher_size})
+    return b.plan()
+
+
+def student_recipe(dials: HpoDials, plan: StudyPlan, overrides: list[str] = ()):
+    from salt.study.hpo import Recipe
+    b = PlanBuilder(STUDY, plan.preset, plan.root, evaluation=dials.evaluation,
+                    overrides=[*dials.overrides, *overrides])
+    student = b.student(dials.student_config, plan.runs[0],
+                        [f"model.size={dials.student_size}", f"train.steps={dials.student_steps}"])
+    return Recipe(base=student.config, space=dials.space, study_dir=str(plan.root / "hpo"))
+
+
+SMOKE_DATA = ["data.moving_digits.num_train=512", "data.moving_digits.num_test=256", "data.moving_digits.canvas=16",
+              "data.moving_digits.digit_size=8", "data.moving_digits.frames=4", "data.moving_digits.speeds=[1.0]",
+              "predictor.embed_dim=32", "predictor.depth=1", "predictor.num_heads=2", "optim.warmup_steps=2",
+              "train.batch_size=8", "train.log_every=2"]
+
+PRESETS = {
+    "smoke": HpoDials(teacher_size="micro", teacher_steps=4, student_size="micro", student_steps=8,
+                      overrides=SMOKE_DATA),
+    "default": HpoDials(teacher_size="tiny", teacher_steps=100, student_size="tiny", student_steps=100,
+                        overrides=["train.batch_size=16", "optim.warmup_steps=20"]),
+    "small": HpoDials(teacher_size="tiny", teacher_steps=1000, student_size="tiny", student_steps=1000,
+                      evaluation="fast"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import optuna
+    from salt.study.hpo import best_trial_table, launch, storage_path
+    p = parser(STUDY, PRESETS)
+    p.add_argument("--trials", type=int, default=8, help="trials in all")
+    p.add_argument("--workers", type=int, default=1, help="jobs sharing the optuna storage (array tasks)")
+    args = p.parse_args(argv)
+    root = args.out or Path("runs") / "studies" / f"{STUDY}-{args.preset}"
+    dials = PRESETS[args.preset]
+    try:
+        options = launch_options(args)
+        plan = teacher_plan(dials, args.preset, root, args.overrides)
+        recipe = student_recipe(dials, plan, args.overrides)
+        if args.dry_run:
+            print(describe(plan, options, args.gpu_tflops))
+            print(f"then {args.trials} student trials over {args.workers} workers: {recipe.space}")
+            return 0
+        states = run_plan(plan, options)
+        if states[plan.runs[0].run_id]["state"] != "done":
+            raise StudyError(f"the teacher {plan.runs[0].run_id} did not finish: {states[plan.runs[0].run_id]}")
+        executor = make_executor(options, plan.root / "logs")
+        if options.executor == "slurm":
+            preflight_slurm(options)
+        jobs = launch(executor, args.workers, args.trials, recipe,
+                      pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2))
+    except StudyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for job in jobs:
+        job.result()
+    print(best_trial_table(storage_path(recipe.study_dir)).to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
