@@ -1,0 +1,103 @@
+"""Studies on a real single-node SLURM cluster (slurm/local_cluster.sh, started by the slurm_cluster fixture):
+job arrays, the teacher -> student afterok dependency, a failed job resubmitted, a requeued job resuming from its
+checkpoint, and resource requests the cluster rejects."""
+import json
+import pdb
+import subprocess
+import time
+
+import pytest
+
+from salt.study import LaunchOptions, StudyError, run_plan, run_states
+from salt.study.launch import wait_for
+from studies.compute_allocation import PRESETS, AllocationDials, build
+
+pytestmark = pytest.mark.slurm
+
+
+@pytest.fixture(autouse=True)
+def no_post_mortem(monkeypatch):
+    monkeypatch.setattr(pdb, "post_mortem", lambda *args, **kwargs: None)
+
+
+def small_plan(root, cache, *extra, **changes):
+    dials = AllocationDials(**{**PRESETS["smoke"].__dict__, "total_steps": [6], "teacher_steps": [2],
+                               "methods": ("salt", "vjepa"), "baselines": False, **changes})
+    return build(dials, "smoke", root, [f"data.moving_digits.cache_dir={cache}", *extra])
+
+
+def slurm_options(cluster, **changes):
+    return LaunchOptions(**{"executor": "slurm", "partition": cluster.partition, "cpus_per_task": 1, "threads": 1,
+                            "time_min": 10, "poll_s": 0.5, **changes})
+
+
+def test_study_on_slurm_arrays_dependency_and_rerun(slurm_cluster, tmp_path):
+    plan = small_plan(tmp_path / "s", tmp_path / "cache")
+    teacher, student, vjepa = (next(s for s in plan.runs if s.method == m) for m in ("pixel", "salt", "vjepa"))
+    states = run_plan(plan, slurm_options(slurm_cluster))
+    assert {s["state"] for s in states.values()} == {"done"}, states
+    # teacher and V-JEPA (no dependencies) went out as one job array; the student was submitted at the same
+    # time, with afterok on the teacher's array task, and started only after the teacher had finished
+    teacher_job, vjepa_job, student_job = (states[s.run_id]["job_id"] for s in (teacher, vjepa, student))
+    assert teacher_job.split("_")[0] == vjepa_job.split("_")[0] and "_" in teacher_job
+    submitted = json.loads((student.run_dir / "job.json").read_text())["jobs"][0]["submitted_at"]
+    teacher_done = (teacher.run_dir / "done.json").stat().st_mtime
+    assert submitted < teacher_done
+    started = json.loads((student.run_dir / "attempts.jsonl").read_text().splitlines()[0])
+    assert started["job_id"] == student_job
+    assert time.mktime(time.strptime(started["time"], "%Y-%m-%dT%H:%M:%S%z")) >= int(teacher_done) - 1
+    # a second invocation finds everything done and submits nothing
+    t0 = time.perf_counter()
+    again = run_plan(plan, slurm_options(slurm_cluster))
+    assert {s["job_id"] for s in again.values()} == {s["job_id"] for s in states.values()}
+    assert time.perf_counter() - t0 < 30
+
+
+def test_failed_teacher_is_resubmitted_and_its_waiting_student_cancelled(slurm_cluster, tmp_path):
+    plan = small_plan(tmp_path / "s", tmp_path / "cache", methods=("salt",))
+    teacher, student = plan.runs
+    teacher.run_dir.mkdir(parents=True)
+    blocker = teacher.run_dir / "checkpoints"
+    blocker.write_text("not a folder")   # the teacher's job fails
+    states = run_plan(plan, slurm_options(slurm_cluster))
+    assert states[teacher.run_id]["state"] == "failed"
+    assert "Error" in states[teacher.run_id]["error"]
+    assert states[student.run_id]["state"] == "failed"   # its afterok can never be met: cancelled, not left pending
+    assert "teacher" in states[student.run_id]["error"]
+    blocker.unlink()
+    states = run_plan(plan, slurm_options(slurm_cluster))
+    assert {s["state"] for s in states.values()} == {"done"}, states
+    assert states[teacher.run_id]["attempts"] == 2
+
+
+def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster, tmp_path):
+    plan = small_plan(tmp_path / "s", tmp_path / "cache", "train.checkpoint_every=20", methods=("pixel",),
+                      teacher_steps=[3000], total_steps=[3001])
+    (teacher,) = plan.runs
+    options = slurm_options(slurm_cluster, wait=False)
+    run_plan(plan, options)
+    job_id = run_states(plan.runs)[teacher.run_id]["job_id"]
+    deadline = time.time() + 120
+    while not list((teacher.run_dir / "checkpoints").glob("*.pt")) if (teacher.run_dir / "checkpoints").exists() \
+            else True:
+        assert time.time() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "requeue", job_id], check=True, env=slurm_cluster.env)
+    wait_for(plan, [], LaunchOptions(executor="slurm", poll_s=0.5))
+    starts = [json.loads(line) for line in (teacher.run_dir / "attempts.jsonl").read_text().splitlines()]
+    assert len(starts) == 2, starts
+    assert starts[0]["start_step"] == 0 and starts[1]["start_step"] > 0   # resumed, not restarted
+    summary = json.loads((teacher.run_dir / "done.json").read_text())
+    assert summary["steps"] == 3000
+    log = [json.loads(line)["step"] for line in (teacher.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert log == sorted(set(log))   # no step logged twice across the requeue
+
+
+def test_rejected_gpu_request_fails_before_anything_is_submitted(slurm_cluster, tmp_path):
+    plan = small_plan(tmp_path / "s", tmp_path / "cache")
+    with pytest.raises(StudyError, match="SLURM rejects") as error:
+        run_plan(plan, slurm_options(slurm_cluster, gpus_per_node=1))
+    print(error.value)
+    assert not any(spec.run_dir.exists() for spec in plan.runs)
+    with pytest.raises(StudyError, match="SLURM rejects"):
+        run_plan(plan, slurm_options(slurm_cluster, partition="no-such-partition"))
