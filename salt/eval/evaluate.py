@@ -36,7 +36,7 @@ HELDOUT_MASK_SEED = 20250929   # fixed masks for held-out losses: comparable acr
 @dataclass
 class EvalProtocol:
     name: str = "fast"
-    probe_train_clips: int = 3000
+    probe_train_clips: int = 2000      # encoded once; 10-shot draws, selection holdouts and full-label probes use them
     probe_test_clips: int = 1000
     shots: list[int] = field(default_factory=lambda: [10, 0])   # labelled clips per class; 0 = all
     draws: int = 3
@@ -48,8 +48,12 @@ class EvalProtocol:
     attentive_self_attn_depth: int = 0  # 0 on CPU (one cross-attention block); the paper's probe has 3
     knn_k: int = 20
     metric_clips: int = 512            # clips for RankMe / alpha-ReQ / LiDAR
-    lidar_views: int = 2
+    lidar_views: int = 2               # views per surrogate class: the clip + (lidar_views - 1) shifted copies
     heldout_clips: int = 128
+
+    def __post_init__(self):
+        if self.lidar_views < 2:
+            raise ValueError(f"lidar_views must be >= 2 (a clip and at least one view of it), got {self.lidar_views}")
 
 
 EVAL_PROTOCOLS = {
@@ -58,8 +62,8 @@ EVAL_PROTOCOLS = {
     "smoke": EvalProtocol(name="smoke", probe_train_clips=200, probe_test_clips=100, shots=[10, 0], draws=1,
                           attentive_train_clips=200, attentive_epochs=1, metric_clips=100, lidar_views=2,
                           heldout_clips=32),
-    "systematic": EvalProtocol(name="systematic", draws=5, linear_poolings=["time", "mean"], attentive="systematic",
-                               attentive_train_clips=3000, attentive_epochs=20, attentive_batch_size=256,
+    "systematic": EvalProtocol(name="systematic", probe_train_clips=3000, draws=5, linear_poolings=["time", "mean"],
+                               attentive="systematic", attentive_train_clips=3000, attentive_epochs=20, attentive_batch_size=256,
                                attentive_self_attn_depth=3, probe_test_clips=2000, metric_clips=1024,
                                lidar_views=4),
 }
@@ -160,9 +164,11 @@ def encoder_scores(encoder: VideoViT, data: ProbeData, protocol: EvalProtocol) -
         test_time = test_time.unflatten(0, (-1, views)).mean(dim=1)
     train_mean = pool_tokens(train_tokens, grid, "mean")
     n = min(protocol.metric_clips, len(train_mean))
-    shifted = shifted_views(data.train_videos[:n], protocol.lidar_views, max_shift=max(1, encoder.patch_size // 2))
-    view_embeddings = extract_features(lambda v: pool_tokens(encoder(v), grid, "mean"),
-                                       shifted.flatten(0, 1), batch_size=256).reshape(n, protocol.lidar_views, -1)
+    # LiDAR's surrogate class: the clip itself (already encoded) and lidar_views - 1 shifted copies of it
+    shifted = shifted_views(data.train_videos[:n], protocol.lidar_views - 1, max_shift=max(1, encoder.patch_size // 2))
+    shifted_embeddings = extract_features(lambda v: pool_tokens(encoder(v), grid, "mean"), shifted.flatten(0, 1),
+                                          batch_size=256).reshape(n, protocol.lidar_views - 1, -1)
+    view_embeddings = torch.cat([train_mean[:n, None], shifted_embeddings], dim=1)
     spectrum = alpha_req(train_mean[:n])
     metrics = {"rankme": rankme(train_mean[:n]), "rankme_time": rankme(train_time[:n]),
                "lidar": lidar(view_embeddings), "alpha_req": spectrum.alpha, "alpha_req_r2": spectrum.r2}
