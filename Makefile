@@ -21,8 +21,9 @@ demo: $(STAMP)
 demo-small: $(STAMP)
 	$(PY) -m salt demo --preset small --out runs/demo-small
 
+# The SLURM tests start a local single-node cluster (slurm/local_cluster.sh, root + apt); here they must run.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	SALT_REQUIRE_SLURM=1 $(PY) -m pytest -q
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

@@ -5,6 +5,7 @@ import pytest
 
 from salt.config import load_config, resolve_config
 from salt.schema import RunConfig
+from tests.slurm_fixture import pytest_configure, slurm_cluster  # noqa: F401  (the `slurm` marker and cluster)
 
 os.environ.setdefault("WANDB_MODE", "disabled")   # never talk to a wandb server from tests
 
