@@ -18,6 +18,9 @@ import pytest
 import submitit
 import yaml
 
+from salt.config import load_config
+from salt.study.launch import LaunchOptions, executor_parameters
+
 # the job functions below travel by value: the job's python need not be able to import this test module
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -70,20 +73,8 @@ class CountSteps(submitit.helpers.Checkpointable):
 
 
 PROFILES = sorted((Path(__file__).resolve().parents[1] / "slurm" / "profiles").glob("*.yaml"))
-PROFILE_KEYS = {"partition", "account", "qos", "gpus_per_node", "nodes", "cpus_per_task", "mem_gb", "time_min",
-                "array_parallelism", "additional_parameters", "setup"}
-
-
-def profile_to_executor_params(profile: dict) -> dict:
-    """The documented mapping of a profile (docs/slurm.md) onto submitit's AutoExecutor parameters."""
-    params = {
-        "slurm_partition": profile["partition"], "slurm_account": profile["account"], "slurm_qos": profile["qos"],
-        "gpus_per_node": profile["gpus_per_node"] or None, "nodes": profile["nodes"],
-        "cpus_per_task": profile["cpus_per_task"], "mem_gb": profile["mem_gb"], "timeout_min": profile["time_min"],
-        "slurm_array_parallelism": profile["array_parallelism"],
-        "slurm_additional_parameters": profile["additional_parameters"] or None, "slurm_setup": profile["setup"] or None,
-    }
-    return {k: v for k, v in params.items() if v is not None}
+PROFILE_KEYS = {"executor", "partition", "account", "qos", "gpus_per_node", "nodes", "cpus_per_task", "mem_gb",
+                "time_min", "array_parallelism", "additional_parameters", "setup"}
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------
@@ -113,20 +104,21 @@ def squeue_field(cluster, job_id, fmt):
 # ---- tests -----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", PROFILES, ids=[p.stem for p in PROFILES])
-def test_profile_has_the_documented_keys(path, tmp_path):
-    profile = yaml.safe_load(path.read_text())
-    assert set(profile) == PROFILE_KEYS, path
-    assert isinstance(profile["additional_parameters"], dict) and isinstance(profile["setup"], list)
-    for key in ("gpus_per_node", "nodes", "cpus_per_task", "time_min", "array_parallelism"):
-        assert isinstance(profile[key], int) and profile[key] >= 0, key
-    # submitit accepts the mapped parameters and writes an sbatch script with them (nothing is submitted)
+def test_profile_loads_and_maps_onto_sbatch(path, tmp_path):
+    """Each profile loads through the strict config path (LaunchOptions) and the study's own mapping
+    (salt.study.launch.executor_parameters) writes an sbatch script with it (nothing is submitted)."""
+    assert set(yaml.safe_load(path.read_text())) == PROFILE_KEYS, path
+    options = load_config(LaunchOptions, [path])
+    assert options.executor == "slurm"
     ex = submitit.AutoExecutor(folder=tmp_path, cluster="slurm")
-    ex.update_parameters(**profile_to_executor_params(profile))
+    ex.update_parameters(**executor_parameters(options))
     script = ex._executor._make_submission_file_text("python -c pass", "uid")
-    assert f"#SBATCH --partition={profile['partition']}" in script
-    assert f"#SBATCH --time={profile['time_min']}" in script
-    for line in profile["setup"]:
+    assert f"#SBATCH --partition={options.partition}" in script
+    assert f"#SBATCH --time={options.time_min}" in script
+    for line in options.setup:
         assert line in script
+    if options.gpus_per_node:
+        assert f"#SBATCH --ntasks-per-node={options.gpus_per_node}" in script   # one DDP process per GPU
 
 
 @pytest.mark.slurm
@@ -143,11 +135,8 @@ def test_submit_returns_result(slurm_cluster, tmp_path):
 
 @pytest.mark.slurm
 def test_local_profile_submits(slurm_cluster, tmp_path):
-    profile = yaml.safe_load((PROFILES[0].parent / "local.yaml").read_text())
-    params = profile_to_executor_params(profile)
-    params["slurm_partition"] = slurm_cluster.partition if profile["partition"] not in slurm_cluster.run(
-        "sinfo", "-h", "-o", "%P").stdout.replace("*", "").split() else profile["partition"]
-    job = slurm_cluster.executor(tmp_path, **params).submit(add, 20, 22)
+    options = load_config(LaunchOptions, [PROFILES[0].parent / "local.yaml"], [f"partition={slurm_cluster.partition}"])
+    job = slurm_cluster.executor(tmp_path, **executor_parameters(options)).submit(add, 20, 22)
     assert job.result()[0] == 42
 
 

@@ -41,7 +41,8 @@ class LaunchOptions:
     mem_gb: float = 0.0                     # 0: the cluster's default
     time_min: int = 60
     array_parallelism: int = 16
-    additional_parameters: dict[str, str] = field(default_factory=dict)   # extra sbatch options: {constraint: a100}
+    additional_parameters: dict[str, str | bool] = field(default_factory=dict)   # extra sbatch options
+    # e.g. {constraint: a100, requeue: true}; true = a flag without a value
     setup: list[str] = field(default_factory=list)              # shell lines run before each job (module load ...)
     max_attempts: int = 3                   # submissions per run before it is left failed
     threads: int = 0                        # torch threads per job; 0 = torch's default
@@ -131,12 +132,8 @@ def _record_failure(spec: RunSpec, error: BaseException | str) -> None:
 
 # -- executors ---------------------------------------------------------------------------------------------------
 
-def make_executor(options: LaunchOptions, folder: Path) -> submitit.Executor:
-    """submitit executor for `options`; an unavailable executor is an error before anything is submitted."""
-    if options.executor == "slurm" and shutil.which("sbatch") is None:
-        raise StudyError("executor 'slurm' needs sbatch on PATH, and none was found (on a laptop use "
-                         "--executor local; to try SLURM here: slurm/local_cluster.sh start)")
-    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=options.executor)
+def executor_parameters(options: LaunchOptions) -> dict:
+    """submitit's AutoExecutor parameters for `options` (one task per GPU: DDP runs one process per GPU)."""
     params = {"timeout_min": options.time_min, "nodes": options.nodes,
               "tasks_per_node": max(1, options.gpus_per_node), "cpus_per_task": options.cpus_per_task}
     if options.gpus_per_node:
@@ -149,7 +146,16 @@ def make_executor(options: LaunchOptions, folder: Path) -> submitit.Executor:
         for key in ("partition", "account", "qos"):
             if getattr(options, key):
                 params[f"slurm_{key}"] = getattr(options, key)
-    executor.update_parameters(**params)
+    return params
+
+
+def make_executor(options: LaunchOptions, folder: Path) -> submitit.Executor:
+    """submitit executor for `options`; an unavailable executor is an error before anything is submitted."""
+    if options.executor == "slurm" and shutil.which("sbatch") is None:
+        raise StudyError("executor 'slurm' needs sbatch on PATH, and none was found (on a laptop use "
+                         "--executor local; to try SLURM here: slurm/local_cluster.sh start)")
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=options.executor)
+    executor.update_parameters(**executor_parameters(options))
     return executor
 
 
@@ -166,8 +172,8 @@ def preflight_slurm(options: LaunchOptions) -> None:
     if options.mem_gb:
         cmd.append(f"--mem={int(options.mem_gb * 1024)}M")
     for key, value in options.additional_parameters.items():
-        if key != "dependency":
-            cmd.append(f"--{key.replace('_', '-')}={value}")
+        if key != "dependency" and value is not False:
+            cmd.append(f"--{key.replace('_', '-')}" + ("" if value is True else f"={value}"))
     out = subprocess.run([*cmd, "--wrap", "true"], capture_output=True, text=True)
     if out.returncode != 0:
         raise StudyError(f"SLURM rejects the study's resource request ({' '.join(cmd[2:])}): "
