@@ -29,6 +29,7 @@ class TeacherSelectionDials:
     student_size: str
     student_steps: int
     teacher_masks: list[str] = field(default_factory=lambda: ["multiblock"])   # mask.kind of the teacher runs
+    student_eval_points: int = 4            # student checkpoints evaluated (evenly spaced): loss-vs-accuracy within a teacher
     teacher_config: str = "tiny_teacher"
     student_config: str = "tiny_student"
     seeds: list[int] = field(default_factory=lambda: [0])
@@ -41,6 +42,8 @@ def build(dials: TeacherSelectionDials, preset: str, root: Path, overrides: list
     if bad:
         raise StudyError(f"teacher_checkpoints {bad} are outside 1..teacher_steps={dials.teacher_steps}")
     b = PlanBuilder(STUDY, preset, root, evaluation=dials.evaluation, overrides=[*dials.overrides, *overrides])
+    points = max(1, min(dials.student_eval_points, dials.student_steps))
+    student_checkpoints = sorted({round(dials.student_steps * (i + 1) / points) for i in range(points)})
     for seed in dials.seeds:
         for size in dials.teacher_sizes:
             for mask in dials.teacher_masks:
@@ -52,7 +55,7 @@ def build(dials: TeacherSelectionDials, preset: str, root: Path, overrides: list
                 for step in dials.teacher_checkpoints:
                     b.student(dials.student_config, teacher,
                               [f"model.size={dials.student_size}", f"train.steps={dials.student_steps}",
-                               f"train.seed={seed}"], teacher_step=step,
+                               f"train.seed={seed}"], teacher_step=step, eval_steps=student_checkpoints,
                               labels={"group": "salt", "teacher_size": size, "teacher_mask": mask,
                                       "teacher_steps": step, "student_size": dials.student_size,
                                       "student_steps": dials.student_steps, "teacher_run_id": teacher.run_id,

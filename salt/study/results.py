@@ -10,9 +10,13 @@ from salt.train.checkpoint import atomic_write_bytes
 
 def write_results(plan: StudyPlan) -> Path | str:
     """STUDY_DIR/results.csv: one row per run x checkpoint x evaluation, with the plan's labels and roles."""
+    import warnings
+
     from analysis.collect import StudyDataError, load_study
     try:
-        frame = load_study(plan.root, allow_partial=True)
+        with warnings.catch_warnings():   # mid-study, incomplete runs are expected: the status table shows them
+            warnings.simplefilter("ignore", UserWarning)
+            frame = load_study(plan.root, allow_partial=True)
     except StudyDataError as error:
         return f"no results table yet ({error})"
     path = plan.root / "results.csv"

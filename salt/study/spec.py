@@ -147,7 +147,7 @@ class PlanBuilder:
                                  sorted(eval_steps), flops, flops))
 
     def student(self, base: str, teacher: RunSpec, overrides: list[str] = (), *, teacher_step: int | None = None,
-                labels: dict | None = None) -> RunSpec:
+                labels: dict | None = None, eval_steps: list[int] = ()) -> RunSpec:
         """A SALT student of `teacher` (its last checkpoint, or `teacher_step`, which the teacher then keeps)."""
         from salt.study.estimate import run_flops
         t = teacher.config
@@ -162,11 +162,11 @@ class PlanBuilder:
         model = [f"objective.teacher.{k}={v}" for k, v in to_dict(t.model).items()]
         cfg = self._config(base, [*model, *overrides, f"objective.teacher_checkpoint={source}"])
         run_id = spec_run_id(cfg, teacher_id)
-        cfg = _placed(cfg, run_id, self.root, [])
+        cfg = _placed(cfg, run_id, self.root, eval_steps)
         flops = run_flops(cfg)
         share = teacher.estimated_flops_total * ((teacher_step or t.train.steps) / t.train.steps)
         return self._add(RunSpec(run_id, "student", "salt", cfg, [teacher.run_id], dict(labels or {}),
-                                 self.evaluation, [], flops, flops + share, teacher_step or -1))
+                                 self.evaluation, sorted(eval_steps), flops, flops + share, teacher_step or -1))
 
     def baseline(self, kind: str, like: RunSpec) -> RunSpec:
         """A random-init encoder of `like`'s size, or raw pixels, on `like`'s data: evaluated, not trained."""

@@ -1,0 +1,44 @@
+"""python -m analysis STUDY_DIR [STUDY_DIR ...] [--out DIR] [--target COLUMN] [--bootstrap N] [--evaluation NAME]"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from analysis.collect import StudyDataError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=(
+        "Analyse study folder(s): power-law fits with bootstrap intervals, compute-optimal teacher share, "
+        "teacher-selection metrics. Writes report.md and figures/ (PNG + PDF)."))
+    parser.add_argument("study_dirs", nargs="+", metavar="STUDY_DIR")
+    parser.add_argument("--out", help="output folder (default: STUDY_DIR/analysis)")
+    parser.add_argument("--target", help="accuracy column (default: probe.linear.time.motion.10, else the "
+                                         "first probe.attentive.* column)")
+    parser.add_argument("--bootstrap", type=int, default=1000,
+                        help="bootstrap resamples, also the permutations of the p-values (default 1000; 0: none)")
+    parser.add_argument("--evaluation", help="evaluation name (default: the one covering the most runs)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="analyse what is there when runs lack done.json or records (default: refuse)")
+    parser.add_argument("--no-figures", action="store_true", help="write report.md only")
+    args = parser.parse_args(argv)
+    if args.bootstrap < 0:
+        parser.error("--bootstrap must be >= 0")
+    from analysis.report import run   # after argument errors: keep --help fast
+
+    t0 = time.perf_counter()
+    try:
+        path = run(args.study_dirs, args.out, target=args.target, evaluation=args.evaluation,
+                   n_boot=args.bootstrap, seed=args.seed, allow_partial=args.allow_partial,
+                   figures=not args.no_figures)
+    except StudyDataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
