@@ -216,3 +216,19 @@ def test_hpo_student_trains_its_teacher_once_then_runs_trials(tmp_path, capsys):
     assert sorted(table["number"]) == [0, 1] and set(table["state"]) <= {"COMPLETE", "PRUNED"}
     teacher_dirs = [p for p in (tmp_path / "h" / "runs").iterdir() if p.name.startswith("pixel-")]
     assert len(teacher_dirs) == 1 and (teacher_dirs[0] / "done.json").exists()
+
+
+def test_wandb_one_group_per_study_one_run_per_training_run(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    plan = build(AllocationDials(**{**SMOKE.__dict__, "total_steps": [6], "teacher_steps": [2],
+                                    "methods": ("salt",), "baselines": False}), "smoke", tmp_path / "s",
+                 [f"data.moving_digits.cache_dir={tmp_path}/c", "wandb.enabled=true"])
+    assert {spec.config.wandb.group for spec in plan.runs} == {"compute_allocation-smoke"}
+    run_plan(plan, LaunchOptions(executor="debug"))
+    for spec in plan.runs:
+        (offline,) = (spec.run_dir / "wandb").glob("offline-run-*")
+        (log,) = offline.glob("*.wandb")
+        blob = log.read_bytes()
+        assert b"compute_allocation-smoke" in blob and spec.run_id.encode() in blob

@@ -110,6 +110,16 @@ def status_table(plan: StudyPlan, options: LaunchOptions) -> str:
     return "\n".join(lines)
 
 
+def write_report(root: Path) -> Path:
+    """analysis/report.md and figures of a finished study, rewritten only when a record is newer than them."""
+    from analysis.report import run as analysis_report
+    report = root / "analysis" / "report.md"
+    newest = max((p.stat().st_mtime for p in root.glob("runs/**/evals/*.json")), default=0.0)
+    if report.exists() and report.stat().st_mtime >= newest:
+        return report
+    return analysis_report(root)
+
+
 def study_main(study: str, presets: dict, build: Callable[..., StudyPlan], argv: list[str] | None = None,
                summarize: Callable[[Path], str] | None = None) -> int:
     args = parser(study, presets).parse_args(argv)
@@ -134,4 +144,5 @@ def study_main(study: str, presets: dict, build: Callable[..., StudyPlan], argv:
     print(f"\nresults: {results}")
     if summarize is not None and all(s["state"] == "done" for s in states.values()):
         print(summarize(plan.root))
+        print(f"report and figures: {write_report(plan.root)}")
     return 0 if all(s["state"] in ("done", "pending", "running") for s in states.values()) else 1

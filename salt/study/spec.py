@@ -120,6 +120,7 @@ class PlanBuilder:
     def __init__(self, study: str, preset: str, root: str | Path, *, evaluation: str, overrides: list[str] = ()):
         self.study, self.preset, self.root = study, preset, Path(root).resolve()
         self.evaluation, self.overrides = evaluation, list(overrides)
+        self.group = f"{study}-{preset}"   # wandb group of every run
         self._runs: dict[str, RunSpec] = {}
 
     def _config(self, base: str, overrides: list[str]) -> RunConfig:
@@ -141,7 +142,7 @@ class PlanBuilder:
         from salt.study.estimate import run_flops
         cfg = self._config(base, list(overrides))
         run_id = spec_run_id(cfg)
-        cfg = _placed(cfg, run_id, self.root, eval_steps)
+        cfg = _placed(cfg, run_id, self.root, eval_steps, self.group)
         flops = run_flops(cfg)
         return self._add(RunSpec(run_id, role, cfg.objective.method, cfg, [], dict(labels or {}), self.evaluation,
                                  sorted(eval_steps), flops, flops))
@@ -162,7 +163,7 @@ class PlanBuilder:
         model = [f"objective.teacher.{k}={v}" for k, v in to_dict(t.model).items()]
         cfg = self._config(base, [*model, *overrides, f"objective.teacher_checkpoint={source}"])
         run_id = spec_run_id(cfg, teacher_id)
-        cfg = _placed(cfg, run_id, self.root, eval_steps)
+        cfg = _placed(cfg, run_id, self.root, eval_steps, self.group)
         flops = run_flops(cfg)
         share = teacher.estimated_flops_total * ((teacher_step or t.train.steps) / t.train.steps)
         return self._add(RunSpec(run_id, "student", "salt", cfg, [teacher.run_id], dict(labels or {}),
@@ -181,10 +182,12 @@ class PlanBuilder:
         return StudyPlan(self.study, self.preset, self.root, list(self._runs.values()))
 
 
-def _placed(cfg: RunConfig, run_id: str, root: Path, eval_steps) -> RunConfig:
-    """The config as the study runs it: named by its id, in root/runs/, keeping the checkpoints to evaluate."""
+def _placed(cfg: RunConfig, run_id: str, root: Path, eval_steps, group: str) -> RunConfig:
+    """The config as the study runs it: named by its id, in root/runs/, keeping the checkpoints to evaluate,
+    in the study's wandb group (when wandb is enabled: one wandb run per training run)."""
     cfg = copy.deepcopy(cfg)
     cfg.name, cfg.out_dir = run_id, str(root / "runs")
+    cfg.wandb.group = cfg.wandb.group or group
     cfg.train.progress = False
     if eval_steps:
         bad = [s for s in eval_steps if not 0 < s <= cfg.train.steps]
