@@ -202,7 +202,8 @@ def write_plan(plan: StudyPlan) -> Path:
     from salt.train.checkpoint import atomic_write_json
     plan.root.mkdir(parents=True, exist_ok=True)
     path = plan.root / "study.json"
-    atomic_write_json(path, plan.to_json())
+    if not path.exists() or json.loads(path.read_text()) != json.loads(json.dumps(plan.to_json())):
+        atomic_write_json(path, plan.to_json())   # unchanged plans are not rewritten: reruns leave the folder as is
     return path
 
 
