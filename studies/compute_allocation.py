@@ -12,11 +12,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):   # run as a script: make the repo's packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from salt.study.cli import study_main  # noqa: E402
-from salt.study.spec import PlanBuilder, StudyError, StudyPlan  # noqa: E402
+from salt.study.cli import study_main
+from salt.study.spec import PlanBuilder, StudyError, StudyPlan
+from studies.common import SMOKE_OVERRIDES
 
 STUDY = "compute_allocation"
 METHODS = ("salt", "vjepa", "pixel")
@@ -75,14 +73,9 @@ def build(dials: AllocationDials, preset: str, root: Path, overrides: list[str] 
 
 
 # Tests: micro models on a small canvas, seconds per run.
-SMOKE_DATA = ["data.moving_digits.num_train=512", "data.moving_digits.num_test=256", "data.moving_digits.canvas=16",
-              "data.moving_digits.digit_size=8", "data.moving_digits.frames=4", "data.moving_digits.speeds=[1.0]",
-              "predictor.embed_dim=32", "predictor.depth=1", "predictor.num_heads=2", "optim.warmup_steps=2",
-              "train.batch_size=8", "train.log_every=2"]
-
 PRESETS = {
     "smoke": AllocationDials(total_steps=[8, 12], teacher_steps=[2, 4], teacher_size="micro", student_size="micro",
-                             overrides=SMOKE_DATA),
+                             overrides=SMOKE_OVERRIDES),
     # The embedded default: the pipeline end to end on 2 CPU cores in minutes; too small to show the paper's effects.
     "default": AllocationDials(total_steps=[150, 300], teacher_steps=[25, 50, 100],
                                overrides=["train.batch_size=16", "optim.warmup_steps=20", "train.log_every=10"]),

@@ -12,12 +12,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):   # run as a script: make the repo's packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from salt.study.cli import describe, launch_options, parser  # noqa: E402
-from salt.study.launch import make_executor, preflight_slurm, run_plan  # noqa: E402
-from salt.study.spec import PlanBuilder, StudyError, StudyPlan  # noqa: E402
+from salt.study.cli import describe, launch_options, parser
+from salt.study.launch import make_executor, preflight_slurm, run_plan
+from salt.study.spec import PlanBuilder, StudyError, StudyPlan
+from studies.common import SMOKE_OVERRIDES
 
 STUDY = "hpo_student"
 
@@ -52,14 +50,9 @@ def student_recipe(dials: HpoDials, plan: StudyPlan, overrides: list[str] = ()):
     return Recipe(base=student.config, space=dials.space, study_dir=str(plan.root / "hpo"))
 
 
-SMOKE_DATA = ["data.moving_digits.num_train=512", "data.moving_digits.num_test=256", "data.moving_digits.canvas=16",
-              "data.moving_digits.digit_size=8", "data.moving_digits.frames=4", "data.moving_digits.speeds=[1.0]",
-              "predictor.embed_dim=32", "predictor.depth=1", "predictor.num_heads=2", "optim.warmup_steps=2",
-              "train.batch_size=8", "train.log_every=2"]
-
 PRESETS = {
     "smoke": HpoDials(teacher_size="micro", teacher_steps=4, student_size="micro", student_steps=8,
-                      overrides=SMOKE_DATA),
+                      overrides=SMOKE_OVERRIDES),
     "default": HpoDials(teacher_size="tiny", teacher_steps=100, student_size="tiny", student_steps=100,
                         overrides=["train.batch_size=16", "optim.warmup_steps=20"]),
     "small": HpoDials(teacher_size="tiny", teacher_steps=1000, student_size="tiny", student_steps=1000,

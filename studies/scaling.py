@@ -10,11 +10,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):   # run as a script: make the repo's packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from salt.study.cli import study_main  # noqa: E402
-from salt.study.spec import PlanBuilder, StudyPlan  # noqa: E402
+from salt.study.cli import study_main
+from salt.study.spec import PlanBuilder, StudyPlan
+from studies.common import SMOKE_OVERRIDES
 
 STUDY = "scaling"
 
@@ -53,14 +51,9 @@ def build(dials: ScalingDials, preset: str, root: Path, overrides: list[str] = (
     return b.plan()
 
 
-SMOKE_DATA = ["data.moving_digits.num_train=512", "data.moving_digits.num_test=256", "data.moving_digits.canvas=16",
-              "data.moving_digits.digit_size=8", "data.moving_digits.frames=4", "data.moving_digits.speeds=[1.0]",
-              "predictor.embed_dim=32", "predictor.depth=1", "predictor.num_heads=2", "optim.warmup_steps=2",
-              "train.batch_size=8", "train.log_every=2"]
-
 PRESETS = {
     "smoke": ScalingDials(teacher_size="micro", teacher_steps=4, student_sizes=["micro"], student_steps=[4, 8],
-                          overrides=SMOKE_DATA),
+                          overrides=SMOKE_OVERRIDES),
     "default": ScalingDials(teacher_size="micro", teacher_steps=100, student_sizes=["micro", "tiny"],
                             student_steps=[50, 150], overrides=["train.batch_size=16", "optim.warmup_steps=20"]),
     "small": ScalingDials(teacher_size="tiny", teacher_steps=1000, student_sizes=["micro", "tiny", "mini"],

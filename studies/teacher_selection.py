@@ -12,11 +12,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):   # run as a script: make the repo's packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from salt.study.cli import study_main  # noqa: E402
-from salt.study.spec import PlanBuilder, StudyError, StudyPlan  # noqa: E402
+from salt.study.cli import study_main
+from salt.study.spec import PlanBuilder, StudyError, StudyPlan
+from studies.common import SMOKE_OVERRIDES
 
 STUDY = "teacher_selection"
 
@@ -63,15 +61,10 @@ def build(dials: TeacherSelectionDials, preset: str, root: Path, overrides: list
     return b.plan()
 
 
-SMOKE_DATA = ["data.moving_digits.num_train=512", "data.moving_digits.num_test=256", "data.moving_digits.canvas=16",
-              "data.moving_digits.digit_size=8", "data.moving_digits.frames=4", "data.moving_digits.speeds=[1.0]",
-              "predictor.embed_dim=32", "predictor.depth=1", "predictor.num_heads=2", "optim.warmup_steps=2",
-              "train.batch_size=8", "train.log_every=2"]
-
 PRESETS = {
     "smoke": TeacherSelectionDials(teacher_sizes=["micro"], teacher_steps=4, teacher_checkpoints=[2, 4],
                                    student_size="micro", student_steps=4, teacher_masks=["multiblock", "random"],
-                                   overrides=SMOKE_DATA),
+                                   overrides=SMOKE_OVERRIDES),
     "default": TeacherSelectionDials(teacher_sizes=["micro", "tiny"], teacher_steps=120, teacher_checkpoints=[40, 120],
                                      student_size="tiny", student_steps=100,
                                      overrides=["train.batch_size=16", "optim.warmup_steps=20"]),

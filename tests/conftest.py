@@ -2,6 +2,7 @@
 import os
 
 import pytest
+import torch
 
 from salt.config import load_config, resolve_config
 from salt.schema import RunConfig
@@ -28,3 +29,13 @@ def micro_config(tmp_path):
     def make(stage: str, name: str, *extra: str, steps: int = 4) -> RunConfig:
         return load_config(RunConfig, [resolve_config(f"tiny_{stage}")], [*micro_overrides(tmp_path, name, steps), *extra])
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors (and processes spawned side by side): one torch thread, restored afterwards. Extra threads
+    only add sync overhead, and stall badly when other jobs hold the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

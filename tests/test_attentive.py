@@ -11,13 +11,7 @@ TOKENS, DIM, CLASSES = 8, 16, 4
 SMALL = dict(self_attn_depth=1, num_heads=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: extra threads only add sync overhead (and stall badly when other jobs hold the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy(n: int, kind: str, seed: int):

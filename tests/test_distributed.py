@@ -19,13 +19,7 @@ class Stop(Exception):
     pass
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Every process on one thread (the spawned ranks set theirs); restored for the tests that follow."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _free_port() -> int:

@@ -1,7 +1,6 @@
 """optuna search over a run recipe: shared journal storage across worker processes, pruning, early errors."""
 import optuna
 import pytest
-import torch
 
 from salt.config import ConfigError
 from salt.data import build_dataset
@@ -12,12 +11,7 @@ from salt.train.loop import run_dir_for
 SPACE = {"optim.lr": ("log_uniform", 1e-4, 1e-2), "optim.weight_decay": ("uniform", 0.0, 0.1)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
