@@ -239,3 +239,18 @@ def test_wandb_one_group_per_study_one_run_per_training_run(tmp_path, monkeypatc
         (log,) = offline.glob("*.wandb")
         blob = log.read_bytes()
         assert b"compute_allocation-smoke" in blob and spec.run_id.encode() in blob
+
+
+def test_a_run_another_invocation_is_running_locally_is_not_submitted_again(tmp_path):
+    import os
+    import socket
+    from salt.train.checkpoint import atomic_write_json
+    plan = smoke_plan(tmp_path / "s", tmp_path / "cache", total_steps=[6], teacher_steps=[2],
+                      methods=("salt",), baselines=False)
+    teacher, student = plan.runs
+    teacher.run_dir.mkdir(parents=True)
+    atomic_write_json(teacher.run_dir / "job.json", {"attempts": 1, "jobs": [
+        {"job_id": str(os.getpid()), "executor": "local", "host": socket.gethostname()}]})   # a live process
+    states = run_plan(plan, LaunchOptions(executor="debug"))
+    assert states[teacher.run_id]["state"] == "running" and states[teacher.run_id]["attempts"] == 1
+    assert states[student.run_id]["state"] == "not started"   # waits for its teacher

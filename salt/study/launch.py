@@ -9,7 +9,9 @@ RUN_DIR/job.json; the plan in STUDY_DIR/study.json; submitit's logs in STUDY_DIR
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import subprocess
 import time
 from collections import defaultdict
@@ -89,6 +91,17 @@ def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     return states
 
 
+def _local_job_alive(job: dict) -> bool:
+    """A local job's id is its process id: alive on this host means another invocation is running it."""
+    if job.get("executor") != "local" or job.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(job["job_id"]), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def run_states(specs: list[RunSpec]) -> dict[str, dict]:
     """Per run: state (done | not started | failed | SLURM's state while queued or running, e.g. pending,
     running), attempts, last job id, SLURM's reason, log paths and the last recorded error."""
@@ -103,6 +116,8 @@ def run_states(specs: list[RunSpec]) -> dict[str, dict]:
             state = "done"
         elif last.get("job_id") in queued:
             state = queued[last["job_id"]][0].lower()
+        elif _local_job_alive(last):
+            state = "running"
         elif job["attempts"]:
             state = "failed"
         else:
@@ -116,7 +131,8 @@ def run_states(specs: list[RunSpec]) -> dict[str, dict]:
 def _record_submission(spec: RunSpec, job, executor: str) -> None:
     info = read_job(spec)
     info["attempts"] += 1
-    info["jobs"].append({"job_id": str(job.job_id), "executor": executor, "submitted_at": time.time(),
+    info["jobs"].append({"job_id": str(job.job_id), "executor": executor, "host": socket.gethostname(),
+                         "submitted_at": time.time(),
                          "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)})
     info.pop("error", None)
     spec.run_dir.mkdir(parents=True, exist_ok=True)
@@ -204,8 +220,8 @@ def _run_in_order(plan: StudyPlan, options: LaunchOptions, executor) -> None:
     states = run_states(plan.runs)
     for spec in plan.runs:
         state = states[spec.run_id]
-        if state["state"] == "done" or state["attempts"] >= options.max_attempts:
-            continue
+        if state["state"] in ("done", "running") or state["attempts"] >= options.max_attempts:
+            continue   # running: another invocation of this study has it
         if _blocked_by(spec, states, set()):
             continue
         job = executor.submit(RunJob(spec.to_json(), options.threads))
