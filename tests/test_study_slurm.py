@@ -101,3 +101,17 @@ def test_rejected_gpu_request_fails_before_anything_is_submitted(slurm_cluster, 
     assert not any(spec.run_dir.exists() for spec in plan.runs)
     with pytest.raises(StudyError, match="SLURM rejects"):
         run_plan(plan, slurm_options(slurm_cluster, partition="no-such-partition"))
+
+
+def test_hpo_trials_run_as_a_slurm_job_array_sharing_one_journal(slurm_cluster, tmp_path):
+    from salt.study.hpo import best_trial_table, storage_path
+    from studies import hpo_student
+    argv = ["--preset", "smoke", "--executor", "slurm", "--partition", slurm_cluster.partition, "--cpus-per-task", "1",
+            "--threads", "1", "--time", "10", "--trials", "4", "--workers", "2", "--out", str(tmp_path / "h"),
+            "--set", f"data.moving_digits.cache_dir={tmp_path}/c"]
+    assert hpo_student.main(argv) == 0
+    table = best_trial_table(storage_path(tmp_path / "h" / "hpo"))
+    assert sorted(table["number"]) == [0, 1, 2, 3]
+    assert set(table["state"]) <= {"COMPLETE", "PRUNED"}
+    workers = list((tmp_path / "h" / "logs").glob("*_*"))   # array task folders: <array id>_<index>
+    assert {w.name.split("_")[0] for w in workers} and len({w.name for w in workers}) >= 2
