@@ -152,11 +152,23 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def with_overrides(cfg, overrides: list[str]):
+    """A resolved config with `key=value` overrides applied, validated again as a whole."""
+    values = to_dict(cfg)
+    for text in overrides:
+        _deep_update(values, parse_override(text))
+    return from_dict(type(cfg), values)
+
+
 def config_hash(cfg, exclude: tuple[str, ...] = ()) -> str:
-    """Stable short hash of a resolved config (keys in `exclude`, dotted top-level names, left out)."""
+    """Stable short hash of a resolved config; keys in `exclude` (dotted: "train.progress") are left out."""
     d = to_dict(cfg)
     for key in exclude:
-        d.pop(key, None)
+        *parents, leaf = key.split(".")
+        node = d
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

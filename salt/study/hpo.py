@@ -28,7 +28,7 @@ import optuna
 import pandas as pd
 import yaml
 
-from salt.config import ConfigError, from_dict, parse_override, to_dict
+from salt.config import ConfigError, with_overrides
 from salt.schema import RunConfig
 from salt.train.distributed import DistributedContext
 from salt.train.loop import NonFiniteLossError, Trainer, run_dir_for, train
@@ -60,14 +60,6 @@ class Recipe:
 
 
 # -- search space and configs ----------------------------------------------------------------------------
-def with_overrides(base: RunConfig, overrides: list[str]) -> RunConfig:
-    """`base` with `key=value` overrides applied and the whole config validated again."""
-    values = to_dict(base)
-    for text in overrides:
-        _merge(values, parse_override(text))
-    return from_dict(RunConfig, values)
-
-
 def override(key: str, value: Any) -> str:
     """`key=value` with the value written as YAML (1e-05 -> 1.0e-05: YAML reads the former as a string)."""
     text = yaml.safe_dump(value, default_flow_style=True).rstrip("\n").removesuffix("\n...")
@@ -249,14 +241,6 @@ def best_trial_table(storage: str | Path, study_name: str = DEFAULT_STUDY) -> pd
     table["_order"] = table["state"].map(order)
     return (table.sort_values(["_order", "value", "number"], na_position="last").drop(columns="_order")
             .reset_index(drop=True))
-
-
-def _merge(target: dict, updates: dict) -> None:
-    for k, v in updates.items():
-        if isinstance(v, dict) and isinstance(target.get(k), dict):
-            _merge(target[k], v)
-        else:
-            target[k] = v
 
 
 __all__ = ["KINDS", "PruningCallback", "Recipe", "SearchSpace", "best_trial_table", "check_space", "create_storage",

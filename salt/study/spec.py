@@ -8,13 +8,12 @@ folder, on any cluster, and a teacher shared by several students is one run.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from salt.config import from_dict, load_config, resolve_config, to_dict
+from salt.config import config_hash, from_dict, load_config, resolve_config, to_dict
 from salt.schema import NON_SEMANTIC_KEYS, RunConfig
 
 PLAN_SCHEMA_VERSION = 1
@@ -30,20 +29,11 @@ class StudyError(ValueError):
     """A study that cannot run as defined (empty grid, unknown preset, unavailable executor, ...)."""
 
 
-def _drop_key(tree: dict, dotted: str) -> None:
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        tree = tree.get(part, {})
-    tree.pop(leaf, None)
-
-
 def spec_run_id(cfg: RunConfig, teacher_id: str = "") -> str:
     """`<method>-<size>-<steps>-<hash>`: the hash covers everything that changes what the run computes."""
-    semantic = to_dict(cfg)
-    for key in NON_SEMANTIC_KEYS + SCHEDULING_KEYS:
-        _drop_key(semantic, key)
-    semantic["objective"]["teacher_checkpoint"] = teacher_id
-    digest = hashlib.sha256(json.dumps(semantic, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:10]
+    semantic = copy.deepcopy(cfg)
+    semantic.objective.teacher_checkpoint = teacher_id   # the teacher by its run id, not by where it lives
+    digest = config_hash(semantic, exclude=NON_SEMANTIC_KEYS + SCHEDULING_KEYS)[:10]
     return f"{cfg.objective.method}-{cfg.model.size}-{cfg.train.steps}-{digest}"
 
 
