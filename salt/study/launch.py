@@ -238,13 +238,11 @@ def _submit_slurm(plan: StudyPlan, options: LaunchOptions, executor) -> None:
     teacher's job with afterok. Jobs stuck on a dependency that can never be met are cancelled and resubmitted."""
     states = run_states(plan.runs)
     active: dict[str, str] = {}   # run id -> job id of a job queued or running now
+    for run_id in _cancel_unsatisfiable(plan, states):
+        states[run_id]["state"] = "failed"
     for run_id, state in states.items():
         if state["state"] not in ("done", "failed", "not started"):
-            if "DependencyNeverSatisfied" in state["reason"]:
-                subprocess.run(["scancel", state["job_id"]], check=False)
-                states[run_id]["state"] = "failed"
-            else:
-                active[run_id] = state["job_id"]
+            active[run_id] = state["job_id"]
     submitted = []
     for stage in plan.stages():
         groups: dict[tuple[str, ...], list[RunSpec]] = defaultdict(list)
@@ -270,16 +268,25 @@ def _submit_slurm(plan: StudyPlan, options: LaunchOptions, executor) -> None:
         wait_for(plan, [job for _, job in submitted], options)
 
 
+def _cancel_unsatisfiable(plan: StudyPlan, states: dict[str, dict]) -> list[str]:
+    """Cancel the jobs SLURM holds on a dependency that can never be met (a student whose teacher failed would
+    wait forever); each is recorded as failed, so the next invocation resubmits it. -> their run ids."""
+    specs, cancelled = plan.by_id(), []
+    for run_id, state in states.items():
+        if "DependencyNeverSatisfied" in state["reason"]:
+            subprocess.run(["scancel", state["job_id"]], check=False)
+            _record_failure(specs[run_id], "cancelled: its teacher's job failed")
+            cancelled.append(run_id)
+    return cancelled
+
+
 def wait_for(plan: StudyPlan, jobs: list, options: LaunchOptions) -> None:
     """Until no job of this plan is queued or running; records the error of each failed one."""
     by_job = {str(job.job_id): job for job in jobs}
     specs = plan.by_id()
     while True:
         states = run_states(plan.runs)
-        for run_id, state in states.items():   # a student whose teacher failed would wait forever
-            if "DependencyNeverSatisfied" in state["reason"]:
-                subprocess.run(["scancel", state["job_id"]], check=False)
-                _record_failure(specs[run_id], "cancelled: its teacher's job failed")
+        _cancel_unsatisfiable(plan, states)
         if not any(s["state"] not in ("done", "failed", "not started") for s in states.values()):
             break
         time.sleep(options.poll_s)
