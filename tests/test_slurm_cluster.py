@@ -103,10 +103,13 @@ def squeue_field(cluster, job_id, fmt):
 
 # ---- tests -----------------------------------------------------------------------------------------------
 
+@pytest.mark.slurm
 @pytest.mark.parametrize("path", PROFILES, ids=[p.stem for p in PROFILES])
-def test_profile_loads_and_maps_onto_sbatch(path, tmp_path):
+def test_profile_loads_and_maps_onto_sbatch(path, tmp_path, slurm_cluster):
     """Each profile loads through the strict config path (LaunchOptions) and the study's own mapping
-    (salt.study.launch.executor_parameters) writes an sbatch script with it (nothing is submitted)."""
+    (salt.study.launch.executor_parameters) writes an sbatch script with it (nothing is submitted).
+    submitit's SLURM executor refuses to exist without `srun` on PATH: the cluster fixture installs SLURM
+    first (on a fresh machine this test once ran before it and failed)."""
     assert set(yaml.safe_load(path.read_text())) == PROFILE_KEYS, path
     options = load_config(LaunchOptions, [path])
     assert options.executor == "slurm"
