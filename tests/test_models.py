@@ -92,7 +92,8 @@ def test_every_size_preset_builds(name):
 @pytest.mark.parametrize("name, millions", [("base", 86), ("large", 303), ("huge", 632), ("giant", 1010),
                                             ("gigantic", 1840)])
 def test_paper_sizes_match_parameter_counts(name, millions):
-    """salt-paper.md: B 86M, L 303M, H 632M, g 1.01B, G 1.84B (3-channel, 224 px, patch 16, tubelet 2)."""
+    """The SALT paper (arXiv 2509.24317): B 86M, L 303M, H 632M, g 1.01B, G 1.84B (3-channel, 224 px, patch 16,
+    tubelet 2)."""
     p = size_preset(name)
     with torch.device("meta"):
         m = VideoViT(img_size=224, num_frames=16, in_chans=3, patch_size=16, tubelet_size=2,

@@ -1,7 +1,7 @@
 """Frozen-feature evaluation: token pooling, feature extraction and linear (logistic-regression) probes.
 
 The probes are trained in torch with full-batch L-BFGS because scikit-learn's solver was the slowest part of
-an evaluation (31-47 s per encoder, see calibration.md); a convex problem this small converges in well under
+an evaluation (31-47 s per encoder, see docs/calibration.md); a convex problem this small converges in well under
 a second per fit. Weight decay is always chosen on a held-out part of the TRAIN features, and the test set is
 scored once, so low-shot numbers are not inflated by selecting on test.
 """

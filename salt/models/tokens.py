@@ -97,7 +97,7 @@ def run_blocks(blocks, x: torch.Tensor, rope: torch.Tensor | None) -> torch.Tens
 
 def init_weights(module: nn.Module, scheme: str) -> None:
     """Initialise Linear/Conv3d weights. 'xavier' (MAE) lets the pixel teacher escape the mean-prediction
-    plateau on small data (calibration.md); 'trunc_normal' (std 0.02) is V-JEPA's."""
+    plateau on small data (docs/calibration.md, round 2); 'trunc_normal' (std 0.02) is V-JEPA's."""
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Conv3d)):
             if scheme == "xavier":

@@ -73,7 +73,7 @@ def vit_micro() -> SizePreset:   # unit tests
     return _preset(64, 2, 2)
 
 
-def vit_tiny() -> SizePreset:    # embedded data, CPU minutes (calibration.md's prototype size)
+def vit_tiny() -> SizePreset:    # embedded data, CPU minutes (the prototypes' size, docs/calibration.md)
     return _preset(128, 4, 4)
 
 
