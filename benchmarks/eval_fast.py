@@ -52,7 +52,7 @@ def main(argv=None) -> int:
         # Parts, measured once: data loading vs encoder + metrics + probes.
         t0 = time.perf_counter()
         from salt.config import from_dict
-        from salt.train.checkpoint import load_checkpoint
+        from salt.checkpoint import load_checkpoint
         cfg = from_dict(RunConfig, load_checkpoint(run_dir)["config"])
         data = load_probe_data(cfg.data, protocol)
         t_data = time.perf_counter() - t0

@@ -1,4 +1,5 @@
-"""Command line: `python -m salt teacher|student|vjepa --config CONFIG [--resume] key=value ...`,
+"""Command line: `python -m salt teacher|student|vjepa|<method command> --config CONFIG [--resume] key=value ...`
+(one command per registered method, salt.objectives.registry),
 `python -m salt eval RUN_DIR [--checkpoint STEP] [--protocol fast|systematic]` and
 `python -m salt demo [--preset tiny|small]`."""
 from __future__ import annotations
@@ -8,15 +9,15 @@ import json
 import sys
 
 from salt.config import ConfigError, load_config, resolve_config
-
-STAGE_METHODS = {"teacher": "pixel", "student": "salt", "vjepa": "vjepa"}
+from salt.objectives import methods
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m salt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for stage, method in STAGE_METHODS.items():
-        p = sub.add_parser(stage, help=f"train a {stage} (objective.method={method})")
+    by_command = {m.command: m for m in methods()}
+    for command, method in by_command.items():
+        p = sub.add_parser(command, help=f"{method.help or 'train'} (objective.method={method.name})")
         p.add_argument("--config", action="append", default=[],
                        help="YAML file or packaged config name (e.g. tiny_teacher); repeat to layer")
         p.add_argument("--resume", action="store_true", help="continue the run folder's latest checkpoint")
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         from salt.schema import RunConfig
         from salt.train.loop import run_dir_for, train
         files = [resolve_config(c) for c in args.config]
-        cfg = load_config(RunConfig, files, [f"objective.method={STAGE_METHODS[args.command]}", *args.overrides])
+        cfg = load_config(RunConfig, files, [f"objective.method={by_command[args.command].name}", *args.overrides])
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         from salt.config import to_dict
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return 0
-    summary = train(cfg, resume=args.resume)
+    from salt.eval.periodic import evaluation_hooks
+    summary = train(cfg, resume=args.resume, checkpoint_hooks=evaluation_hooks(cfg))
     print(json.dumps(summary, indent=2))
     print(f"run folder: {run_dir_for(cfg)}")
     return 0

@@ -11,7 +11,7 @@ import torch
 from salt.config import load_config, resolve_config
 from salt.eval.evaluate import eval_protocol, evaluate_baseline, evaluate_run, load_probe_data
 from salt.schema import RunConfig
-from salt.train.checkpoint import atomic_write_json
+from salt.io import atomic_write_json
 from salt.train.loop import run_dir_for, train
 
 

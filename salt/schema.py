@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from salt.data.moving_digits import MovingDigitsConfig
 from salt.data.video import VideoListConfig
 from salt.masks import MaskConfig
-
-METHODS = ("pixel", "salt", "vjepa")
+from salt.objectives.registry import get_method
 
 
 def _check_choice(name: str, value: str, choices) -> None:
@@ -60,20 +59,21 @@ class PredictorConfig:
 
 @dataclass
 class ObjectiveConfig:
-    method: str = "pixel"                   # pixel (stage-1 teacher) | salt (stage-2 student) | vjepa (EMA baseline)
+    method: str = "pixel"                   # a registered method (salt.objectives.registry): pixel (stage-1
+    #                                         teacher) | salt (stage-2 student) | vjepa (EMA baseline) | ...
     normalize_targets: bool = True          # pixel: VideoMAE per-tubelet, per-channel normalised targets
     loss: str = "l1"                        # salt/vjepa: l1 (paper) | l2
     target_layer: int = -1                  # salt/vjepa: -1 = final output (after the encoder's norm); k = block k
     target_layernorm: bool = True           # salt/vjepa: LayerNorm without affine on targets (V-JEPA's code)
-    teacher_checkpoint: str = ""            # salt: a checkpoint of any earlier run (pixel teacher or SALT student)
-    teacher: ModelConfig = field(default_factory=ModelConfig)   # salt: teacher architecture, checked against the file
+    teacher_checkpoint: str = ""            # methods with a frozen teacher (salt): a checkpoint of any earlier run
+    teacher: ModelConfig = field(default_factory=ModelConfig)   # ... and its architecture, checked against the file
     ema_momentum: list[float] = field(default_factory=lambda: [0.998, 1.0])  # vjepa: linear start -> end
     teacher_check_every: int = 100          # salt: steps between checks that the frozen teacher is unchanged
     plateau_ratio: float = 0.95             # pixel: warn when loss / mean-prediction loss stays above this ...
     plateau_after: int = 200                # ... after this many steps
 
     def __post_init__(self):
-        _check_choice("method", self.method, METHODS)
+        get_method(self.method)   # unknown: an error listing the registered methods
         _check_choice("loss", self.loss, ("l1", "l2"))
         if len(self.ema_momentum) != 2 or not all(0.0 <= m <= 1.0 for m in self.ema_momentum):
             raise ValueError(f"ema_momentum must be [start, end] in [0, 1], got {self.ema_momentum}")
@@ -145,8 +145,8 @@ class RunConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
     def __post_init__(self):
-        if self.objective.method == "salt" and not self.objective.teacher_checkpoint:
-            raise ValueError("objective.teacher_checkpoint is required for method 'salt'")
+        if get_method(self.objective.method).needs_teacher and not self.objective.teacher_checkpoint:
+            raise ValueError(f"objective.teacher_checkpoint is required for method {self.objective.method!r}")
 
 
 # Keys that do not change what a run computes: left out of the run id's hash.

@@ -7,7 +7,7 @@ import torch
 import torch.multiprocessing as mp
 
 from salt.config import ConfigError
-from salt.train.checkpoint import load_checkpoint
+from salt.checkpoint import load_checkpoint
 from salt.train.distributed import DistributedContext
 from salt.train.loop import Trainer, run_dir_for, train
 from salt.train.metrics import read_metrics

@@ -67,10 +67,13 @@ def test_unknown_protocol_is_a_clear_error(micro_config):
 
 def test_periodic_evaluation_during_training_keeps_resume_exact(micro_config):
     import torch
-    from salt.train.checkpoint import load_checkpoint
+    from salt.checkpoint import load_checkpoint
+    from salt.eval.periodic import evaluation_hooks
     with_eval = micro_config("vjepa", "with-eval", "train.eval_every=2", "train.eval_protocol=smoke", steps=4)
     without = micro_config("vjepa", "without", steps=4)
-    train(with_eval)
+    with pytest.raises(ValueError, match="train.eval_every=2 needs an evaluation hook"):
+        train(with_eval)   # the loop knows nothing of evaluation: the hook is attached by its caller
+    train(with_eval, checkpoint_hooks=evaluation_hooks(with_eval))
     train(without)
     frame = load_records([run_dir_for(with_eval)])
     assert sorted(frame["checkpoint_step"]) == [2, 4]

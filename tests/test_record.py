@@ -200,7 +200,8 @@ def test_a_torn_file_is_an_error_naming_it(tmp_path):
     (lambda d: d.update(surprise=1), "unknown field.*surprise"),
     (lambda d: d["params"].update(encoder=1.5), "params.encoder must be an integer"),
     (lambda d: d["probes"][1].update(shots="five"), r"probes\[1\].shots must be an integer"),
-    (lambda d: d.update(method="mae"), "method must be one of"),
+    (lambda d: d.update(method="not a name"), "method must be a method's name"),
+    (lambda d: d.update(method="random_init"), "stage 'baseline' goes with the methods"),
     (lambda d: d.update(probes={}), "probes must be a list"),
 ])
 def test_invalid_fields_are_errors_naming_file_and_field(tmp_path, edit, message):

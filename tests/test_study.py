@@ -244,7 +244,7 @@ def test_wandb_one_group_per_study_one_run_per_training_run(tmp_path, monkeypatc
 def test_a_run_another_invocation_is_running_locally_is_not_submitted_again(tmp_path):
     import os
     import socket
-    from salt.train.checkpoint import atomic_write_json
+    from salt.io import atomic_write_json
     plan = smoke_plan(tmp_path / "s", tmp_path / "cache", total_steps=[6], teacher_steps=[2],
                       methods=("salt",), baselines=False)
     teacher, student = plan.runs

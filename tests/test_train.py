@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from salt.objectives import fingerprint
-from salt.train import checkpoint as ckpt
-from salt.train.checkpoint import list_checkpoints, load_checkpoint
+from salt import checkpoint as ckpt
+from salt.checkpoint import load_checkpoint
+from salt.layout import RunLayout
 from salt.train.loop import NonFiniteLossError, Trainer, run_dir_for, train
 from salt.train.metrics import read_metrics
 
@@ -41,7 +42,7 @@ def test_resume_mid_run_gives_identical_weights(micro_config, stage):
     trainer.step = crash_after_three
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
-    assert [s for s, _ in list_checkpoints(run_dir_for(interrupted))] == [2]
+    assert [s for s, _ in RunLayout(run_dir_for(interrupted)).checkpoints()] == [2]
     assert not (run_dir_for(interrupted) / "done.json").exists()
     summary = train(interrupted, resume=True)
     assert summary["steps"] == 6
@@ -80,7 +81,7 @@ def test_interrupted_checkpoint_write_leaves_previous_intact(micro_config, monke
     with pytest.raises(OSError, match="disk full"):
         trainer.save(4)
     monkeypatch.undo()
-    assert [s for s, _ in list_checkpoints(run_dir_for(cfg))] == [2]
+    assert [s for s, _ in RunLayout(run_dir_for(cfg)).checkpoints()] == [2]
     assert good.read_bytes() == before
     assert not list((run_dir_for(cfg) / "checkpoints").glob("*.tmp"))
     assert load_checkpoint(run_dir_for(cfg))["step"] == 2
@@ -106,7 +107,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(micro_config):
     trainer.objective.loss = poisoned
     with pytest.raises(NonFiniteLossError, match="step 3"):
         trainer.fit()
-    assert [s for s, _ in list_checkpoints(run_dir_for(cfg))] == [2]
+    assert [s for s, _ in RunLayout(run_dir_for(cfg)).checkpoints()] == [2]
     assert torch.isfinite(load_checkpoint(run_dir_for(cfg))["models"]["encoder"]["patch_embed.weight"]).all()
 
 

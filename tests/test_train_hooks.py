@@ -6,7 +6,8 @@ import signal
 import pytest
 import torch
 
-from salt.train.checkpoint import list_checkpoints, load_checkpoint
+from salt.checkpoint import load_checkpoint
+from salt.layout import RunLayout
 from salt.train.loop import Trainer, run_dir_for, train
 from salt.train.metrics import read_metrics
 
@@ -52,7 +53,7 @@ def test_callback_that_raises_stops_and_resume_completes_identically(micro_confi
         train(stopped, callbacks=[prune_at_three])
     run = run_dir_for(stopped)
     assert not (run / "done.json").exists()
-    assert [s for s, _ in list_checkpoints(run)] == [2]   # the periodic checkpoint; step 3 was not saved
+    assert [s for s, _ in RunLayout(run).checkpoints()] == [2]   # the periodic checkpoint; step 3 was not saved
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [0, 1, 2, 3]
     summary = train(stopped, resume=True)
     assert summary["steps"] == 6 and (run / "done.json").exists()
@@ -91,7 +92,7 @@ def test_checkpoint_now_from_a_signal_handler_then_resume_is_exact(micro_config)
     path = run_dir_for(cfg) / "checkpoints" / "step_00000003.pt"
     assert saved == [None, path]
     assert load_checkpoint(path)["step"] == 3
-    assert [s for s, _ in list_checkpoints(run_dir_for(cfg))] == [2, 3]
+    assert [s for s, _ in RunLayout(run_dir_for(cfg)).checkpoints()] == [2, 3]
     resumed = Trainer(cfg, resume=True)
     assert resumed.next_step == 3
     resumed.fit()

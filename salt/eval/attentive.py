@@ -33,7 +33,7 @@ from torch import nn
 from salt.eval.probes import _as_labels, _holdout_split
 from salt.models.tokens import init_weights
 from salt.models.vit import LayerNorm
-from salt.train.checkpoint import atomic_write_bytes
+from salt.io import atomic_write_bytes
 
 SYSTEMATIC_LRS = [5e-3, 3e-3, 1e-3, 3e-4, 1e-4]
 SYSTEMATIC_WDS = [0.8, 0.4, 0.1, 0.01]

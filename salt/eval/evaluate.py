@@ -15,21 +15,21 @@ from pathlib import Path
 
 import torch
 
+from salt.checkpoint import load_checkpoint, load_matching
 from salt.config import config_hash, from_dict
 from salt.data import ClipGeometry, build_dataset, label_specs
 from salt.eval.attentive import fit_attentive_probes
 from salt.eval.knn import knn_probe
 from salt.eval.probes import extract_features, low_shot_probe, pool_tokens
-from salt.eval.record import (EvalRecord, ProbeScore, code_version, hardware_description, read_record, record_path,
+from salt.eval.record import (EvalRecord, ProbeScore, code_version, hardware_description, read_record,
                               write_record)
 from salt.eval.spectral import alpha_req, lidar, rankme
 from salt.masks import build_mask_generator
-from salt.models import VideoViT, build_encoder
-from salt.objectives import build_objective
+from salt.layout import RunLayout
+from salt.models import VideoViT
+from salt.objectives import build_network, build_objective, get_method
 from salt.schema import NON_SEMANTIC_KEYS, RunConfig
-from salt.train.checkpoint import checkpoint_path, load_checkpoint, load_matching
 
-STAGE_OF_METHOD = {"pixel": "teacher", "salt": "student", "vjepa": "student"}
 HELDOUT_MASK_SEED = 20250929   # fixed masks for held-out losses: comparable across runs and checkpoints
 
 
@@ -81,8 +81,7 @@ def random_encoder(cfg: RunConfig, geometry: ClipGeometry, seed: int) -> VideoVi
     """A random-init encoder of the same size and init scheme: the baseline every encoder must beat."""
     with torch.random.fork_rng(devices=[]):   # leaves the caller's RNG stream untouched
         torch.manual_seed(seed)
-        return build_encoder(cfg.model, img_size=geometry.size, num_frames=geometry.frames,
-                             in_chans=geometry.channels).eval()
+        return build_network(cfg.model, geometry).eval()
 
 
 def clips_and_labels(dataset, count: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -230,19 +229,19 @@ def evaluate_run(run_dir: str | Path, step: int | None = None, protocol: str | E
     """Evaluate a run's checkpoint (latest if `step` is None) and write its record into run_dir/evals/."""
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
-    state = load_checkpoint(checkpoint_path(run_dir, step) if step is not None else run_dir)
+    state = load_checkpoint(RunLayout(run_dir).checkpoint(step) if step is not None else run_dir)
     cfg = from_dict(RunConfig, state["config"])
     proto = eval_protocol(protocol)
     data = data or load_probe_data(cfg.data, proto)
     test_set, geometry = build_dataset(cfg.data, "test")
     objective = restored_objective(cfg, state, geometry)
-    encoder = objective.encoder
+    method = get_method(cfg.objective.method)
+    encoder = getattr(objective, method.probed)
     metrics, probes = encoder_scores(encoder, data, proto)
-    method = cfg.objective.method
     teacher_run_id, teacher_step = objective.teacher_source
     summary_losses = {"heldout": heldout_loss(objective, cfg, test_set, proto)}
     record = EvalRecord(
-        run_id=state["run_id"], method=method, stage=STAGE_OF_METHOD[method], checkpoint_step=int(state["step"]),
+        run_id=state["run_id"], method=method.name, stage=method.stage, checkpoint_step=int(state["step"]),
         steps_total=cfg.train.steps, evaluation=proto.name, seed=cfg.train.seed,
         config_hash=config_hash(cfg, exclude=NON_SEMANTIC_KEYS), code_version=code_version(),
         model_size=cfg.model.size, params={"encoder": sum(p.numel() for p in encoder.parameters())},
@@ -267,9 +266,9 @@ def evaluate_baseline(kind: str, cfg: RunConfig, out_dir: str | Path, protocol: 
                       data: ProbeData | None = None) -> EvalRecord:
     """Random-init encoder of cfg.model's size, or raw pixels, on cfg.data: evaluated once per (data, model,
     protocol) and reused from out_dir/baselines/ afterwards."""
-    run_dir = Path(out_dir) / "baselines" / baseline_run_id(kind, cfg)
+    layout = RunLayout.baseline(out_dir, baseline_run_id(kind, cfg))
     proto = eval_protocol(protocol)
-    path = record_path(run_dir, 0, proto.name)
+    path = layout.record(0, proto.name)
     if path.exists():
         return read_record(path)
     t0 = time.perf_counter()
@@ -282,8 +281,8 @@ def evaluate_baseline(kind: str, cfg: RunConfig, out_dir: str | Path, protocol: 
         encoder = random_encoder(cfg, geometry, seed=cfg.train.seed)
         metrics, probes = encoder_scores(encoder, data, proto)
         params = {"encoder": sum(p.numel() for p in encoder.parameters())}
-    record = EvalRecord(run_id=run_dir.name, method=kind, stage="baseline", checkpoint_step=0, steps_total=0,
+    record = EvalRecord(run_id=layout.root.name, method=kind, stage="baseline", checkpoint_step=0, steps_total=0,
                         evaluation=proto.name, seed=cfg.train.seed, code_version=code_version(),
                         model_size=cfg.model.size if kind == "random_init" else "", params=params, metrics=metrics,
                         probes=probes, wall_time_s=time.perf_counter() - t0, hardware=hardware_description())
-    return read_record(write_record(run_dir, record))   # as stored (created_at filled in)
+    return read_record(write_record(layout.root, record))   # as stored (created_at filled in)

@@ -18,16 +18,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, get_args, get_origin, get_type_hints
 
+from salt.io import atomic_write_bytes
+from salt.layout import EVALUATION_NAME, RunLayout, is_record_file
+
 SCHEMA_VERSION = 1
 
-METHODS = ("pixel", "salt", "vjepa", "random_init", "raw_pixels")
+BASELINE_METHODS = ("random_init", "raw_pixels")   # evaluated-only; trained runs name a registered method
 STAGES = ("teacher", "student", "baseline")
 PROBES = ("linear", "attentive", "knn")
 POOLINGS = ("time", "mean", "tokens", "pixels")
 
 # Standard JSON has no NaN/Infinity: NaN is written as null, +-infinity as these strings.
 _INFINITIES = {"Infinity": math.inf, "-Infinity": -math.inf}
-_EVALUATION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _KEY_PART = re.compile(r"^[^.#\s]+$")    # probe/pooling/label become parts of a dotted column name
 
 
@@ -85,7 +87,7 @@ class ProbeScore:
 @dataclass
 class EvalRecord:
     run_id: str
-    method: str                   # pixel | salt | vjepa | random_init | raw_pixels
+    method: str                   # a method of salt.objectives.registry (pixel, salt, vjepa, ...) or a baseline
     stage: str                    # teacher | student | baseline
     checkpoint_step: int
     steps_total: int
@@ -111,9 +113,15 @@ class EvalRecord:
     def __post_init__(self):
         if not self.run_id:
             raise ValueError("run_id must be a non-empty string")
-        _check_choice("method", self.method, METHODS)
+        # Any method name: the registry (salt.objectives, which needs torch) decides what trains, and a record
+        # of a method defined elsewhere (a test, a plugin) must still read back here.
+        if not isinstance(self.method, str) or not self.method.isidentifier():
+            raise ValueError(f"method must be a method's name (an identifier), got {self.method!r}")
         _check_choice("stage", self.stage, STAGES)
-        if not isinstance(self.evaluation, str) or not _EVALUATION_NAME.match(self.evaluation):
+        if (self.stage == "baseline") != (self.method in BASELINE_METHODS):
+            raise ValueError(f"stage 'baseline' goes with the methods {BASELINE_METHODS} and only those; "
+                             f"got method {self.method!r} with stage {self.stage!r}")
+        if not isinstance(self.evaluation, str) or not EVALUATION_NAME.match(self.evaluation):
             raise ValueError(f"evaluation must be a file-name-safe name ([A-Za-z0-9_.-], not starting with "
                              f"'.', '-' or '_'), got {self.evaluation!r}")
         for name in ("checkpoint_step", "steps_total"):
@@ -284,19 +292,13 @@ def record_from_json(data: Any) -> EvalRecord:
 # files
 
 def record_path(run_dir: str | Path, checkpoint_step: int, evaluation: str) -> Path:
-    """run_dir/evals/step_{step:08d}_{evaluation}.json"""
-    if not isinstance(checkpoint_step, int) or checkpoint_step < 0:
-        raise ValueError(f"checkpoint_step must be an integer >= 0, got {checkpoint_step!r}")
-    if not isinstance(evaluation, str) or not _EVALUATION_NAME.match(evaluation):
-        raise ValueError(f"evaluation must be a file-name-safe name, got {evaluation!r}")
-    return Path(run_dir) / "evals" / f"step_{checkpoint_step:08d}_{evaluation}.json"
+    """run_dir/evals/step_{step:08d}_{evaluation}.json (salt.layout owns the name)."""
+    return RunLayout(run_dir).record(checkpoint_step, evaluation)
 
 
 def write_record(run_dir: str | Path, record: EvalRecord) -> Path:
     """Validate and atomically write the record; returns its path. An empty created_at is filled with the
     current UTC time in the written file (the passed record is not modified). Rewriting replaces the file."""
-    from salt.train.checkpoint import atomic_write_bytes   # lazy: keeps torch out of analysis-only imports
-
     if not isinstance(record, EvalRecord):
         raise TypeError(f"record must be an EvalRecord, got {type(record).__name__}")
     if not record.created_at:
@@ -343,8 +345,7 @@ def find_records(paths: str | Path | Iterable[str | Path]) -> list[Path]:
                 raise ValueError(f"{path} is not a record file (expected .json)")
             found.add(path)
         elif path.is_dir():
-            found.update(p for p in path.rglob("*.json")
-                         if p.parent.name == "evals" and not p.name.startswith(".") and p.is_file())
+            found.update(p for p in path.rglob("*.json") if is_record_file(p))
         else:
             raise FileNotFoundError(f"no such record file or folder: {path}")
     return sorted(found)

@@ -1,24 +1,28 @@
 """Objectives: one object per method, all driven by the same loop (salt.train.loop).
 
-Add a method: subclass `Objective` (trainable/loss/costs/after_step), add a branch to `build_objective`,
-and its name to `salt.schema.METHODS`.
+Add a method: subclass `Objective` (trainable/loss/costs/after_step) and `register` a `Method` with its
+builder (salt.objectives.registry); every layer (config check, loop, estimates, evaluation, CLI, studies)
+then knows it. The three built-in methods are registered below.
 """
 from __future__ import annotations
 
+from salt.checkpoint import load_checkpoint, load_matching
 from salt.data import ClipGeometry
 from salt.masks import num_mask_pairs
 from salt.models import MaskedTokenPredictor, VideoViT, build_encoder
 from salt.objectives.base import Objective
 from salt.objectives.latent import SaltObjective, VJepaObjective, fingerprint, freeze
 from salt.objectives.pixel import PixelObjective, pixel_targets
-from salt.train.checkpoint import load_checkpoint, load_matching
+from salt.objectives.registry import Method, get_method, methods, register, unregister
 
 
-def _encoder(model_cfg, geometry: ClipGeometry) -> VideoViT:
+def build_network(model_cfg, geometry: ClipGeometry) -> VideoViT:
+    """An encoder of `model_cfg`'s size for clips of `geometry`."""
     return build_encoder(model_cfg, img_size=geometry.size, num_frames=geometry.frames, in_chans=geometry.channels)
 
 
-def _predictor(cfg, grid, in_dim: int, out_dim: int) -> MaskedTokenPredictor:
+def build_predictor(cfg, grid, in_dim: int, out_dim: int) -> MaskedTokenPredictor:
+    """The masked-token predictor of `cfg.predictor` (SALT/V-JEPA predictor, pixel decoder)."""
     p = cfg.predictor
     return MaskedTokenPredictor(grid=grid, in_dim=in_dim, out_dim=out_dim, embed_dim=p.embed_dim, depth=p.depth,
                                 num_heads=p.num_heads, mlp_ratio=p.mlp_ratio,
@@ -30,37 +34,64 @@ def load_teacher(objective_cfg, geometry: ClipGeometry) -> tuple[VideoViT, dict]
     """The encoder of any earlier run (pixel teacher, SALT student, V-JEPA), built from `objective.teacher`
     and checked tensor by tensor against the file; also its checkpoint's state (run id, step, compute spent
     on its whole chain)."""
-    teacher = _encoder(objective_cfg.teacher, geometry)
+    teacher = build_network(objective_cfg.teacher, geometry)
     state = load_checkpoint(objective_cfg.teacher_checkpoint)
     load_matching(teacher, state["models"]["encoder"], f"teacher {objective_cfg.teacher_checkpoint}")
     return teacher, state
 
 
 def build_objective(cfg, geometry: ClipGeometry, teacher: tuple[VideoViT, dict] | None = None) -> Objective:
-    """`teacher`: (encoder, checkpoint state) for salt, instead of loading objective.teacher_checkpoint."""
-    encoder = _encoder(cfg.model, geometry)
+    """The objective of `cfg.objective.method`, from the registry. `teacher`: (encoder, checkpoint state) for
+    a method that needs one, instead of loading objective.teacher_checkpoint (estimates pass meta tensors)."""
+    method = get_method(cfg.objective.method)
+    encoder = build_network(cfg.model, geometry)   # first: the RNG order of initialisation is part of a run
+    if method.needs_teacher and teacher is None:
+        teacher = load_teacher(cfg.objective, geometry)
+    objective = method.build(cfg, geometry, encoder, teacher)
+    if method.needs_teacher:
+        _, state = teacher
+        objective.upstream_flops = float(state["flops_total"])
+        objective.teacher_source = (state["run_id"], int(state["step"]))
+    return objective
+
+
+# -- the built-in methods -----------------------------------------------------------------------------------
+
+def _pixel(cfg, geometry, encoder, teacher):
     o = cfg.objective
-    if o.method == "pixel":
-        out_dim = geometry.channels * encoder.tubelet_size * encoder.patch_size ** 2
-        return PixelObjective(encoder, _predictor(cfg, encoder.grid, encoder.embed_dim, out_dim),
-                              normalize_targets=o.normalize_targets, plateau_ratio=o.plateau_ratio,
-                              plateau_after=o.plateau_after)
-    latent_kw = dict(loss=o.loss, target_layer=o.target_layer, target_layernorm=o.target_layernorm)
-    if o.method == "salt":
-        teacher, teacher_state = teacher or load_teacher(o, geometry)
-        if teacher.grid != encoder.grid:
-            raise ValueError(f"teacher token grid {teacher.grid} differs from the student's {encoder.grid}: "
-                             "objective.teacher.patch_size/tubelet_size must match model.*")
-        objective = SaltObjective(encoder, _predictor(cfg, encoder.grid, encoder.embed_dim, teacher.embed_dim),
-                                  teacher, check_every=o.teacher_check_every, **latent_kw)
-        objective.upstream_flops = float(teacher_state["flops_total"])
-        objective.teacher_source = (teacher_state["run_id"], int(teacher_state["step"]))
-        return objective
-    if o.method == "vjepa":
-        return VJepaObjective(encoder, _predictor(cfg, encoder.grid, encoder.embed_dim, encoder.embed_dim),
-                              momentum=o.ema_momentum, total_steps=cfg.train.steps, **latent_kw)
-    raise ValueError(f"unknown objective.method {o.method!r}")
+    out_dim = geometry.channels * encoder.tubelet_size * encoder.patch_size ** 2
+    return PixelObjective(encoder, build_predictor(cfg, encoder.grid, encoder.embed_dim, out_dim),
+                          normalize_targets=o.normalize_targets, plateau_ratio=o.plateau_ratio,
+                          plateau_after=o.plateau_after)
 
 
-__all__ = ["Objective", "PixelObjective", "SaltObjective", "VJepaObjective", "build_objective", "fingerprint",
-           "freeze", "load_teacher", "pixel_targets"]
+def _latent_kwargs(o) -> dict:
+    return dict(loss=o.loss, target_layer=o.target_layer, target_layernorm=o.target_layernorm)
+
+
+def _salt(cfg, geometry, encoder, teacher):
+    teacher_encoder, _ = teacher
+    if teacher_encoder.grid != encoder.grid:
+        raise ValueError(f"teacher token grid {teacher_encoder.grid} differs from the student's {encoder.grid}: "
+                         "objective.teacher.patch_size/tubelet_size must match model.*")
+    return SaltObjective(encoder, build_predictor(cfg, encoder.grid, encoder.embed_dim, teacher_encoder.embed_dim),
+                         teacher_encoder, check_every=cfg.objective.teacher_check_every,
+                         **_latent_kwargs(cfg.objective))
+
+
+def _vjepa(cfg, geometry, encoder, teacher):
+    return VJepaObjective(encoder, build_predictor(cfg, encoder.grid, encoder.embed_dim, encoder.embed_dim),
+                          momentum=cfg.objective.ema_momentum, total_steps=cfg.train.steps,
+                          **_latent_kwargs(cfg.objective))
+
+
+register(Method("pixel", _pixel, stage="teacher", command="teacher",
+                help="stage 1: a teacher trained by masked pixel reconstruction"))
+register(Method("salt", _salt, stage="student", command="student", needs_teacher=True,
+                help="stage 2: a SALT student predicting a frozen teacher's latents"))
+register(Method("vjepa", _vjepa, stage="student", command="vjepa",
+                help="the V-JEPA baseline: a student predicting its own EMA copy's latents"))
+
+__all__ = ["Method", "Objective", "PixelObjective", "SaltObjective", "VJepaObjective", "build_network",
+           "build_objective", "build_predictor", "fingerprint", "freeze", "get_method", "load_teacher", "methods",
+           "pixel_targets", "register", "unregister"]

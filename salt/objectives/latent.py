@@ -15,7 +15,7 @@ from salt.models.predictor import MaskedTokenPredictor
 from salt.models.tokens import gather_tokens
 from salt.models.vit import VideoViT
 from salt.objectives.base import Objective, mean_over_pairs
-from salt.train.schedules import linear
+from salt.schedules import linear
 
 
 def freeze(module: torch.nn.Module) -> torch.nn.Module:

@@ -17,8 +17,7 @@ from salt.data.sampler import mix_seed
 from salt.flops import total_flops
 from salt.masks import MaskConfig, build_mask_generator
 from salt.masks.simple import MaskPair
-from salt.models import build_encoder
-from salt.objectives import build_objective
+from salt.objectives import build_network, build_objective, get_method
 from salt.schema import RunConfig
 
 MASK_SAMPLES = 16   # mask lengths vary by step (multiblock): the estimate averages this many sampled steps
@@ -59,10 +58,8 @@ def _step_flops(cfg_json: str, accounting: str, count_attention: bool) -> float:
     cfg = dataclasses.replace(cfg, objective=dataclasses.replace(cfg.objective, teacher_check_every=0))
     with torch.device("meta"):
         teacher = None
-        if cfg.objective.method == "salt":
-            encoder = build_encoder(cfg.objective.teacher, img_size=geometry.size, num_frames=geometry.frames,
-                                    in_chans=geometry.channels)
-            teacher = (encoder, {"flops_total": 0.0, "run_id": "", "step": 0})
+        if get_method(cfg.objective.method).needs_teacher:
+            teacher = (build_network(cfg.objective.teacher, geometry), {"flops_total": 0.0, "run_id": "", "step": 0})
         objective = build_objective(cfg, geometry, teacher=teacher)
     batch_size, num_tokens = cfg.train.batch_size, objective.encoder.num_tokens
     video = torch.empty(batch_size, geometry.channels, geometry.frames, geometry.size, geometry.size, device="meta")

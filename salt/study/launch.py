@@ -23,7 +23,7 @@ import submitit
 from salt.eval.record import record_path
 from salt.study.job import RunJob
 from salt.study.spec import RunSpec, StudyError, StudyPlan, write_plan
-from salt.train.checkpoint import atomic_write_json
+from salt.io import atomic_write_json
 
 EXECUTORS = ("local", "debug", "slurm")
 ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED",

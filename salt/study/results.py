@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from salt.study.spec import StudyPlan
-from salt.train.checkpoint import atomic_write_bytes
+from salt.io import atomic_write_bytes
 
 
 def write_results(plan: StudyPlan) -> Path | str:

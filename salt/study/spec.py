@@ -189,7 +189,7 @@ def _placed(cfg: RunConfig, run_id: str, root: Path, eval_steps, group: str) -> 
 
 
 def write_plan(plan: StudyPlan) -> Path:
-    from salt.train.checkpoint import atomic_write_json
+    from salt.io import atomic_write_json
     plan.root.mkdir(parents=True, exist_ok=True)
     path = plan.root / "study.json"
     if not path.exists() or json.loads(path.read_text()) != json.loads(json.dumps(plan.to_json())):

@@ -8,7 +8,6 @@ computes exactly what the uninterrupted run computed from step s on. Under sever
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from pathlib import Path
@@ -18,18 +17,19 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from salt.checkpoint import load_checkpoint, load_matching, save_checkpoint
 from salt.config import config_hash, to_dict
 from salt.data import build_dataset
 from salt.data.sampler import StepBatchSampler, mix_seed
 from salt.flops import num_params, total_flops
 from salt.masks import MaskPair, build_mask_generator
-from salt.objectives import Objective, build_objective
+from salt.io import atomic_write_text
+from salt.layout import RunLayout
+from salt.objectives import Objective, build_objective, get_method
+from salt.schedules import cosine, warmup_cosine
 from salt.schema import NON_SEMANTIC_KEYS, RunConfig
-from salt.train.checkpoint import (atomic_write_bytes, atomic_write_json, latest_checkpoint, load_checkpoint,
-                                   load_matching, save_checkpoint)
 from salt.train.distributed import DistributedContext, ShardedBatchSampler
 from salt.train.metrics import MetricsLog, WandbLogger
-from salt.train.schedules import cosine, warmup_cosine
 
 MASK_STREAM = 1   # keeps the mask RNG stream apart from the data stream that shares the run seed
 
@@ -41,6 +41,9 @@ class NonFiniteLossError(RuntimeError):
 # callback(trainer, step, record): called after each logged step with the record written to metrics.jsonl. It
 # may raise to stop training (the run stays resumable). It runs on every rank; one that stops must decide alike.
 Callback = Callable[["Trainer", int, dict], None]
+# checkpoint hook(trainer, step): called on rank 0 after the checkpoint of `step` was written (e.g. periodic
+# evaluation, salt.eval.periodic). It must not touch the global RNG, so that resuming stays exact.
+CheckpointHook = Callable[["Trainer", int], None]
 
 
 def run_id(cfg: RunConfig) -> str:
@@ -48,8 +51,12 @@ def run_id(cfg: RunConfig) -> str:
     return cfg.name or f"{cfg.objective.method}-{config_hash(cfg, exclude=NON_SEMANTIC_KEYS)}"
 
 
+def run_layout(cfg: RunConfig) -> RunLayout:
+    return RunLayout.of(cfg.out_dir, run_id(cfg))
+
+
 def run_dir_for(cfg: RunConfig) -> Path:
-    return Path(cfg.out_dir) / run_id(cfg)
+    return run_layout(cfg).root
 
 
 def resolve_device(train_cfg) -> tuple[torch.device, torch.dtype | None]:
@@ -95,8 +102,13 @@ class Trainer:
     signal handler may call `checkpoint_now()`."""
 
     def __init__(self, cfg: RunConfig, *, resume: bool = False, callbacks: Iterable[Callback] = (),
-                 dist: DistributedContext | None = None):
-        self.cfg, self.run_dir, self.callbacks = cfg, run_dir_for(cfg), list(callbacks)
+                 checkpoint_hooks: Iterable[CheckpointHook] = (), dist: DistributedContext | None = None):
+        self.cfg, self.layout = cfg, run_layout(cfg)
+        self.run_dir, self.callbacks, self.checkpoint_hooks = self.layout.root, list(callbacks), list(checkpoint_hooks)
+        if cfg.train.eval_every and not self.checkpoint_hooks:
+            raise ValueError(f"train.eval_every={cfg.train.eval_every} needs an evaluation hook: pass "
+                             "checkpoint_hooks=salt.eval.periodic.evaluation_hooks(cfg) (python -m salt and study "
+                             "jobs do)")
         self.device, self.amp_dtype = resolve_device(cfg.train)
         self.dist = dist or DistributedContext.from_env(self.device.type)
         self.dist.local_batch_size(cfg.train.batch_size)   # a clear error if the processes cannot share it
@@ -108,8 +120,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.objective, cfg.optim)
         self.params = [p for m in self.objective.trainable().values() for p in m.parameters()]
         self.start_step, self.flops, self.decode_failures = 0, 0.0, 0
-        self._probe_data = None   # clips for periodic evaluations, loaded on first use
-        existing = latest_checkpoint(self.run_dir)
+        existing = self.layout.latest_checkpoint()
         if existing is not None and not resume:
             raise RuntimeError(f"run folder {self.run_dir} already has checkpoints: pass --resume to continue it, "
                                "or choose another name/out_dir (finished results are never overwritten)")
@@ -141,7 +152,7 @@ class Trainer:
         metrics = self.dist.mean(out)   # logged values: means over the ranks (so all ranks see the same loss)
         if not math.isfinite(metrics["loss"]):
             raise NonFiniteLossError(f"loss is {metrics['loss']} at step {step}; stopping. The last good checkpoint "
-                                     f"is {latest_checkpoint(self.run_dir)} (resume with a lower optim.lr?)")
+                                     f"is {self.layout.latest_checkpoint()} (resume with a lower optim.lr?)")
         self.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         self.dist.average_gradients(self.params)   # -> the gradient of the global batch, on every rank
@@ -159,14 +170,11 @@ class Trainer:
 
     def fit(self) -> dict:
         cfg, main = self.cfg, self.dist.is_main
-        done_path = self.run_dir / "done.json"
-        if done_path.exists():
-            return json.loads(done_path.read_text())
+        if self.layout.is_done():
+            return self.layout.read_done()
         if main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(self.run_dir / "config.yaml",
-                               lambda f: f.write(yaml.safe_dump(to_dict(cfg), sort_keys=False).encode()))
-        log = MetricsLog(self.run_dir / "metrics.jsonl", self.start_step) if main else None
+            atomic_write_text(self.layout.config, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        log = MetricsLog(self.layout.metrics, self.start_step) if main else None
         wandb = (WandbLogger(cfg.wandb, run_dir=self.run_dir, run_id=run_id(cfg), config=to_dict(cfg),
                              resume=self.start_step > 0) if cfg.wandb.enabled and main else None)
         sampler = StepBatchSampler(len(self.dataset), cfg.train.batch_size, cfg.train.seed, self.start_step,
@@ -194,9 +202,9 @@ class Trainer:
                 evaluate_now = cfg.train.eval_every and ((step + 1) % cfg.train.eval_every == 0 or last)
                 if (step + 1) % cfg.train.checkpoint_every == 0 or last or evaluate_now:
                     self.dist.check_in_sync(self.objective.saved())
-                    self.save(step + 1)
-                if evaluate_now and main:
-                    self.evaluate(step + 1)
+                    if self.save(step + 1) is not None:   # rank 0
+                        for hook in self.checkpoint_hooks:
+                            hook(self, step + 1)
         finally:
             bar.close()
             if log:
@@ -206,17 +214,8 @@ class Trainer:
         self.dist.barrier()   # rank 0's checkpoints are written before any rank reports them
         summary = self._summary(metrics, time.perf_counter() - t0)
         if main:
-            atomic_write_json(done_path, summary)
+            summary = self.layout.write_done(summary)
         return summary
-
-    def evaluate(self, step: int) -> None:
-        """Write an evaluation record of the checkpoint just saved, so the analysis can relate a run's
-        trajectory to its final accuracy. Uses no global RNG: resuming stays exact."""
-        from salt.eval.evaluate import eval_protocol, evaluate_run, load_probe_data
-        protocol = eval_protocol(self.cfg.train.eval_protocol)
-        if self._probe_data is None:
-            self._probe_data = load_probe_data(self.cfg.data, protocol)
-        evaluate_run(self.run_dir, step, protocol, data=self._probe_data)
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def checkpoint_now(self) -> Path | None:
@@ -266,21 +265,22 @@ class Trainer:
             "decode_failures": self.decode_failures,
             "wall_time_s": wall_time,
             "device": str(self.device),
-            "checkpoint": str(latest_checkpoint(self.run_dir)),
-            "teacher_checkpoint": o.teacher_checkpoint if o.method == "salt" else "",
+            "checkpoint": str(self.layout.latest_checkpoint()),
+            "teacher_checkpoint": o.teacher_checkpoint if get_method(o.method).needs_teacher else "",
         }
 
 
 def train(cfg: RunConfig, *, resume: bool = False, callbacks: Iterable[Callback] = (),
-          dist: DistributedContext | None = None) -> dict:
+          checkpoint_hooks: Iterable[CheckpointHook] = (), dist: DistributedContext | None = None) -> dict:
     """Train one run to completion (or return its summary if it is already done). Without `dist`, the processes
     come from the environment (salt.train.distributed); a process group started here is closed here."""
-    done_path = run_dir_for(cfg) / "done.json"
-    if done_path.exists():
-        return json.loads(done_path.read_text())
+    layout = run_layout(cfg)
+    if layout.is_done():
+        return layout.read_done()
     context = dist or DistributedContext.from_env(resolve_device(cfg.train)[0].type)
     try:
-        return Trainer(cfg, resume=resume, callbacks=callbacks, dist=context).fit()
+        return Trainer(cfg, resume=resume, callbacks=callbacks, checkpoint_hooks=checkpoint_hooks,
+                       dist=context).fit()
     finally:
         if dist is None:
             context.close()

@@ -1,0 +1,58 @@
+"""The checkpoint format: atomic saves by step (names from salt.layout), `weights_only=True` loads, and loading
+that names every missing, unexpected or mis-shaped tensor. Below objectives, training and evaluation alike."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from salt.io import atomic_write_bytes
+from salt.layout import RunLayout
+
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(run_dir: Path, step: int, state: dict, keep: int) -> Path:
+    """Write the checkpoint of `step` atomically, then delete all but the newest `keep`."""
+    layout = RunLayout(run_dir)
+    path = layout.checkpoint(step)
+    atomic_write_bytes(path, lambda f: torch.save({"format_version": FORMAT_VERSION, **state}, f))
+    for _, old in layout.checkpoints()[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load with weights_only=True; a missing or unreadable file is an error naming it (never swallowed).
+    A run folder means its latest checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        found = RunLayout(path).latest_checkpoint()
+        if found is None:
+            raise FileNotFoundError(f"no checkpoint in run folder {path} (looked in {RunLayout(path).checkpoints_dir})")
+        path = found
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise RuntimeError(f"cannot read checkpoint {path}: {e}") from e
+    if state.get("format_version") != FORMAT_VERSION:
+        raise RuntimeError(f"checkpoint {path} has format version {state.get('format_version')!r}, "
+                           f"this code reads {FORMAT_VERSION}")
+    return state
+
+
+def load_matching(module: torch.nn.Module, state_dict: dict, what: str) -> None:
+    """load_state_dict, but a missing, extra or wrongly shaped tensor is an error naming it."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    extra = sorted(set(state_dict) - set(own))
+    if missing or extra:
+        raise RuntimeError(f"{what}: checkpoint does not match the config: "
+                           f"missing tensors {missing[:5]}, unexpected tensors {extra[:5]}")
+    for k, v in own.items():
+        if tuple(v.shape) != tuple(state_dict[k].shape):
+            raise RuntimeError(f"{what}: tensor {k!r} has shape {tuple(state_dict[k].shape)} in the checkpoint "
+                               f"but {tuple(v.shape)} in the model built from the config")
+    module.load_state_dict(state_dict)

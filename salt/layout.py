@@ -1,0 +1,189 @@
+"""Where things live: the one owner of the layout of a run folder and of a study folder (no torch, so the
+analysis can use it). Every other module asks these objects for a path instead of joining names itself.
+
+    <run>/config.yaml                       the resolved config
+    <run>/metrics.jsonl                     one JSON line per logged step
+    <run>/checkpoints/step_XXXXXXXX.pt      atomic checkpoints (salt.checkpoint)
+    <run>/done.json                         the done marker: the run's summary, versioned (DONE_SCHEMA_VERSION)
+    <run>/evals/step_XXXXXXXX_<eval>.json   evaluation records (salt.eval.record)
+    <run>/job.json, <run>/attempts.jsonl    a study's job ledger and the log of each start
+
+    <study>/study.json                      the plan
+    <study>/runs/<run id>/                  its runs (run folders as above)
+    <study>/runs/baselines/<baseline id>/   evaluated-only baselines (random init, raw pixels)
+    <study>/logs/                           submitit's logs
+    <study>/results.csv                     the results table (a view of the records)
+    <study>/analysis/report.md              the analysis report and its figures
+    <study>/hpo/                            a hyperparameter search's storage and trials
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from salt.io import atomic_write_json
+
+DONE_SCHEMA_VERSION = 1
+BASELINES = "baselines"
+EVALS = "evals"
+EVALUATION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")   # an evaluation's name becomes part of a file name
+_CHECKPOINT_NAME = re.compile(r"^step_(\d{8})\.pt$")
+
+
+class LayoutError(ValueError):
+    """A file of a run or study folder that this code cannot use (newer schema, corrupt); names the file."""
+
+
+def _step_name(step: int) -> str:
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise ValueError(f"checkpoint_step must be an integer >= 0, got {step!r}")
+    return f"step_{step:08d}"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The files of one run folder (a trained run, or an evaluated-only baseline)."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @classmethod
+    def of(cls, out_dir: str | Path, run_id: str) -> "RunLayout":
+        return cls(Path(out_dir) / run_id)
+
+    @classmethod
+    def baseline(cls, out_dir: str | Path, run_id: str) -> "RunLayout":
+        """Baselines are evaluated once per data/model and shared by every run in `out_dir`."""
+        return cls(Path(out_dir) / BASELINES / run_id)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints_dir / f"{_step_name(step)}.pt"
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """(step, path) of every checkpoint, oldest first (temp files of interrupted writes are not listed)."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        return sorted((int(m.group(1)), p) for p in self.checkpoints_dir.iterdir()
+                      if (m := _CHECKPOINT_NAME.match(p.name)))
+
+    def latest_checkpoint(self) -> Path | None:
+        found = self.checkpoints()
+        return found[-1][1] if found else None
+
+    # -- the done marker ---------------------------------------------------------------------------------------
+    @property
+    def done(self) -> Path:
+        return self.root / "done.json"
+
+    def is_done(self) -> bool:
+        return self.done.is_file()
+
+    def write_done(self, summary: dict) -> dict:
+        """Mark the run finished; -> the summary as written (with its schema version), as read_done returns it."""
+        done = {**summary, "schema_version": DONE_SCHEMA_VERSION}
+        atomic_write_json(self.done, done)
+        return done
+
+    def read_done(self) -> dict:
+        """The run's summary. done.json files written before it carried a version have the same fields (read as
+        version 1); a newer version is refused by name rather than guessed at."""
+        try:
+            data = json.loads(self.done.read_text())
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError) as e:
+            raise LayoutError(f"{self.done} is not readable JSON (delete it to let the run finish again): {e}") from e
+        version = data.get("schema_version", 1)
+        if not isinstance(version, int) or version > DONE_SCHEMA_VERSION:
+            raise LayoutError(f"{self.done} has schema version {version!r}; this code reads up to "
+                              f"{DONE_SCHEMA_VERSION} (written by a newer salt: update salt to read it)")
+        return data
+
+    # -- evaluation records ------------------------------------------------------------------------------------
+    @property
+    def evals(self) -> Path:
+        return self.root / EVALS
+
+    def record(self, step: int, evaluation: str) -> Path:
+        if not isinstance(evaluation, str) or not EVALUATION_NAME.match(evaluation):
+            raise ValueError(f"evaluation must be a file-name-safe name, got {evaluation!r}")
+        return self.evals / f"{_step_name(step)}_{evaluation}.json"
+
+    # -- a study's bookkeeping ---------------------------------------------------------------------------------
+    @property
+    def job(self) -> Path:
+        return self.root / "job.json"
+
+    @property
+    def attempts(self) -> Path:
+        return self.root / "attempts.jsonl"
+
+
+def is_record_file(path: Path) -> bool:
+    """An evaluation record inside some run folder's evals/ (not a temp file of an interrupted write)."""
+    return path.suffix == ".json" and path.parent.name == EVALS and not path.name.startswith(".") and path.is_file()
+
+
+@dataclass(frozen=True)
+class StudyLayout:
+    """The files of one study folder."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def plan(self) -> Path:
+        return self.root / "study.json"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    def run(self, run_id: str) -> RunLayout:
+        return RunLayout.of(self.runs, run_id)
+
+    def baseline(self, run_id: str) -> RunLayout:
+        return RunLayout.baseline(self.runs, run_id)
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.csv"
+
+    @property
+    def analysis(self) -> Path:
+        return self.root / "analysis"
+
+    @property
+    def report(self) -> Path:
+        return self.analysis / "report.md"
+
+    @property
+    def hpo(self) -> Path:
+        return self.root / "hpo"
+
+    def records(self) -> list[Path]:
+        """Every evaluation record of the study's runs and baselines."""
+        return sorted(p for p in self.runs.glob(f"**/{EVALS}/*.json") if is_record_file(p))

@@ -1,0 +1,64 @@
+"""The one registry of methods. Everything that depends on which method a run uses (the config check, the
+training loop's summary, the compute estimate, evaluation records, the command line, study plans) asks this
+registry; nothing else switches on a method's name.
+
+A method is a name, a builder `build(cfg, geometry, encoder, teacher) -> Objective`, its stage (a "teacher"
+trained from pixels, or a "student" that learns from another network's latents), whether it needs a frozen
+teacher loaded from an earlier run's checkpoint (`objective.teacher_checkpoint`, `objective.teacher`), the
+attribute of the objective that an evaluation probes, and the `python -m salt <command>` that trains it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+STAGES = ("teacher", "student")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str                     # objective.method
+    build: Callable               # (cfg: RunConfig, geometry: ClipGeometry, encoder: VideoViT,
+    #                               teacher: (VideoViT, checkpoint state) | None) -> Objective
+    stage: str                    # teacher | student: how records and studies classify its runs
+    command: str                  # `python -m salt <command>` trains it
+    needs_teacher: bool = False   # loads a frozen encoder from objective.teacher_checkpoint
+    probed: str = "encoder"       # the objective's attribute that evaluations probe (a VideoViT)
+    help: str = ""
+
+    def __post_init__(self):
+        if self.stage not in STAGES:
+            raise ValueError(f"method {self.name!r}: stage must be one of {STAGES}, got {self.stage!r}")
+        if not self.name.isidentifier() or not self.command:
+            raise ValueError(f"method name {self.name!r} must be an identifier and command non-empty")
+
+
+_METHODS: dict[str, Method] = {}
+
+
+def register(method: Method, *, replace: bool = False) -> Method:
+    """Add a method. A second method of the same name or command is an error unless `replace`."""
+    owner = next((m.name for m in _METHODS.values() if m.command == method.command and m.name != method.name), None)
+    if owner is not None:
+        raise ValueError(f"command {method.command!r} of method {method.name!r} belongs to method {owner!r}")
+    if method.name in _METHODS and not replace:
+        raise ValueError(f"method {method.name!r} is already registered; pass replace=True to redefine it")
+    _METHODS[method.name] = method
+    return method
+
+
+def unregister(name: str) -> None:
+    """Remove a method (tests that register a toy method clean up with this)."""
+    _METHODS.pop(name, None)
+
+
+def get_method(name: str) -> Method:
+    try:
+        return _METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown objective.method {name!r}; registered: {', '.join(_METHODS)}") from None
+
+
+def methods() -> tuple[Method, ...]:
+    """Every registered method, in registration order."""
+    return tuple(_METHODS.values())
