@@ -31,15 +31,15 @@ def test_print_config_resolves_layers():
 
 
 def test_teacher_then_student_from_the_cli(tmp_path):
-    t = _salt("teacher", "--config", "tiny_teacher", *micro_overrides(tmp_path, "t", steps=2))
+    t = _salt("teacher", "--config", "micro_teacher", *micro_overrides(tmp_path, "t", steps=2))
     assert t.returncode == 0, t.stderr
-    s = _salt("student", "--config", "tiny_student", *micro_overrides(tmp_path, "s", steps=2),
+    s = _salt("student", "--config", "micro_student", *micro_overrides(tmp_path, "s", steps=2),
               f"objective.teacher_checkpoint={tmp_path / 'runs' / 't'}")
     assert s.returncode == 0, s.stderr
     done = json.loads((tmp_path / "runs" / "s" / "done.json").read_text())
     assert done["method"] == "salt" and done["flops"]["teacher_stage"] > 0
     # Resume of a finished run returns its summary without training again.
-    again = _salt("student", "--config", "tiny_student", *micro_overrides(tmp_path, "s", steps=2),
+    again = _salt("student", "--config", "micro_student", *micro_overrides(tmp_path, "s", steps=2),
                   f"objective.teacher_checkpoint={tmp_path / 'runs' / 't'}", "--resume")
     assert again.returncode == 0 and json.loads((tmp_path / "runs" / "s" / "done.json").read_text()) == done
 
@@ -64,7 +64,7 @@ def test_smoke_demo_prints_the_table(tmp_path):
 
 
 def test_eval_command_writes_a_record(tmp_path):
-    t = _salt("teacher", "--config", "tiny_teacher", *micro_overrides(tmp_path, "t", steps=2))
+    t = _salt("teacher", "--config", "micro_teacher", *micro_overrides(tmp_path, "t", steps=2))
     assert t.returncode == 0, t.stderr
     r = _salt("eval", str(tmp_path / "runs" / "t"), "--checkpoint", "2", "--protocol", "smoke")
     assert r.returncode == 0, r.stderr
