@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from salt.eval.record import SCALAR_COLUMNS, load_records
+from salt.layout import LayoutError, RunLayout, StudyLayout
 
 # Label keys the analysis uses; a missing key is a NaN column so code can rely on them existing.
 LABEL_KEYS = ("group", "total_steps", "teacher_steps", "student_steps", "teacher_size", "student_size",
@@ -55,7 +56,7 @@ def _as_dirs(paths: str | os.PathLike | Iterable) -> list[Path]:
 def read_study(study_dir: str | os.PathLike) -> dict:
     """study.json of a study folder, checked for the fields the analysis needs."""
     study_dir = Path(study_dir)
-    path = study_dir / "study.json"
+    path = StudyLayout(study_dir).plan
     if not study_dir.is_dir():
         raise StudyDataError(f"no such study folder: {study_dir}")
     if not path.is_file():
@@ -81,14 +82,6 @@ def _number(value) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except json.JSONDecodeError:
-        warnings.warn(f"ignoring {path}: not valid JSON")
-        return None
-
-
 def _short_run_loss(path: Path, steps_total: float, fraction: float = SHORT_RUN_FRACTION) -> float:
     """Mean training loss logged in (fraction/2, fraction] of the run: a cheap proxy of the final loss."""
     if not path.is_file() or not steps_total or not math.isfinite(steps_total):
@@ -106,11 +99,24 @@ def _short_run_loss(path: Path, steps_total: float, fraction: float = SHORT_RUN_
     return float(np.mean(losses)) if losses else math.nan
 
 
+def run_layout(study_dir: Path, run: dict) -> RunLayout:
+    """Where the study layer puts a run (salt.layout): runs/<id>, or runs/baselines/<id> for a baseline."""
+    layout = StudyLayout(study_dir)
+    return layout.baseline(run["run_id"]) if run.get("role") == "baseline" else layout.run(run["run_id"])
+
+
 def run_dir(study_dir: Path, run: dict) -> Path:
-    """Where the study layer puts a run: runs/<id>, or runs/baselines/<id> for an evaluated-only baseline."""
-    if run.get("role") == "baseline":
-        return study_dir / "runs" / "baselines" / run["run_id"]
-    return study_dir / "runs" / run["run_id"]
+    return run_layout(study_dir, run).root
+
+
+def _read_done(layout: RunLayout) -> dict | None:
+    """A run's done marker, or None when it has none; a newer schema or a torn file is an error naming it."""
+    if not layout.is_done():
+        return None
+    try:
+        return layout.read_done()
+    except LayoutError as e:
+        raise StudyDataError(str(e)) from e
 
 
 def _trained(run: dict) -> bool:
@@ -122,7 +128,7 @@ def _run_table(study_dir: Path, study: dict) -> pd.DataFrame:
     """One row per run listed in study.json: role, labels, planned FLOPs, done.json costs."""
     rows = []
     for run in study["runs"]:
-        done = _read_json(run_dir(study_dir, run) / "done.json")
+        done = _read_done(run_layout(study_dir, run))
         labels = run.get("labels") or {}
         row = {label_column(k): v for k, v in labels.items()}
         row.update(run_id=run["run_id"], role=run.get("role"), study_method=run.get("method"),
@@ -156,7 +162,7 @@ def _chain(run_id: str, deps: dict[str, list[str]]) -> list[str]:
 
 
 def _records(study_dir: Path) -> pd.DataFrame:
-    root = study_dir / "runs"
+    root = StudyLayout(study_dir).runs
     return load_records([root]) if root.is_dir() else pd.DataFrame(columns=SCALAR_COLUMNS)
 
 
@@ -178,8 +184,8 @@ def _load_one(study_dir: Path, allow_partial: bool) -> pd.DataFrame:
         raise StudyDataError(f"{study_dir}: run {r.run_id} is a {r.study_method} run in study.json but its "
                              f"record {r.path} says {r.method}")
     frame = frame.drop(columns=["study_method"])
-    dirs = {run["run_id"]: run_dir(study_dir, run) for run in study["runs"]}
-    frame["short_run_loss"] = [_short_run_loss(dirs.get(run_id, study_dir / "runs" / run_id) / "metrics.jsonl", total)
+    layouts = {run["run_id"]: run_layout(study_dir, run) for run in study["runs"]}
+    frame["short_run_loss"] = [_short_run_loss(layouts.get(run_id, StudyLayout(study_dir).run(run_id)).metrics, total)
                                for run_id, total in zip(frame["run_id"], frame["steps_total"])]
     frame.insert(0, "study", study.get("study", study_dir.name))
     frame.insert(1, "study_dir", str(study_dir))
@@ -287,7 +293,7 @@ def check_complete(study_dir, target: str | None = None, evaluation: str | None 
 
 def _check(study_dir: Path, study: dict, records: pd.DataFrame, target: str | None = None,
            evaluation: str | None = None) -> StudyCheck:
-    root = study_dir / "runs"
+    root = StudyLayout(study_dir).runs
     if evaluation is not None:
         records = records[records["evaluation"] == evaluation]
     check = StudyCheck(str(study_dir), no_records=records.empty)
@@ -295,7 +301,7 @@ def _check(study_dir: Path, study: dict, records: pd.DataFrame, target: str | No
     last = records.sort_values("checkpoint_step").groupby("run_id").tail(1).set_index("run_id")
     for run in study["runs"]:
         run_id, what = run["run_id"], []
-        if _trained(run) and not (run_dir(study_dir, run) / "done.json").is_file():
+        if _trained(run) and not run_layout(study_dir, run).is_done():
             what.append("done.json")
         if run_id not in have:
             what.append("evaluation records" + (f" ({evaluation})" if evaluation else ""))

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from salt.layout import StudyLayout
+
 FLOP_UNIT = 1e15      # compute laws are stated in units of C / FLOP_UNIT
 PARAM_UNIT = 1e6
 STEP_UNIT = 1e3
@@ -176,8 +178,8 @@ def write_synthetic_study(out_dir, spec: SyntheticSpec | None = None, seed: int 
                           skip_done: tuple[str, ...] = (), skip_records: tuple[str, ...] = ()) -> Path:
     """Write a synthetic study folder; runs named in skip_done / skip_records get no done.json / no records
     (to exercise the incompleteness errors). Returns the folder."""
-    from analysis.collect import run_dir
-    from salt.eval.record import write_record   # lazy: write_record imports torch
+    from analysis.collect import run_layout
+    from salt.eval.record import write_record
 
     spec = spec or SyntheticSpec()
     rng = np.random.default_rng(seed)
@@ -185,7 +187,8 @@ def write_synthetic_study(out_dir, spec: SyntheticSpec | None = None, seed: int 
     plan = _run_plan(spec)
     study = {"schema_version": 1, "study": spec.study, "preset": "synthetic", "runs": []}
     for run in plan:
-        folder = run_dir(out, run)
+        layout = run_layout(out, run)
+        folder = layout.root
         folder.mkdir(parents=True, exist_ok=True)
         study["runs"].append({"run_id": run["run_id"], "method": run["method"], "role": run["role"],
                               "depends_on": run["depends_on"], "labels": {**run["labels"], **spec.extra_labels},
@@ -200,12 +203,12 @@ def write_synthetic_study(out_dir, spec: SyntheticSpec | None = None, seed: int 
                 write_record(folder, record)
         if run["role"] == "baseline":
             continue
-        _write_log(folder / "metrics.jsonl", final_loss, run["steps"], rng)
+        _write_log(layout.metrics, final_loss, run["steps"], rng)
         if run["run_id"] not in skip_done:
-            (folder / "done.json").write_text(json.dumps({
+            layout.write_done({
                 "run_id": run["run_id"], "method": run["method"], "steps": run["steps"],
                 "wall_time_s": run["flops_run"] / 1e11, "device": spec.device,
                 "flops": {"run": run["flops_run"], "teacher_stage": run["flops_teacher"],
-                          "total": run["flops_teacher"] + run["flops_run"]}}))
-    (out / "study.json").write_text(json.dumps(study, indent=1))
+                          "total": run["flops_teacher"] + run["flops_run"]}})
+    StudyLayout(out).plan.write_text(json.dumps(study, indent=1))
     return out

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from salt.study.cli import study_main
 from salt.study.spec import PlanBuilder, StudyError, StudyPlan
-from studies.common import SMOKE_OVERRIDES
+from studies.reporting import study_hooks
 
 STUDY = "compute_allocation"
 METHODS = ("salt", "vjepa", "pixel")
@@ -72,10 +72,11 @@ def build(dials: AllocationDials, preset: str, root: Path, overrides: list[str] 
     return plan
 
 
-# Tests: micro models on a small canvas, seconds per run.
+# Tests: the packaged micro setting (salt/configs/micro.yaml), seconds per run.
 PRESETS = {
     "smoke": AllocationDials(total_steps=[8, 12], teacher_steps=[2, 4], teacher_size="micro", student_size="micro",
-                             overrides=SMOKE_OVERRIDES),
+                             teacher_config="micro_teacher", student_config="micro_student",
+                             vjepa_config="micro_vjepa"),
     # The embedded default: the pipeline end to end on 2 CPU cores in minutes; too small to show the paper's effects.
     "default": AllocationDials(total_steps=[150, 300], teacher_steps=[25, 50, 100],
                                overrides=["train.batch_size=16", "optim.warmup_steps=20", "train.log_every=10"]),
@@ -95,7 +96,7 @@ def summarize(root: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return study_main(STUDY, PRESETS, build, argv, summarize=summarize)
+    return study_main(STUDY, PRESETS, build, argv, hooks=study_hooks(summarize))
 
 
 if __name__ == "__main__":

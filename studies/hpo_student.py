@@ -12,10 +12,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from salt.layout import StudyLayout
 from salt.study.cli import describe, launch_options, parser
 from salt.study.launch import make_executor, preflight_slurm, run_plan
 from salt.study.spec import PlanBuilder, StudyError, StudyPlan
-from studies.common import SMOKE_OVERRIDES
 
 STUDY = "hpo_student"
 
@@ -47,12 +47,12 @@ def student_recipe(dials: HpoDials, plan: StudyPlan, overrides: list[str] = ()):
                     overrides=[*dials.overrides, *overrides])
     student = b.student(dials.student_config, plan.runs[0],
                         [f"model.size={dials.student_size}", f"train.steps={dials.student_steps}"])
-    return Recipe(base=student.config, space=dials.space, study_dir=str(plan.root / "hpo"))
+    return Recipe(base=student.config, space=dials.space, study_dir=str(StudyLayout(plan.root).hpo))
 
 
 PRESETS = {
     "smoke": HpoDials(teacher_size="micro", teacher_steps=4, student_size="micro", student_steps=8,
-                      overrides=SMOKE_OVERRIDES),
+                      teacher_config="micro_teacher", student_config="micro_student"),
     "default": HpoDials(teacher_size="tiny", teacher_steps=100, student_size="tiny", student_steps=100,
                         overrides=["train.batch_size=16", "optim.warmup_steps=20"]),
     "small": HpoDials(teacher_size="tiny", teacher_steps=1000, student_size="tiny", student_steps=1000,
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         states = run_plan(plan, options)
         if states[plan.runs[0].run_id]["state"] != "done":
             raise StudyError(f"the teacher {plan.runs[0].run_id} did not finish: {states[plan.runs[0].run_id]}")
-        executor = make_executor(options, plan.root / "logs")
+        executor = make_executor(options, StudyLayout(plan.root).logs)
         if options.executor == "slurm":
             preflight_slurm(options)
         jobs = launch(executor, args.workers, args.trials, recipe,

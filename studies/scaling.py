@@ -12,7 +12,7 @@ from pathlib import Path
 
 from salt.study.cli import study_main
 from salt.study.spec import PlanBuilder, StudyPlan
-from studies.common import SMOKE_OVERRIDES
+from studies.reporting import study_hooks
 
 STUDY = "scaling"
 
@@ -53,7 +53,7 @@ def build(dials: ScalingDials, preset: str, root: Path, overrides: list[str] = (
 
 PRESETS = {
     "smoke": ScalingDials(teacher_size="micro", teacher_steps=4, student_sizes=["micro"], student_steps=[4, 8],
-                          overrides=SMOKE_OVERRIDES),
+                          teacher_config="micro_teacher", student_config="micro_student", vjepa_config="micro_vjepa"),
     "default": ScalingDials(teacher_size="micro", teacher_steps=100, student_sizes=["micro", "tiny"],
                             student_steps=[50, 150], overrides=["train.batch_size=16", "optim.warmup_steps=20"]),
     "small": ScalingDials(teacher_size="tiny", teacher_steps=1000, student_sizes=["micro", "tiny", "mini"],
@@ -67,7 +67,7 @@ PRESETS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    return study_main(STUDY, PRESETS, build, argv)
+    return study_main(STUDY, PRESETS, build, argv, hooks=study_hooks())
 
 
 if __name__ == "__main__":

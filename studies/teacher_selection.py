@@ -14,7 +14,7 @@ from pathlib import Path
 
 from salt.study.cli import study_main
 from salt.study.spec import PlanBuilder, StudyError, StudyPlan
-from studies.common import SMOKE_OVERRIDES
+from studies.reporting import study_hooks
 
 STUDY = "teacher_selection"
 
@@ -64,7 +64,7 @@ def build(dials: TeacherSelectionDials, preset: str, root: Path, overrides: list
 PRESETS = {
     "smoke": TeacherSelectionDials(teacher_sizes=["micro"], teacher_steps=4, teacher_checkpoints=[2, 4],
                                    student_size="micro", student_steps=4, teacher_masks=["multiblock", "random"],
-                                   overrides=SMOKE_OVERRIDES),
+                                   teacher_config="micro_teacher", student_config="micro_student"),
     "default": TeacherSelectionDials(teacher_sizes=["micro", "tiny"], teacher_steps=120, teacher_checkpoints=[40, 120],
                                      student_size="tiny", student_steps=100,
                                      overrides=["train.batch_size=16", "optim.warmup_steps=20"]),
@@ -80,7 +80,7 @@ PRESETS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    return study_main(STUDY, PRESETS, build, argv)
+    return study_main(STUDY, PRESETS, build, argv, hooks=study_hooks())
 
 
 if __name__ == "__main__":

@@ -105,7 +105,8 @@ def test_dry_run_prints_every_run_and_submits_nothing(tmp_path, capsys):
 # -- the paper's grid ----------------------------------------------------------------------------------------
 
 def test_paper_step_flops_match_the_paper_accounting():
-    """salt-paper.md: ViT-L student step ~5.95e15, teacher step ~3.0e15 FLOPs (predictor charged all tokens)."""
+    """The SALT paper (arXiv 2509.24317): ViT-L student step ~5.95e15, teacher step ~3.0e15 FLOPs (predictor
+    charged all tokens)."""
     student = load_config(RunConfig, [resolve_config("paper_vitl_student")], ["objective.teacher_checkpoint=t"])
     teacher = load_config(RunConfig, [resolve_config("paper_vitl_teacher")])
     assert step_flops(student, accounting="paper") == pytest.approx(5.95e15, rel=0.05)

@@ -93,6 +93,61 @@ def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster, tmp_path):
     assert log == sorted(set(log))   # no step logged twice across the requeue
 
 
+def test_requeued_job_is_healthy_and_never_submitted_twice(slurm_cluster, tmp_path, capsys):
+    """`scontrol requeue` a running study job: while SLURM kills it (completing) and while it waits to start again
+    (pending), `status` exits 0 and a re-invocation of the study submits nothing. Cancelled, it is a failed run
+    that sacct names (`cancelled`), and `status` exits 1."""
+    from salt.study.cli import study_main
+    from salt.study.state import RunState
+    from studies.compute_allocation import build
+    dials = AllocationDials(**{**PRESETS["smoke"].__dict__, "total_steps": [3001], "teacher_steps": [3000],
+                               "methods": ("pixel",), "baselines": False})
+    out = tmp_path / "s"
+
+    def cli(action):
+        argv = [action, "--preset", "smoke", "--out", str(out), "--executor", "slurm", "--partition",
+                slurm_cluster.partition, "--cpus-per-task", "1", "--threads", "1", "--time", "10", "--no-wait",
+                "--set", f"data.moving_digits.cache_dir={tmp_path / 'cache'}"]
+        code = study_main("compute_allocation", {"smoke": dials}, build, argv)
+        return code, capsys.readouterr().out
+
+    def squeue_state(job_id):
+        return slurm_cluster.run("squeue", "-h", "-j", job_id, "-o", "%T").stdout.strip()
+
+    assert cli("run")[0] == 0
+    (teacher,) = build(dials, "smoke", out).runs
+    job_id = run_states([teacher])[teacher.run_id]["job_id"]
+    deadline = time.time() + 60
+    while not (teacher.run_dir / "attempts.jsonl").exists():   # running, and training (its start is logged)
+        assert time.time() < deadline, f"job {job_id} not training within 60 s: {squeue_state(job_id)!r}"
+        time.sleep(0.2)
+    assert squeue_state(job_id) == "RUNNING"
+    slurm_cluster.run("scontrol", "requeue", job_id)
+    code, table = cli("status")   # SLURM is killing it (KillWait), then holds it for cred_expire seconds
+    state = run_states([teacher])[teacher.run_id]["state"]
+    assert code == 0 and state in (RunState.COMPLETING, RunState.PENDING, RunState.REQUEUED), table
+    assert f" {state} " in table and f"1 {state}" in table
+    while squeue_state(job_id) != "PENDING":
+        assert time.time() < deadline, f"job {job_id} not pending again after its requeue: {squeue_state(job_id)!r}"
+        time.sleep(0.2)
+    slurm_cluster.run("scontrol", "hold", job_id)   # keep it waiting for the checks below (released or not, same)
+    code, table = cli("status")
+    assert code == 0 and run_states([teacher])[teacher.run_id]["state"] is RunState.PENDING, table
+    assert "1 pending" in table
+    code, table = cli("run")   # a second invocation during the requeue: nothing submitted
+    assert code == 0, table
+    job = json.loads((teacher.run_dir / "job.json").read_text())
+    assert job["attempts"] == 1 and [j["job_id"] for j in job["jobs"]] == [job_id]
+    assert [p.name for p in (out / "logs").iterdir() if p.is_dir()] == [job_id]   # submitit: a folder per job
+    slurm_cluster.run("scancel", job_id)
+    expected = RunState.CANCELLED if slurm_cluster.accounting else RunState.FAILED
+    while (state := run_states([teacher])[teacher.run_id]["state"]) is not expected:   # sacct may lag a moment
+        assert time.time() < deadline + 30, f"{state} after scancel, expected {expected}"
+        time.sleep(0.2)
+    code, table = cli("status")
+    assert code == 1 and f"1 {expected}" in table, table
+
+
 def test_rejected_gpu_request_fails_before_anything_is_submitted(slurm_cluster, tmp_path):
     plan = small_plan(tmp_path / "s", tmp_path / "cache")
     with pytest.raises(StudyError, match="SLURM rejects") as error:

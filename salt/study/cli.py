@@ -1,20 +1,23 @@
 """The command line every study script shares: `python studies/<study>.py [run|status] --preset ... --executor ...`.
 
-A study script supplies its presets (dials) and a pure `build(dials, preset, root, overrides) -> StudyPlan`;
-this module adds executors, profiles, `--dry-run` (everything derived, nothing submitted) and `status`.
+A study script supplies its presets (dials), a pure `build(dials, preset, root, overrides) -> StudyPlan` and
+`StudyHooks` (what to do with the records: results table, summary, report; they live in studies/, which may use
+the analysis library that salt/ never imports); this module adds executors, profiles, `--dry-run` (everything
+derived, nothing submitted) and `status`.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from salt.config import load_config
 from salt.study.estimate import step_flops
 from salt.study.launch import EXECUTORS, LaunchOptions, run_plan, run_states
-from salt.study.results import write_results
 from salt.study.spec import StudyError, StudyPlan, read_plan
+from salt.study.state import RunState
 
 # flag -> LaunchOptions key; a flag left unset keeps the profile's (or the default) value
 LAUNCH_FLAGS = {"executor": "executor", "partition": "partition", "account": "account", "qos": "qos",
@@ -97,40 +100,44 @@ def describe(plan: StudyPlan, options: LaunchOptions, gpu_tflops: float) -> str:
     return "\n".join(lines)
 
 
-def status_table(plan: StudyPlan, options: LaunchOptions) -> str:
-    states = run_states(plan.runs)
+def status_table(plan: StudyPlan, options: LaunchOptions, states: dict[str, dict] | None = None) -> str:
+    """One line per run (state, attempts, job id, the last error or SLURM's reason or the log path), then counts."""
+    states = run_states(plan.runs) if states is None else states
     counts: dict[str, int] = {}
-    lines = [f"{'run id':<40} {'role':<8} {'state':<12} {'tries':>5} {'job':>10}  log / error"]
+    lines = [f"{'run id':<40} {'role':<8} {'state':<13} {'tries':>5} {'job':>10}  log / error"]
     for spec in plan.runs:
         s = states[spec.run_id]
-        counts[s["state"]] = counts.get(s["state"], 0) + 1
+        counts[s["state"].value] = counts.get(s["state"].value, 0) + 1
         detail = s["error"] or s["reason"] or s["stderr"]
-        lines.append(f"{spec.run_id:<40} {spec.role:<8} {s['state']:<12} {s['attempts']:>5} {s['job_id']:>10}  {detail}")
+        lines.append(f"{spec.run_id:<40} {spec.role:<8} {s['state']:<13} {s['attempts']:>5} {s['job_id']:>10}  {detail}")
     lines.append(", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
     return "\n".join(lines)
 
 
-def write_report(root: Path) -> Path:
-    """analysis/report.md and figures of a finished study, rewritten only when a record is newer than them."""
-    from analysis.report import run as analysis_report
-    report = root / "analysis" / "report.md"
-    newest = max((p.stat().st_mtime for p in root.glob("runs/**/evals/*.json")), default=0.0)
-    if report.exists() and report.stat().st_mtime >= newest:
-        return report
-    return analysis_report(root)
+@dataclass(frozen=True)
+class StudyHooks:
+    """What a study does with its records (studies/reporting.py supplies these; each may be left out)."""
+    results: Callable[[StudyPlan], Path | str] | None = None   # after every invocation: the results table
+    summarize: Callable[[Path], str] | None = None             # once every run is done: printed
+    report: Callable[[Path], Path] | None = None               # once every run is done: report and figures
 
 
 def study_main(study: str, presets: dict, build: Callable[..., StudyPlan], argv: list[str] | None = None,
-               summarize: Callable[[Path], str] | None = None) -> int:
+               hooks: StudyHooks = StudyHooks()) -> int:
+    """-> the exit code: 0 when every run is done or on its way (queued, running, requeued, completing,
+    suspended: `RunState.is_healthy`), 1 when some run failed or cannot start, 2 on a study error. `status`
+    answers the same way, so a script can poll it."""
     args = parser(study, presets).parse_args(argv)
     root = args.out or Path("runs") / "studies" / f"{study}-{args.preset}"
     try:
         options = launch_options(args)
         if args.action == "status":
             plan = read_plan(root)
-            print(status_table(plan, options))
-            write_results(plan)
-            return 0
+            states = run_states(plan.runs)
+            print(status_table(plan, options, states))
+            if hooks.results:
+                hooks.results(plan)
+            return 0 if all(s["state"].is_healthy for s in states.values()) else 1
         plan = build(presets[args.preset], args.preset, root, args.overrides)
         if args.dry_run:
             print(describe(plan, options, args.gpu_tflops))
@@ -139,10 +146,12 @@ def study_main(study: str, presets: dict, build: Callable[..., StudyPlan], argv:
     except StudyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(status_table(plan, options))
-    results = write_results(plan)
-    print(f"\nresults: {results}")
-    if summarize is not None and all(s["state"] == "done" for s in states.values()):
-        print(summarize(plan.root))
-        print(f"report and figures: {write_report(plan.root)}")
-    return 0 if all(s["state"] in ("done", "pending", "running") for s in states.values()) else 1
+    print(status_table(plan, options, states))
+    if hooks.results:
+        print(f"\nresults: {hooks.results(plan)}")
+    if all(s["state"] is RunState.DONE for s in states.values()):
+        if hooks.summarize:
+            print(hooks.summarize(plan.root))
+        if hooks.report:
+            print(f"report and figures: {hooks.report(plan.root)}")
+    return 0 if all(s["state"].is_healthy for s in states.values()) else 1

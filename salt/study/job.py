@@ -40,18 +40,19 @@ class RunJob(submitit.helpers.Checkpointable):
 
     def _baseline(self, spec: RunSpec) -> dict:
         from salt.eval.evaluate import evaluate_baseline
-        record = evaluate_baseline(spec.method, spec.config, spec.run_dir.parent.parent, spec.evaluation)
+        record = evaluate_baseline(spec.method, spec.config, spec.config.out_dir, spec.evaluation)
         return {"run_id": spec.run_id, "record": str(record.run_id)}
 
     def _train_and_evaluate(self, spec: RunSpec) -> dict:
         from salt.eval.evaluate import evaluate_run
-        from salt.eval.record import record_path
+        from salt.eval.periodic import evaluation_hooks
         from salt.train.loop import Trainer
-        done = spec.run_dir / "done.json"
-        if done.exists():
-            summary = json.loads(done.read_text())
+        layout = spec.layout
+        if layout.is_done():
+            summary = layout.read_done()
         else:
-            self._trainer = Trainer(spec.config, resume=True)   # several tasks (GPUs): DDP from submitit's env
+            # several tasks (GPUs): DDP from submitit's environment
+            self._trainer = Trainer(spec.config, resume=True, checkpoint_hooks=evaluation_hooks(spec.config))
             is_main = self._trainer.dist.is_main
             if is_main:
                 self._log_attempt(spec, self._trainer.start_step)
@@ -60,7 +61,7 @@ class RunJob(submitit.helpers.Checkpointable):
             if not is_main:   # evaluation records are written once, by rank 0
                 return summary
         for step in sorted(set(spec.eval_steps) | {spec.config.train.steps}):
-            if not record_path(spec.run_dir, step, spec.evaluation).exists():
+            if not layout.record(step, spec.evaluation).exists():
                 evaluate_run(spec.run_dir, step, spec.evaluation)
         return summary
 
@@ -68,7 +69,7 @@ class RunJob(submitit.helpers.Checkpointable):
         entry = {"job_id": _job_id(), "start_step": start_step, "host": socket.gethostname(), "pid": os.getpid(),
                  "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         spec.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(spec.run_dir / "attempts.jsonl", "a") as f:   # one short line per start: appends do not tear
+        with open(spec.layout.attempts, "a") as f:   # one short line per start: appends do not tear
             f.write(json.dumps(entry) + "\n")
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:

@@ -1,7 +1,8 @@
 """Run a study plan through submitit: locally (default), in-process (debug) or on SLURM.
 
-Idempotent: a run whose folder has done.json and its evaluation records is skipped; a run whose SLURM job is
-still pending or running is left alone (never submitted twice); a failed run is resubmitted up to
+Idempotent: a run whose folder has done.json and its evaluation records is skipped; a run whose job is active
+(`RunState.is_active`: pending, running, requeued, completing, suspended) is left alone (never submitted twice);
+a failed run (failed, timeout, cancelled, node_fail, out_of_memory, preempted) is resubmitted up to
 `max_attempts` times and resumes from its last checkpoint. Students wait for their teacher: on SLURM through
 `--dependency=afterok:<teacher job>`, locally by running stage after stage. Each run's submissions are kept in
 RUN_DIR/job.json; the plan in STUDY_DIR/study.json; submitit's logs in STUDY_DIR/logs/.
@@ -9,7 +10,6 @@ RUN_DIR/job.json; the plan in STUDY_DIR/study.json; submitit's logs in STUDY_DIR
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -20,14 +20,13 @@ from pathlib import Path
 
 import submitit
 
-from salt.eval.record import record_path
+from salt.io import atomic_write_json
+from salt.layout import StudyLayout
 from salt.study.job import RunJob
 from salt.study.spec import RunSpec, StudyError, StudyPlan, write_plan
-from salt.io import atomic_write_json
+from salt.study.state import RunState, process_alive, slurm_outcome, slurm_queue
 
 EXECUTORS = ("local", "debug", "slurm")
-ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED",
-                       "REQUEUE_HOLD", "REQUEUE_FED", "STAGE_OUT", "SIGNALING"}
 
 
 @dataclass
@@ -61,7 +60,7 @@ class LaunchOptions:
 # -- run state ---------------------------------------------------------------------------------------------------
 
 def job_file(spec: RunSpec) -> Path:
-    return spec.run_dir / "job.json"
+    return spec.layout.job
 
 
 def read_job(spec: RunSpec) -> dict:
@@ -72,59 +71,47 @@ def read_job(spec: RunSpec) -> dict:
 def is_done(spec: RunSpec) -> bool:
     """Trained (done.json) and evaluated (its records exist); baselines only need their record."""
     if spec.role == "baseline":
-        return record_path(spec.run_dir, 0, spec.evaluation).exists()
+        return spec.layout.record(0, spec.evaluation).exists()
     steps = set(spec.eval_steps) | {spec.config.train.steps}
-    return (spec.run_dir / "done.json").exists() and all(
-        record_path(spec.run_dir, step, spec.evaluation).exists() for step in steps)
-
-
-def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """{job id: (state, reason)} for jobs SLURM still knows as queued or running (squeue; no accounting needed)."""
-    if not job_ids or shutil.which("squeue") is None:
-        return {}
-    out = subprocess.run(["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i|%T|%r"], capture_output=True,
-                         text=True)
-    states = {}
-    for line in out.stdout.splitlines():
-        job_id, state, reason = line.split("|", 2)
-        states[job_id] = (state, reason)
-    return states
+    return spec.layout.is_done() and all(spec.layout.record(step, spec.evaluation).exists() for step in steps)
 
 
 def _local_job_alive(job: dict) -> bool:
     """A local job's id is its process id: alive on this host means another invocation is running it."""
-    if job.get("executor") != "local" or job.get("host") != socket.gethostname():
-        return False
-    try:
-        os.kill(int(job["job_id"]), 0)
-    except (OSError, ValueError):
-        return False
-    return True
+    return job.get("executor") == "local" and process_alive(job.get("host", ""), job.get("job_id", ""))
 
 
 def run_states(specs: list[RunSpec]) -> dict[str, dict]:
-    """Per run: state (done | not started | failed | SLURM's state while queued or running, e.g. pending,
-    running), attempts, last job id, SLURM's reason, log paths and the last recorded error."""
+    """Per run: state (a RunState: done from the run folder; while its SLURM job is queued or running, SLURM's
+    state from squeue; after the job left the queue, how it ended from sacct when the cluster keeps accounting,
+    else failed; running while a local job's process is alive), attempts, last job id, SLURM's reason, log
+    paths and the last recorded error."""
     jobs = {spec.run_id: read_job(spec) for spec in specs}
-    slurm_ids = [j["jobs"][-1]["job_id"] for j in jobs.values() if j["jobs"] and j["jobs"][-1]["executor"] == "slurm"]
-    queued = slurm_states(slurm_ids)
+    last = {run_id: j["jobs"][-1] if j["jobs"] else {} for run_id, j in jobs.items()}
+    slurm_ids = [job["job_id"] for job in last.values() if job.get("executor") == "slurm"]
+    queued = slurm_queue(slurm_ids)
+    done = {spec.run_id for spec in specs if is_done(spec)}
+    ended = slurm_outcome([job["job_id"] for run_id, job in last.items() if job.get("executor") == "slurm"
+                           and job["job_id"] not in queued and run_id not in done])   # how they ended
     table = {}
     for spec in specs:
-        job = jobs[spec.run_id]
-        last = job["jobs"][-1] if job["jobs"] else {}
-        if is_done(spec):
-            state = "done"
-        elif last.get("job_id") in queued:
-            state = queued[last["job_id"]][0].lower()
-        elif _local_job_alive(last):
-            state = "running"
+        job, latest = jobs[spec.run_id], last[spec.run_id]
+        job_id = latest.get("job_id", "")
+        if spec.run_id in done:
+            state = RunState.DONE
+        elif job_id in queued:
+            state = queued[job_id][0]
+            if state is RunState.DONE:   # SLURM says COMPLETED, the folder says not done: no result
+                state = RunState.FAILED
+        elif _local_job_alive(latest):
+            state = RunState.RUNNING
         elif job["attempts"]:
-            state = "failed"
+            state = ended.get(job_id, RunState.FAILED)
         else:
-            state = "not started"
-        table[spec.run_id] = {"state": state, "attempts": job["attempts"], "job_id": last.get("job_id", ""),
-                              "reason": queued.get(last.get("job_id"), ("", ""))[1], "stdout": last.get("stdout", ""),
-                              "stderr": last.get("stderr", ""), "error": job.get("error", "")}
+            state = RunState.NOT_STARTED
+        table[spec.run_id] = {"state": state, "attempts": job["attempts"], "job_id": job_id,
+                              "reason": queued.get(job_id, (None, ""))[1], "stdout": latest.get("stdout", ""),
+                              "stderr": latest.get("stderr", ""), "error": job.get("error", "")}
     return table
 
 
@@ -200,7 +187,7 @@ def preflight_slurm(options: LaunchOptions) -> None:
 
 def run_plan(plan: StudyPlan, options: LaunchOptions) -> dict[str, dict]:
     """Train and evaluate every run of the plan that is not done; returns the final state table."""
-    executor = make_executor(options, plan.root / "logs")
+    executor = make_executor(options, StudyLayout(plan.root).logs)
     if options.executor == "slurm":
         preflight_slurm(options)
     write_plan(plan)
@@ -212,7 +199,7 @@ def run_plan(plan: StudyPlan, options: LaunchOptions) -> dict[str, dict]:
 
 
 def _blocked_by(spec: RunSpec, states: dict[str, dict], active: set[str]) -> list[str]:
-    return [d for d in spec.depends_on if states[d]["state"] != "done" and d not in active]
+    return [d for d in spec.depends_on if states[d]["state"] is not RunState.DONE and d not in active]
 
 
 def _run_in_order(plan: StudyPlan, options: LaunchOptions, executor) -> None:
@@ -220,8 +207,8 @@ def _run_in_order(plan: StudyPlan, options: LaunchOptions, executor) -> None:
     states = run_states(plan.runs)
     for spec in plan.runs:
         state = states[spec.run_id]
-        if state["state"] in ("done", "running") or state["attempts"] >= options.max_attempts:
-            continue   # running: another invocation of this study has it
+        if state["state"] is RunState.DONE or state["state"].is_active or state["attempts"] >= options.max_attempts:
+            continue   # active: another invocation of this study has it
         if _blocked_by(spec, states, set()):
             continue
         job = executor.submit(RunJob(spec.to_json(), options.threads))
@@ -239,16 +226,16 @@ def _submit_slurm(plan: StudyPlan, options: LaunchOptions, executor) -> None:
     states = run_states(plan.runs)
     active: dict[str, str] = {}   # run id -> job id of a job queued or running now
     for run_id in _cancel_unsatisfiable(plan, states):
-        states[run_id]["state"] = "failed"
+        states[run_id]["state"] = RunState.CANCELLED
     for run_id, state in states.items():
-        if state["state"] not in ("done", "failed", "not started"):
+        if state["state"].is_active:   # queued, running or requeued: never submitted twice
             active[run_id] = state["job_id"]
     submitted = []
     for stage in plan.stages():
         groups: dict[tuple[str, ...], list[RunSpec]] = defaultdict(list)
         for spec in stage:
             state = states[spec.run_id]
-            if state["state"] == "done" or spec.run_id in active or state["attempts"] >= options.max_attempts:
+            if state["state"] is RunState.DONE or spec.run_id in active or state["attempts"] >= options.max_attempts:
                 continue
             if _blocked_by(spec, states, set(active)):
                 continue
@@ -287,12 +274,12 @@ def wait_for(plan: StudyPlan, jobs: list, options: LaunchOptions) -> None:
     while True:
         states = run_states(plan.runs)
         _cancel_unsatisfiable(plan, states)
-        if not any(s["state"] not in ("done", "failed", "not started") for s in states.values()):
+        if not any(s["state"].is_active for s in states.values()):
             break
         time.sleep(options.poll_s)
     for run_id, state in states.items():
         job = by_job.get(state["job_id"])
-        if state["state"] == "failed" and job is not None:
+        if state["state"].is_failed and job is not None:
             try:
                 job.result()
             except Exception as error:

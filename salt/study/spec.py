@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from salt.config import config_hash, from_dict, load_config, resolve_config, to_dict
+from salt.io import atomic_write_json
+from salt.layout import RunLayout, StudyLayout
+from salt.objectives import get_method
 from salt.schema import NON_SEMANTIC_KEYS, RunConfig
 
 PLAN_SCHEMA_VERSION = 1
@@ -41,7 +44,7 @@ def spec_run_id(cfg: RunConfig, teacher_id: str = "") -> str:
 class RunSpec:
     run_id: str
     role: str                               # teacher | student | baseline
-    method: str                             # pixel | salt | vjepa | random_init | raw_pixels
+    method: str                             # a registered method (salt.objectives.registry) or a baseline kind
     config: RunConfig                       # resolved; name = run_id, out_dir = the study's runs/ folder
     depends_on: list[str] = field(default_factory=list)
     labels: dict = field(default_factory=dict)     # the dials that produced it (budget, share, sizes, ...)
@@ -52,10 +55,14 @@ class RunSpec:
     teacher_step: int = -1                  # student: the teacher checkpoint it starts from (-1: the teacher's last)
 
     @property
-    def run_dir(self) -> Path:
+    def layout(self) -> RunLayout:
         if self.role == "baseline":   # where salt.eval.evaluate.evaluate_baseline keeps them
-            return Path(self.config.out_dir) / "baselines" / self.run_id
-        return Path(self.config.out_dir) / self.run_id
+            return RunLayout.baseline(self.config.out_dir, self.run_id)
+        return RunLayout.of(self.config.out_dir, self.run_id)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.layout.root
 
     def to_json(self) -> dict:
         return {"run_id": self.run_id, "role": self.role, "method": self.method, "depends_on": self.depends_on,
@@ -126,11 +133,15 @@ class PlanBuilder:
         self._runs[spec.run_id] = spec
         return spec
 
-    def run(self, base: str, overrides: list[str] = (), *, role: str, labels: dict | None = None,
+    def run(self, base: str, overrides: list[str] = (), *, role: str = "", labels: dict | None = None,
             eval_steps: list[int] = ()) -> RunSpec:
-        """A run with no teacher (pixel teacher, V-JEPA)."""
+        """A run with no teacher (pixel teacher, V-JEPA); its role defaults to its method's stage."""
         from salt.study.estimate import run_flops
         cfg = self._config(base, list(overrides))
+        method = get_method(cfg.objective.method)
+        if method.needs_teacher:
+            raise StudyError(f"{base}: method {method.name!r} learns from a teacher; add it with PlanBuilder.student")
+        role = role or method.stage
         run_id = spec_run_id(cfg)
         cfg = _placed(cfg, run_id, self.root, eval_steps, self.group)
         flops = run_flops(cfg)
@@ -139,7 +150,8 @@ class PlanBuilder:
 
     def student(self, base: str, teacher: RunSpec, overrides: list[str] = (), *, teacher_step: int | None = None,
                 labels: dict | None = None, eval_steps: list[int] = ()) -> RunSpec:
-        """A SALT student of `teacher` (its last checkpoint, or `teacher_step`, which the teacher then keeps)."""
+        """A student of `teacher` with a method that learns from a frozen teacher (SALT; any registered method with
+        needs_teacher), from the teacher's last checkpoint or `teacher_step`, which the teacher then keeps."""
         from salt.study.estimate import run_flops
         t = teacher.config
         source = teacher.run_dir
@@ -148,15 +160,17 @@ class PlanBuilder:
             if teacher_step not in teacher.eval_steps:
                 raise StudyError(f"student of {teacher.run_id} at step {teacher_step}: the teacher must list that "
                                  "step in eval_steps so its checkpoint is kept")
-            source = source / "checkpoints" / f"step_{teacher_step:08d}.pt"
+            source = teacher.layout.checkpoint(teacher_step)
             teacher_id = f"{teacher.run_id}@{teacher_step}"
         model = [f"objective.teacher.{k}={v}" for k, v in to_dict(t.model).items()]
         cfg = self._config(base, [*model, *overrides, f"objective.teacher_checkpoint={source}"])
+        if not get_method(cfg.objective.method).needs_teacher:
+            raise StudyError(f"{base}: method {cfg.objective.method!r} has no teacher; add it with PlanBuilder.run")
         run_id = spec_run_id(cfg, teacher_id)
         cfg = _placed(cfg, run_id, self.root, eval_steps, self.group)
         flops = run_flops(cfg)
         share = teacher.estimated_flops_total * ((teacher_step or t.train.steps) / t.train.steps)
-        return self._add(RunSpec(run_id, "student", "salt", cfg, [teacher.run_id], dict(labels or {}),
+        return self._add(RunSpec(run_id, "student", cfg.objective.method, cfg, [teacher.run_id], dict(labels or {}),
                                  self.evaluation, sorted(eval_steps), flops, flops + share, teacher_step or -1))
 
     def baseline(self, kind: str, like: RunSpec) -> RunSpec:
@@ -176,7 +190,7 @@ def _placed(cfg: RunConfig, run_id: str, root: Path, eval_steps, group: str) -> 
     """The config as the study runs it: named by its id, in root/runs/, keeping the checkpoints to evaluate,
     in the study's wandb group (when wandb is enabled: one wandb run per training run)."""
     cfg = copy.deepcopy(cfg)
-    cfg.name, cfg.out_dir = run_id, str(root / "runs")
+    cfg.name, cfg.out_dir = run_id, str(StudyLayout(root).runs)
     cfg.wandb.group = cfg.wandb.group or group
     cfg.train.progress = False
     if eval_steps:
@@ -189,16 +203,14 @@ def _placed(cfg: RunConfig, run_id: str, root: Path, eval_steps, group: str) -> 
 
 
 def write_plan(plan: StudyPlan) -> Path:
-    from salt.io import atomic_write_json
-    plan.root.mkdir(parents=True, exist_ok=True)
-    path = plan.root / "study.json"
+    path = StudyLayout(plan.root).plan
     if not path.exists() or json.loads(path.read_text()) != json.loads(json.dumps(plan.to_json())):
         atomic_write_json(path, plan.to_json())   # unchanged plans are not rewritten: reruns leave the folder as is
     return path
 
 
 def read_plan(root: str | Path) -> StudyPlan:
-    path = Path(root) / "study.json"
+    path = StudyLayout(root).plan
     if not path.exists():
         raise StudyError(f"{path} does not exist: no study was planned in {root}")
     data = json.loads(path.read_text())
