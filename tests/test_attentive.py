@@ -60,17 +60,18 @@ def test_selection_never_looks_at_the_test_split():
     noise = torch.randn(test_tokens.shape, generator=torch.Generator().manual_seed(9))
     corrupted = fit_attentive_probes(train_tokens, train_labels, noise, test_labels.roll(1), **options)
 
-    assert len(honest["per_head"]) == 20 == len(protocol_grid("systematic"))
-    assert corrupted["selected"] == honest["selected"]
-    assert corrupted["val_accuracy"] == honest["val_accuracy"]
-    assert [h["val_accuracy"] for h in corrupted["per_head"]] == [h["val_accuracy"] for h in honest["per_head"]]
-    assert [h["test_accuracy"] for h in corrupted["per_head"]] != [h["test_accuracy"] for h in honest["per_head"]]
+    heads, corrupted_heads = honest.details["per_head"], corrupted.details["per_head"]
+    assert len(heads) == 20 == len(protocol_grid("systematic"))
+    assert corrupted.details["selected"] == honest.details["selected"]
+    assert corrupted.selection_score == honest.selection_score
+    assert [h["val_accuracy"] for h in corrupted_heads] == [h["val_accuracy"] for h in heads]
+    assert [h["test_accuracy"] for h in corrupted_heads] != [h["test_accuracy"] for h in heads]
     # The grid matters on this data (selection is not a no-op) and the reported head is the selected one.
-    assert len({h["val_accuracy"] for h in honest["per_head"]}) > 1
-    chosen = next(h for h in honest["per_head"] if (h["lr"], h["wd"]) == tuple(honest["selected"].values()))
-    assert chosen["val_accuracy"] == max(h["val_accuracy"] for h in honest["per_head"])
-    assert honest["test_accuracy"] == chosen["test_accuracy"]
-    assert honest["num_fit"] + honest["num_val"] == 80 and honest["refit"] is False
+    assert len({h["val_accuracy"] for h in heads}) > 1
+    chosen = next(h for h in heads if (h["lr"], h["wd"]) == tuple(honest.details["selected"].values()))
+    assert honest.selection_score == chosen["val_accuracy"] == max(h["val_accuracy"] for h in heads)
+    assert honest.accuracy == chosen["test_accuracy"]
+    assert honest.details["num_fit"] + honest.details["num_val"] == 80 and honest.draws == 1
 
 
 def test_fast_protocol_learns_a_class_spread_over_all_tokens():
@@ -78,8 +79,8 @@ def test_fast_protocol_learns_a_class_spread_over_all_tokens():
     test_tokens, test_labels = toy(100, "mean", seed=4)
     result = fit_attentive_probes(train_tokens, train_labels, test_tokens, test_labels, num_classes=CLASSES,
                                   epochs=25, batch_size=16, **SMALL)
-    assert result["selected"] == {"lr": 1e-3, "wd": 0.01} and len(result["per_head"]) == 1
-    assert result["val_accuracy"] >= 0.9 and result["test_accuracy"] >= 0.9
+    assert result.details["selected"] == {"lr": 1e-3, "wd": 0.01} and len(result.details["per_head"]) == 1
+    assert result.selection_score >= 0.9 and result.accuracy >= 0.9
 
 
 def test_probe_finds_the_class_token_at_one_position():
@@ -113,7 +114,7 @@ def test_multi_view_test_set_runs_through_fit():
     test_tokens = torch.randn(6, 2, TOKENS, DIM)
     result = fit_attentive_probes(train_tokens, train_labels, test_tokens, torch.arange(6) % CLASSES,
                                   num_classes=CLASSES, epochs=1, batch_size=16, **SMALL)
-    assert result["test_views"] == 2 and result["num_test"] == 6
+    assert result.details["test_views"] == 2 and result.details["num_test"] == 6
 
 
 def test_cross_attention_output_depends_on_every_token():

@@ -100,3 +100,14 @@ def test_multi_view_test_clips_are_averaged():
     _, single_scores = encoder_scores(encoder, single, MICRO_PROTOCOL)
     _, multi_scores = encoder_scores(encoder, multi, MICRO_PROTOCOL)
     assert [(p.column, p.test_accuracy) for p in single_scores] == [(p.column, p.test_accuracy) for p in multi_scores]
+    # Every probe's ProbeResult reaches the record whole: a linear probe's draws and spread, the attentive
+    # probe's held-out score of its chosen head and the test views it averaged.
+    scores = {(p.probe, p.pooling, p.shots): p for p in multi_scores}
+    linear = scores[("linear", "mean", 2)]
+    assert linear.draws == 2 == len(linear.details["accuracies"]) and linear.protocol == "lbfgs"
+    assert linear.test_accuracy == pytest.approx(sum(linear.details["accuracies"]) / 2)
+    assert scores[("knn", "time", 0)].protocol == f"k={MICRO_PROTOCOL.knn_k}"
+    attentive = scores[("attentive", "tokens", 0)]
+    [head] = attentive.details["per_head"]
+    assert attentive.selection_score == head["val_accuracy"] and attentive.test_accuracy == head["test_accuracy"]
+    assert attentive.details["test_views"] == 3 and attentive.details["num_fit"] + attentive.details["num_val"] == 40

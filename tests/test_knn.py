@@ -1,11 +1,14 @@
 """Known-answer tests for the weighted k-NN probe (salt.eval.knn)."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from sklearn.neighbors import KNeighborsClassifier
 
 from salt.eval.knn import knn_probe
+from salt.eval.probes import ProbeResult
 
 
 def clusters(n_per_class: int, num_classes: int, dim: int, noise: float, seed: int):
@@ -19,7 +22,10 @@ def clusters(n_per_class: int, num_classes: int, dim: int, noise: float, seed: i
 def test_well_separated_clusters_are_classified_perfectly():
     train_x, train_y = clusters(30, 4, 8, noise=0.05, seed=0)
     test_x, test_y = clusters(10, 4, 8, noise=0.05, seed=1)
-    assert knn_probe(train_x, train_y, test_x, test_y, num_classes=4) == 1.0
+    result = knn_probe(train_x, train_y, test_x, test_y, num_classes=4)
+    # nothing is fitted or selected: one draw, no spread, no selection score
+    assert isinstance(result, ProbeResult) and result.accuracy == 1.0
+    assert result.draws == 1 and result.std == 0.0 and math.isnan(result.selection_score) and result.details == {}
 
 
 def test_scale_of_features_does_not_matter():
@@ -27,9 +33,9 @@ def test_scale_of_features_does_not_matter():
     train_x, train_y = clusters(10, 3, 6, noise=0.6, seed=2)
     test_x, test_y = clusters(20, 3, 6, noise=0.6, seed=3)
     scale = torch.rand(len(train_x), 1, generator=torch.Generator().manual_seed(4)) * 100 + 0.01
-    plain = knn_probe(train_x, train_y, test_x, test_y, num_classes=3, k=5)
+    plain = knn_probe(train_x, train_y, test_x, test_y, num_classes=3, k=5).accuracy
     assert 0.0 < plain < 1.0   # noisy enough for the comparison to mean something
-    assert knn_probe(train_x * scale, train_y, test_x, test_y, num_classes=3, k=5) == plain
+    assert knn_probe(train_x * scale, train_y, test_x, test_y, num_classes=3, k=5).accuracy == plain
 
 
 def test_similarity_weighting_overrules_the_majority():
@@ -39,8 +45,8 @@ def test_similarity_weighting_overrules_the_majority():
     train_x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
     train_y = torch.tensor([0, 1, 1])
     test_x = torch.tensor([[1.0, 0.0]])
-    assert knn_probe(train_x, train_y, test_x, torch.tensor([0]), num_classes=2, k=3, temperature=0.07) == 1.0
-    assert knn_probe(train_x, train_y, test_x, torch.tensor([1]), num_classes=2, k=3, temperature=1e6) == 1.0
+    assert knn_probe(train_x, train_y, test_x, torch.tensor([0]), num_classes=2, k=3, temperature=0.07).accuracy == 1.0
+    assert knn_probe(train_x, train_y, test_x, torch.tensor([1]), num_classes=2, k=3, temperature=1e6).accuracy == 1.0
 
 
 def test_k1_equals_nearest_neighbour_and_batching_changes_nothing():
@@ -52,14 +58,15 @@ def test_k1_equals_nearest_neighbour_and_batching_changes_nothing():
     reference = KNeighborsClassifier(n_neighbors=1, metric="cosine").fit(train_x.numpy(), train_y.numpy())
     expected = float(np.mean(reference.predict(test_x.numpy()) == test_y.numpy()))
     for batch_size in (1, 7, 1024):
-        assert knn_probe(train_x, train_y, test_x, test_y, num_classes=4, k=1, batch_size=batch_size) == expected
+        result = knn_probe(train_x, train_y, test_x, test_y, num_classes=4, k=1, batch_size=batch_size)
+        assert result.accuracy == expected
 
 
 def test_k_above_train_size_uses_the_whole_train_set():
     train_x, train_y = clusters(5, 3, 4, noise=0.8, seed=6)
     test_x, test_y = clusters(10, 3, 4, noise=0.8, seed=7)
-    whole = knn_probe(train_x, train_y, test_x, test_y, num_classes=3, k=len(train_x), temperature=0.5)
-    assert knn_probe(train_x, train_y, test_x, test_y, num_classes=3, k=1000, temperature=0.5) == whole
+    whole = knn_probe(train_x, train_y, test_x, test_y, num_classes=3, k=len(train_x), temperature=0.5).accuracy
+    assert knn_probe(train_x, train_y, test_x, test_y, num_classes=3, k=1000, temperature=0.5).accuracy == whole
 
 
 def test_tiny_temperature_does_not_overflow():
@@ -67,7 +74,7 @@ def test_tiny_temperature_does_not_overflow():
     train_x = torch.tensor([[1.0, 0.1], [1.0, -0.3], [1.0, 0.4]])
     train_y = torch.tensor([1, 0, 0])
     test_x = torch.tensor([[1.0, 0.0]])
-    assert knn_probe(train_x, train_y, test_x, torch.tensor([1]), num_classes=2, k=3, temperature=1e-4) == 1.0
+    assert knn_probe(train_x, train_y, test_x, torch.tensor([1]), num_classes=2, k=3, temperature=1e-4).accuracy == 1.0
 
 
 @pytest.mark.parametrize("change, message", [

@@ -10,6 +10,7 @@ from sklearn.preprocessing import StandardScaler
 
 from salt.eval.probes import (
     LinearProbeResult,
+    ProbeResult,
     draw_shot_indices,
     extract_features,
     low_shot_probe,
@@ -240,15 +241,18 @@ def test_shot_draws_take_exactly_k_per_class_and_differ():
 def test_low_shot_probe_summary_and_determinism():
     train_x, train_y, test_x, test_y = split_blobs(40, 60, num_classes=4, dim=20, separation=2.5, seed=13)
     summary = low_shot_probe(train_x, train_y, test_x, test_y, num_classes=4, shots=5, draws=3, seed=0)
-    assert summary["shots"] == 5 and summary["draws"] == 3
-    assert len(summary["accuracies"]) == 3 and len(set(summary["accuracies"])) > 1
-    assert summary["accuracy"] == pytest.approx(np.mean(summary["accuracies"]))
-    assert summary["std"] == pytest.approx(np.std(summary["accuracies"]))
+    assert isinstance(summary, ProbeResult) and summary.draws == 3
+    accuracies = summary.details["accuracies"]
+    assert len(accuracies) == len(summary.details["weight_decays"]) == 3 and len(set(accuracies)) > 1
+    assert summary.accuracy == pytest.approx(np.mean(accuracies))
+    assert summary.std == pytest.approx(np.std(accuracies))
+    assert math.isnan(summary.selection_score)
     assert summary == low_shot_probe(train_x, train_y, test_x, test_y, num_classes=4, shots=5, draws=3, seed=0)
 
     full = low_shot_probe(train_x, train_y, test_x, test_y, num_classes=4, shots=None)
-    assert full["draws"] == 1 and full["std"] == 0.0 and full["shots"] is None
-    assert full["accuracy"] == train_linear_probe(train_x, train_y, test_x, test_y, num_classes=4).accuracy
+    assert full.draws == 1 and full.std == 0.0 and len(full.details["accuracies"]) == 1
+    reference = train_linear_probe(train_x, train_y, test_x, test_y, num_classes=4)
+    assert full.accuracy == reference.accuracy and full.details["weight_decays"] == [reference.weight_decay]
 
 
 def test_low_shot_probe_rejects_too_few_examples():

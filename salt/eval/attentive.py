@@ -9,7 +9,7 @@ head's test score is reported too, for inspection, never used to choose).
 
 The selected head is not refit on the full train set: refitting a non-convex, stochastic probe gives a
 different model from the one that was selected, and doubles the cost; the chosen head has seen
-(1 - val_fraction) of the train labels, which the result records as `num_fit`.
+(1 - val_fraction) of the train labels, which the result's details record as `num_fit`.
 
 Inputs are token features [N, tokens, D] (or [N, views, tokens, D]) extracted once by the caller: probing
 never re-runs the encoder. `cached_features` keeps them on disk between evaluations.
@@ -19,8 +19,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +29,7 @@ from timm.layers import Mlp, trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from salt.eval.probes import _as_labels, _holdout_split
+from salt.eval.probes import ProbeResult, _as_labels, _holdout_split
 from salt.models.tokens import init_weights
 from salt.models.vit import LayerNorm
 from salt.io import atomic_write_bytes
@@ -322,8 +321,12 @@ def _check_inputs(train_tokens, train_labels, test_tokens, test_labels, num_clas
 
 
 def fit_attentive_probes(train_tokens, train_labels, test_tokens, test_labels, *, num_classes: int,
-                         device=None, **options) -> dict:
+                         device=None, **options) -> ProbeResult:
     """Train the protocol's heads on a stratified part of TRAIN, pick the best on the rest, score test once.
+
+    The result: the chosen head's test accuracy and its held-out accuracy (the selection score); details hold
+    the chosen lr/wd ("selected"), every head's scores ("per_head"), "epochs", the clip counts of the fit,
+    held-out and test parts, and "test_views".
 
     `options` are AttentiveProbeConfig fields (protocol, val_fraction, seed, epochs, batch_size, ...).
     Tokens are [N, tokens, D] or [N, views, tokens, D] (views averaged at evaluation, see
@@ -340,12 +343,10 @@ def fit_attentive_probes(train_tokens, train_labels, test_tokens, test_labels, *
     grid = protocol_grid(cfg.protocol)
     probes = ParallelAttentiveProbes(train_tokens.shape[-1], num_classes, grid, seed=cfg.seed,
                                      **cfg.architecture())
-    started = time.perf_counter()
     train_losses = train_parallel_probes(
         probes, train_tokens, train_labels, epochs=cfg.epochs, batch_size=cfg.batch_size,
         warmup_epochs=cfg.warmup_epochs, final_lr_ratio=cfg.final_lr_ratio, seed=cfg.seed, indices=fit_idx,
         device=device)
-    train_seconds = time.perf_counter() - started
     probes.eval()
     evaluate = dict(batch_size=cfg.eval_batch_size, device=device)
 
@@ -354,22 +355,13 @@ def fit_attentive_probes(train_tokens, train_labels, test_tokens, test_labels, *
     chosen = max(range(len(grid)), key=lambda h: (val_acc[h], -val_loss[h], -h))
     # Only now is the test split touched; every head is scored for inspection, the chosen one is reported.
     test_acc, _ = _scores(view_averaged_logits(probes, test_tokens, **evaluate), test_labels)
-    return {
-        "protocol": cfg.protocol,
-        "selected": {"lr": grid[chosen][0], "wd": grid[chosen][1]},
-        "val_accuracy": val_acc[chosen],
-        "val_loss": val_loss[chosen],
-        "test_accuracy": test_acc[chosen],
-        "per_head": [{"lr": lr, "wd": wd, "val_accuracy": val_acc[h], "val_loss": val_loss[h],
-                      "test_accuracy": test_acc[h], "train_loss": train_losses[h]}
-                     for h, (lr, wd) in enumerate(grid)],
-        "epochs": cfg.epochs,
-        "num_fit": len(fit_idx), "num_val": len(val_idx), "num_test": len(test_labels),
-        "test_views": test_tokens.shape[1],
-        "refit": False,
-        "train_seconds": train_seconds,
-        "config": asdict(cfg),
-    }
+    details = {"selected": {"lr": grid[chosen][0], "wd": grid[chosen][1]},
+               "per_head": [{"lr": lr, "wd": wd, "val_accuracy": val_acc[h], "val_loss": val_loss[h],
+                             "test_accuracy": test_acc[h], "train_loss": train_losses[h]}
+                            for h, (lr, wd) in enumerate(grid)],
+               "epochs": cfg.epochs, "num_fit": len(fit_idx), "num_val": len(val_idx), "num_test": len(test_labels),
+               "test_views": test_tokens.shape[1]}
+    return ProbeResult(test_acc[chosen], selection_score=val_acc[chosen], details=details)
 
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

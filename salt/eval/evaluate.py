@@ -11,7 +11,9 @@ import dataclasses
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -20,7 +22,7 @@ from salt.config import config_hash, from_dict
 from salt.data import ClipGeometry, build_dataset, label_specs
 from salt.eval.attentive import fit_attentive_probes
 from salt.eval.knn import knn_probe
-from salt.eval.probes import extract_features, low_shot_probe, pool_tokens
+from salt.eval.probes import ProbeResult, extract_features, low_shot_probe, pool_tokens
 from salt.eval.record import (EvalRecord, ProbeScore, code_version, hardware_description, read_record,
                               write_record)
 from salt.eval.spectral import alpha_req, lidar, rankme
@@ -123,83 +125,126 @@ def shifted_views(videos: torch.Tensor, views: int, max_shift: int, seed: int = 
     return out
 
 
-def _linear_scores(train_x, test_x, data: ProbeData, protocol: EvalProtocol, pooling: str) -> list[ProbeScore]:
-    scores = []
+@dataclass(frozen=True)
+class ProbeTask:
+    """One probe of an evaluation: the record's name for it and the call that scores it."""
+    probe: str                         # "linear" | "knn" | "attentive"
+    pooling: str                       # "time" | "mean" | "tokens" | "pixels"
+    label: str
+    shots: int                         # labelled clips per class; 0 = all
+    protocol: str                      # "lbfgs", "k=20", the attentive head grid
+    run: Callable[[], ProbeResult]
+
+    def score(self) -> ProbeScore:
+        """The one place a probe's result becomes a record's score."""
+        r = self.run()
+        return ProbeScore(self.probe, self.pooling, self.label, self.shots, self.protocol, r.accuracy, r.std,
+                          r.selection_score, r.draws, r.details)
+
+
+def _linear_probes(train_x, test_x, pooling: str, data: ProbeData, protocol: EvalProtocol) -> list[ProbeTask]:
+    """Low-shot and all-label linear probes of every label; a shot count above a class's clip count is skipped."""
+    tasks = []
     for spec in data.labels:
-        smallest_class = int(torch.bincount(data.train_labels[spec.name], minlength=spec.num_classes).min())
+        train_y, test_y = data.train_labels[spec.name], data.test_labels[spec.name]
+        smallest_class = int(torch.bincount(train_y, minlength=spec.num_classes).min())
         for shots in protocol.shots:
             if shots > smallest_class:
                 warnings.warn(f"skipping the {shots}-shot {spec.name} probe: a class has only {smallest_class} "
-                              f"of the {len(data.train_labels[spec.name])} probe training clips", stacklevel=2)
+                              f"of the {len(train_y)} probe training clips", stacklevel=2)
                 continue
-            r = low_shot_probe(train_x, data.train_labels[spec.name], test_x, data.test_labels[spec.name],
-                               num_classes=spec.num_classes, shots=shots or None, draws=protocol.draws)
-            scores.append(ProbeScore("linear", pooling, spec.name, shots, "lbfgs", r["accuracy"], r["std"],
-                                     draws=r["draws"], details={"weight_decays": r["weight_decays"],
-                                                                "accuracies": r["accuracies"]}))
-    return scores
+            tasks.append(ProbeTask("linear", pooling, spec.name, shots, "lbfgs",
+                                   partial(low_shot_probe, train_x, train_y, test_x, test_y,
+                                           num_classes=spec.num_classes, shots=shots or None, draws=protocol.draws)))
+    return tasks
 
 
-def _knn_scores(train_x, test_x, data: ProbeData, protocol: EvalProtocol, pooling: str) -> list[ProbeScore]:
-    return [ProbeScore("knn", pooling, spec.name, 0, f"k={protocol.knn_k}",
-                       knn_probe(train_x, data.train_labels[spec.name], test_x, data.test_labels[spec.name],
-                                 num_classes=spec.num_classes, k=protocol.knn_k))
+def _knn_probes(train_x, test_x, pooling: str, data: ProbeData, protocol: EvalProtocol) -> list[ProbeTask]:
+    return [ProbeTask("knn", pooling, spec.name, 0, f"k={protocol.knn_k}",
+                      partial(knn_probe, train_x, data.train_labels[spec.name], test_x, data.test_labels[spec.name],
+                              num_classes=spec.num_classes, k=protocol.knn_k))
             for spec in data.labels]
 
 
-def encoder_scores(encoder: VideoViT, data: ProbeData, protocol: EvalProtocol) -> tuple[dict, list[ProbeScore]]:
-    """Label-free metrics and every probe for one frozen encoder. The encoder runs once per clip set.
+def _attentive_probes(train_tokens, test_tokens, data: ProbeData, protocol: EvalProtocol) -> list[ProbeTask]:
+    if protocol.attentive == "none":
+        return []
+    m = protocol.attentive_train_clips
+    return [ProbeTask("attentive", "tokens", spec.name, 0, protocol.attentive,
+                      partial(fit_attentive_probes, train_tokens[:m], data.train_labels[spec.name][:m], test_tokens,
+                              data.test_labels[spec.name], num_classes=spec.num_classes, protocol=protocol.attentive,
+                              epochs=protocol.attentive_epochs, self_attn_depth=protocol.attentive_self_attn_depth,
+                              batch_size=min(protocol.attentive_batch_size, m)))
+            for spec in data.labels]
 
-    Multi-clip x multi-view test videos ([N, V, C, T, H, W], from video lists with eval_clips > 1): the
-    attentive probe averages its logits over the V views; linear and k-NN probes average pooled features."""
+
+def _view_rows(test_videos: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Test clips [M, V, C, T, H, W] (video lists with eval_clips > 1) as rows [M*V, C, T, H, W], and V;
+    clips without a view axis unchanged, with V = 0."""
+    if test_videos.dim() == 6:
+        return test_videos.flatten(0, 1), test_videos.shape[1]
+    return test_videos, 0
+
+
+def average_views(rows: torch.Tensor, views: int) -> torch.Tensor:
+    """Per-view rows [M*V, ...] -> per-clip [M, ...], the mean of each clip's V views (V = 0: unchanged). The one
+    place features of multi-view clips are averaged; attentive probes average their logits instead."""
+    return rows.unflatten(0, (-1, views)).mean(dim=1) if views else rows
+
+
+@dataclass
+class EncodedClips:
+    """One frozen encoder's features of the probe clips, computed once and read by every metric and probe."""
+    train_tokens: torch.Tensor                          # [N, tokens, D]
+    test_tokens: torch.Tensor                           # [M, tokens, D], or [M, V, tokens, D] with views
+    pooled: dict[str, tuple[torch.Tensor, torch.Tensor]]   # "time" / "mean" -> (train, test), test views averaged
+
+
+def encode_clips(encoder: VideoViT, data: ProbeData) -> EncodedClips:
+    """Run the encoder once per clip set and pool its tokens per clip."""
     encoder = encoder.eval()
     train_tokens = extract_features(encoder, data.train_videos, batch_size=512)
-    views = data.test_videos.shape[1] if data.test_videos.dim() == 6 else 0
-    test_tokens = extract_features(encoder, data.test_videos.flatten(0, 1) if views else data.test_videos, 512)
-    grid = encoder.grid
-    train_time, test_time = pool_tokens(train_tokens, grid, "time"), pool_tokens(test_tokens, grid, "time")
-    if views:
-        test_tokens = test_tokens.unflatten(0, (-1, views))
-        test_time = test_time.unflatten(0, (-1, views)).mean(dim=1)
-    train_mean = pool_tokens(train_tokens, grid, "mean")
+    test_rows, views = _view_rows(data.test_videos)
+    test_tokens = extract_features(encoder, test_rows, batch_size=512)
+    pooled = {how: (pool_tokens(train_tokens, encoder.grid, how),
+                    average_views(pool_tokens(test_tokens, encoder.grid, how), views)) for how in ("time", "mean")}
+    return EncodedClips(train_tokens, test_tokens.unflatten(0, (-1, views)) if views else test_tokens, pooled)
+
+
+def encoder_metrics(encoder: VideoViT, encoded: EncodedClips, data: ProbeData, protocol: EvalProtocol) -> dict:
+    """Label-free metrics on the first `metric_clips` train clips: RankMe (mean- and time-pooled), alpha-ReQ,
+    and LiDAR, whose surrogate class is a clip (already encoded) and lidar_views - 1 shifted copies of it."""
+    train_mean, train_time = encoded.pooled["mean"][0], encoded.pooled["time"][0]
     n = min(protocol.metric_clips, len(train_mean))
-    # LiDAR's surrogate class: the clip itself (already encoded) and lidar_views - 1 shifted copies of it
     shifted = shifted_views(data.train_videos[:n], protocol.lidar_views - 1, max_shift=max(1, encoder.patch_size // 2))
-    shifted_embeddings = extract_features(lambda v: pool_tokens(encoder(v), grid, "mean"), shifted.flatten(0, 1),
-                                          batch_size=256).reshape(n, protocol.lidar_views - 1, -1)
+    shifted_embeddings = extract_features(lambda v: pool_tokens(encoder(v), encoder.grid, "mean"),
+                                          shifted.flatten(0, 1), batch_size=256)
+    shifted_embeddings = shifted_embeddings.reshape(n, protocol.lidar_views - 1, -1)
     view_embeddings = torch.cat([train_mean[:n, None], shifted_embeddings], dim=1)
     spectrum = alpha_req(train_mean[:n])
-    metrics = {"rankme": rankme(train_mean[:n]), "rankme_time": rankme(train_time[:n]),
-               "lidar": lidar(view_embeddings), "alpha_req": spectrum.alpha, "alpha_req_r2": spectrum.r2}
-    test_mean = pool_tokens(test_tokens.flatten(0, 1) if views else test_tokens, grid, "mean")
-    if views:
-        test_mean = test_mean.unflatten(0, (-1, views)).mean(dim=1)
-    pooled = {"time": (train_time, test_time), "mean": (train_mean, test_mean)}
-    probes = [s for how in protocol.linear_poolings for s in _linear_scores(*pooled[how], data, protocol, how)]
-    probes += _knn_scores(train_time, test_time, data, protocol, "time")
-    if protocol.attentive != "none":
-        m = protocol.attentive_train_clips
-        for spec in data.labels:
-            r = fit_attentive_probes(train_tokens[:m], data.train_labels[spec.name][:m], test_tokens,
-                                     data.test_labels[spec.name], num_classes=spec.num_classes,
-                                     protocol=protocol.attentive, epochs=protocol.attentive_epochs,
-                                     self_attn_depth=protocol.attentive_self_attn_depth,
-                                     batch_size=min(protocol.attentive_batch_size, m))
-            probes.append(ProbeScore("attentive", "tokens", spec.name, 0, protocol.attentive, r["test_accuracy"],
-                                     selection_score=r["val_accuracy"],
-                                     details={"selected": r["selected"], "per_head": r["per_head"],
-                                              "epochs": r["epochs"], "train_clips": m}))
-    return metrics, probes
+    return {"rankme": rankme(train_mean[:n]), "rankme_time": rankme(train_time[:n]),
+            "lidar": lidar(view_embeddings), "alpha_req": spectrum.alpha, "alpha_req_r2": spectrum.r2}
+
+
+def encoder_scores(encoder: VideoViT, data: ProbeData, protocol: EvalProtocol) -> tuple[dict, list[ProbeScore]]:
+    """Label-free metrics and every probe for one frozen encoder: encode once -> pooled features -> metrics ->
+    probes (linear on each of the protocol's poolings, k-NN on time-pooled features, attentive on tokens)."""
+    encoded = encode_clips(encoder, data)
+    metrics = encoder_metrics(encoder, encoded, data, protocol)
+    tasks = [t for how in protocol.linear_poolings for t in _linear_probes(*encoded.pooled[how], how, data, protocol)]
+    tasks += _knn_probes(*encoded.pooled["time"], "time", data, protocol)
+    tasks += _attentive_probes(encoded.train_tokens, encoded.test_tokens, data, protocol)
+    return metrics, [t.score() for t in tasks]
 
 
 def pixel_scores(data: ProbeData, protocol: EvalProtocol) -> tuple[dict, list[ProbeScore]]:
-    """The raw-pixel baseline: the same probes on flattened clips."""
-    test = data.test_videos
-    train_x, test_x = data.train_videos.flatten(1), (test.flatten(2).mean(1) if test.dim() == 6 else test.flatten(1))
+    """The raw-pixel baseline: RankMe and the same linear and k-NN probes on flattened clips."""
+    test_rows, views = _view_rows(data.test_videos)
+    train_x, test_x = data.train_videos.flatten(1), average_views(test_rows.flatten(1), views)
     n = min(protocol.metric_clips, len(train_x))
-    probes = _linear_scores(train_x, test_x, data, protocol, "pixels") + _knn_scores(train_x, test_x, data,
-                                                                                     protocol, "pixels")
-    return {"rankme": rankme(train_x[:n])}, probes
+    tasks = _linear_probes(train_x, test_x, "pixels", data, protocol) + _knn_probes(train_x, test_x, "pixels", data,
+                                                                                    protocol)
+    return {"rankme": rankme(train_x[:n])}, [t.score() for t in tasks]
 
 
 def restored_objective(cfg: RunConfig, state: dict, geometry: ClipGeometry):

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from salt.eval.probes import _check_probe_inputs
+from salt.eval.probes import ProbeResult, _check_probe_inputs
 
 
 def _check_settings(k: int, temperature: float, batch_size: int) -> None:
@@ -38,12 +38,13 @@ def _predict(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
 
 
 def knn_probe(train_x, train_y, test_x, test_y, *, num_classes: int, k: int = 20, temperature: float = 0.07,
-              batch_size: int = 1024) -> float:
-    """Test accuracy of a weighted k-NN classifier: cosine similarity on L2-normalised features, the k most
-    similar train rows vote with weight exp(similarity / temperature). k above the train-set size uses the
-    whole set; ties between classes go to the lower class index; batch_size bounds the test rows scored at
-    once (memory ~ batch_size x N_train). Bad input is a ValueError naming the problem."""
+              batch_size: int = 1024) -> ProbeResult:
+    """Test accuracy of a weighted k-NN classifier (nothing is fitted or selected, so no selection score):
+    cosine similarity on L2-normalised features, the k most similar train rows vote with weight
+    exp(similarity / temperature). k above the train-set size uses the whole set; ties between classes go to the
+    lower class index; batch_size bounds the test rows scored at once (memory ~ batch_size x N_train). Bad input
+    is a ValueError naming the problem."""
     _check_settings(k, temperature, batch_size)
     train_x, train_y, test_x, test_y = _check_probe_inputs(train_x, train_y, test_x, test_y, num_classes)
     predicted = _predict(train_x, train_y, test_x, num_classes, k, temperature, batch_size)
-    return (predicted.cpu() == test_y.cpu()).double().mean().item()
+    return ProbeResult((predicted.cpu() == test_y.cpu()).double().mean().item())

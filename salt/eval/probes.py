@@ -1,4 +1,5 @@
-"""Frozen-feature evaluation: token pooling, feature extraction and linear (logistic-regression) probes.
+"""Frozen-feature evaluation: token pooling, feature extraction, linear (logistic-regression) probes, and
+`ProbeResult`, the one result type every probe (linear, k-NN, attentive) returns.
 
 The probes are trained in torch with full-batch L-BFGS because scikit-learn's solver was the slowest part of
 an evaluation (31-47 s per encoder, see docs/calibration.md); a convex problem this small converges in well under
@@ -9,7 +10,7 @@ scored once, so low-shot numbers are not inflated by selecting on test.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
@@ -79,6 +80,16 @@ def extract_features(
             batch = batch.to(device)
         outputs.append(encode(batch).detach().cpu())
     return torch.cat(outputs)
+
+
+@dataclass
+class ProbeResult:
+    """What every probe returns, so an evaluation turns any probe's result into a record score in one place."""
+    accuracy: float                        # test accuracy (the mean over draws for low-shot probes)
+    std: float = 0.0                       # population std of the accuracy over draws (0 for one draw)
+    draws: int = 1
+    selection_score: float = math.nan      # held-out (train-split) score of the chosen hyperparameters; nan: none
+    details: dict[str, Any] = field(default_factory=dict)   # JSON-able extras kept in the record
 
 
 @dataclass
@@ -281,11 +292,11 @@ def low_shot_probe(
     draws: int = 3,
     seed: int = 0,
     **probe_kw,
-) -> dict:
+) -> ProbeResult:
     """Linear probe with `shots` labelled train examples per class, averaged over `draws` seeded draws.
 
-    shots=None uses every train label in a single draw. Returns {"accuracy": mean, "std": population std over
-    draws (0 for one draw), "accuracies": [...], "weight_decays": [...], "shots": shots, "draws": n}.
+    shots=None uses every train label in a single draw. The result's details hold each draw's test accuracy
+    ("accuracies") and selected weight decay ("weight_decays").
     """
     train_x, train_y, test_x, test_y = _check_probe_inputs(train_x, train_y, test_x, test_y, num_classes)
     if draws <= 0:
@@ -305,11 +316,5 @@ def low_shot_probe(
     accuracies = [r.accuracy for r in results]
     mean = sum(accuracies) / len(accuracies)
     std = math.sqrt(sum((a - mean) ** 2 for a in accuracies) / len(accuracies))
-    return {
-        "accuracy": mean,
-        "std": std,
-        "accuracies": accuracies,
-        "weight_decays": [r.weight_decay for r in results],
-        "shots": shots,
-        "draws": len(results),
-    }
+    return ProbeResult(mean, std, len(results),
+                       details={"weight_decays": [r.weight_decay for r in results], "accuracies": accuracies})
