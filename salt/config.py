@@ -160,9 +160,35 @@ def with_overrides(cfg, overrides: list[str]):
     return from_dict(type(cfg), values)
 
 
+# Field metadata of a knob added after runs were named by their config hash: at its default the knob is left out
+# of the hash, so existing run ids (and study folders) stay valid; set to anything else it counts. Use as
+# `field(default=..., metadata=ADDED_LATER)` (or `dataclasses.field(default_factory=..., metadata=...)`).
+ADDED_LATER = types.MappingProxyType({"hash_at_default": False})
+
+
+def _hashed(value):
+    """asdict-like plain data, without ADDED_LATER fields at their default (at any depth)."""
+    if dataclasses.is_dataclass(value):
+        out = {}
+        for f in dataclasses.fields(value):
+            v = getattr(value, f.name)
+            if not f.metadata.get("hash_at_default", True):
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                if v == default:
+                    continue
+            out[f.name] = _hashed(v)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_hashed(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _hashed(v) for k, v in value.items()}
+    return value
+
+
 def config_hash(cfg, exclude: tuple[str, ...] = ()) -> str:
-    """Stable short hash of a resolved config; keys in `exclude` (dotted: "train.progress") are left out."""
-    d = to_dict(cfg)
+    """Stable short hash of a resolved config; keys in `exclude` (dotted: "train.progress") are left out, and so
+    are ADDED_LATER knobs at their defaults."""
+    d = _hashed(cfg)
     for key in exclude:
         *parents, leaf = key.split(".")
         node = d

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from salt.config import ADDED_LATER
 from salt.data.moving_digits import MovingDigitsConfig
 from salt.data.video import VideoListConfig
 from salt.masks import MaskConfig
@@ -101,7 +102,10 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     steps: int = 300
-    batch_size: int = 32
+    batch_size: int = 32                    # clips per optimizer step, over all processes and micro-batches
+    # micro-batches per optimizer step (gradient accumulation): each process runs batch_size / (processes x
+    # accumulate) clips at a time; schedules, masks, EMA, FLOPs and checkpoints stay per optimizer step
+    accumulate: int = field(default=1, metadata=ADDED_LATER)
     seed: int = 0
     device: str = "auto"                    # auto | cpu | cuda
     precision: str = "auto"                 # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
@@ -119,6 +123,8 @@ class TrainConfig:
         _check_choice("eval_protocol", self.eval_protocol, ("smoke", "fast", "systematic"))
         if self.eval_every < 0:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
+        if self.accumulate < 1 or self.batch_size % self.accumulate:
+            raise ValueError(f"accumulate must be >= 1 and divide batch_size ({self.batch_size}), got {self.accumulate}")
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1 or self.keep_checkpoints < 1:
             raise ValueError("steps, batch_size, checkpoint_every and keep_checkpoints must be >= 1")
 

@@ -23,12 +23,12 @@ def _assert_same_models(a, b):
             assert torch.equal(a[name][k], b[name][k]), f"{name}.{k} differs"
 
 
-@pytest.mark.parametrize("stage", ["teacher", "vjepa"])
-def test_resume_mid_run_gives_identical_weights(micro_config, stage):
-    straight = micro_config(stage, "straight", steps=6)
+@pytest.mark.parametrize("stage, accumulate", [("teacher", 1), ("vjepa", 1), ("vjepa", 2)])
+def test_resume_mid_run_gives_identical_weights(micro_config, stage, accumulate):
+    straight = micro_config(stage, "straight", f"train.accumulate={accumulate}", steps=6)
     train(straight)
     # Interrupted: the same run stopped after 3 steps (checkpoint at 2), then resumed to 6.
-    interrupted = micro_config(stage, "resumed", steps=6)
+    interrupted = micro_config(stage, "resumed", f"train.accumulate={accumulate}", steps=6)
     trainer = Trainer(interrupted)
     trainer.cfg.train.steps = 6
     original_step = trainer.step

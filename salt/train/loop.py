@@ -111,7 +111,10 @@ class Trainer:
                              "jobs do)")
         self.device, self.amp_dtype = resolve_device(cfg.train)
         self.dist = dist or DistributedContext.from_env(self.device.type)
-        self.dist.local_batch_size(cfg.train.batch_size)   # a clear error if the processes cannot share it
+        local = self.dist.local_batch_size(cfg.train.batch_size)   # a clear error if the processes cannot share it
+        if local % cfg.train.accumulate:
+            raise ValueError(f"train.accumulate={cfg.train.accumulate} does not divide the {local} clips each of the "
+                             f"{self.dist.world_size} processes runs per step (train.batch_size={cfg.train.batch_size})")
         self.device = self.dist.device(self.device)
         torch.manual_seed(cfg.train.seed)   # model initialisation
         self.dataset, self.geometry = build_dataset(cfg.data, "train")
@@ -138,28 +141,37 @@ class Trainer:
 
     # -- one step, top to bottom ---------------------------------------------------------------------------
     def step(self, step: int, batch: dict) -> dict[str, float]:
-        """`batch` holds this rank's samples of step `step`'s global batch (all of it for one process)."""
+        """`batch` holds this rank's samples of step `step`'s global batch (all of it for one process), run as
+        `train.accumulate` micro-batches whose gradients add up to the gradient of the global batch's mean loss."""
         cfg, self.in_step = self.cfg, True
-        batch = _to_device(batch, self.device)
+        k = cfg.train.accumulate
+        n = batch["video"].shape[0]
         # Masks are drawn for the global batch (the same on every rank); each rank keeps its samples' rows.
-        pairs = self.masks_for_step(step, batch["video"].shape[0] * self.dist.world_size)
-        batch["masks"] = [MaskPair(self.dist.shard(p.context), self.dist.shard(p.target)) for p in pairs]
+        pairs = [MaskPair(self.dist.shard(p.context), self.dist.shard(p.target))
+                 for p in self.masks_for_step(step, n * self.dist.world_size)]
         lr, wd = set_schedules(self.optimizer, cfg.optim, step, cfg.train.steps)
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype
                     else contextlib.nullcontext())
-        with autocast:
-            out = self.objective.loss(batch, step)
-        metrics = self.dist.mean(out)   # logged values: means over the ranks (so all ranks see the same loss)
-        if not math.isfinite(metrics["loss"]):
+        self.optimizer.zero_grad(set_to_none=True)
+        totals, flops = {}, 0.0
+        for rows in (slice(i * n // k, (i + 1) * n // k) for i in range(k)):
+            micro = _to_device({key: v[rows] if torch.is_tensor(v) else v for key, v in batch.items()}, self.device)
+            micro["masks"] = [MaskPair(p.context[rows], p.target[rows]) for p in pairs]
+            with autocast:
+                out = self.objective.loss(micro, step)
+            (out["loss"] / k if k > 1 else out["loss"]).backward()
+            totals = {name: totals.get(name, 0) + value.detach() for name, value in out.items()}
+            flops += total_flops(self.objective.costs(micro), cfg.train.count_attention_flops)
+        # logged values: means over micro-batches and ranks (so all ranks see the same loss)
+        metrics = self.dist.mean({name: value / k if k > 1 else value for name, value in totals.items()})
+        if not math.isfinite(metrics["loss"]):   # before the optimiser step: the weights stay those of step - 1
             raise NonFiniteLossError(f"loss is {metrics['loss']} at step {step}; stopping. The last good checkpoint "
                                      f"is {self.layout.latest_checkpoint()} (resume with a lower optim.lr?)")
-        self.optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
         self.dist.average_gradients(self.params)   # -> the gradient of the global batch, on every rank
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip or float("inf"))
         self.optimizer.step()
         # Costs are linear in the batch: world_size x this rank's costs = the global batch's.
-        self.flops += self.dist.world_size * total_flops(self.objective.costs(batch), cfg.train.count_attention_flops)
+        self.flops += self.dist.world_size * flops
         failures = batch["decode_failures"].sum() if "decode_failures" in batch else 0
         self.decode_failures += self.dist.sum(failures, self.device)
         metrics.update(lr=lr, weight_decay=wd, grad_norm=float(grad_norm))
