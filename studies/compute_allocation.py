@@ -85,7 +85,7 @@ PRESETS = {
     # The paper's grid (ViT-L teacher and student, batch 3072); needs GPUs and --set data.video.list_path=...
     "paper": AllocationDials(total_steps=[120_000, 160_000, 240_000], teacher_steps=[20_000, 40_000, 80_000],
                              teacher_size="large", student_size="large", teacher_config="paper_vitl_teacher",
-                             student_config="paper_vitl_student", vjepa_config="paper_vitl_vjepa",
+                             student_config="paper_vitl_student", vjepa_config="paper_vitl_vjepa2",
                              evaluation="systematic", baselines=False),
 }
 

@@ -61,7 +61,7 @@ PRESETS = {
     # ViT-L teacher (40k steps); students B/L/H at 40k-160k steps.
     "paper": ScalingDials(teacher_size="large", teacher_steps=40_000, student_sizes=["base", "large", "huge"],
                           student_steps=[40_000, 80_000, 160_000], teacher_config="paper_vitl_teacher",
-                          student_config="paper_vitl_student", vjepa_config="paper_vitl_vjepa",
+                          student_config="paper_vitl_student", vjepa_config="paper_vitl_vjepa2",
                           evaluation="systematic"),
 }
 

@@ -111,6 +111,11 @@ def test_paper_step_flops_match_the_paper_accounting():
     teacher = load_config(RunConfig, [resolve_config("paper_vitl_teacher")])
     assert step_flops(student, accounting="paper") == pytest.approx(5.95e15, rel=0.05)
     assert step_flops(teacher, accounting="paper") == pytest.approx(3.0e15, rel=0.05)
+    # V-JEPA 2 baseline: 1.26e21 FLOPs over 160k steps in the paper, V-JEPA 2's 256 px recipe
+    vjepa2 = load_config(RunConfig, [resolve_config("paper_vitl_vjepa2")])
+    assert step_flops(vjepa2, accounting="paper") == pytest.approx(1.26e21 / 160_000, rel=0.05)
+    assert {student.model.pos_embed, teacher.model.pos_embed, vjepa2.model.pos_embed,
+            student.objective.teacher.pos_embed} == {"rope"}
     # what this code computes is less: its masks cut the predictor's target lists to the batch minimum
     assert step_flops(teacher) < step_flops(teacher, accounting="paper")
 
