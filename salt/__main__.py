@@ -1,7 +1,8 @@
 """Command line: `python -m salt teacher|student|vjepa|<method command> --config CONFIG [--resume] key=value ...`
 (one command per registered method, salt.objectives.registry),
-`python -m salt eval RUN_DIR [--checkpoint STEP] [--protocol fast|systematic]` and
-`python -m salt demo [--preset tiny|small]`."""
+`python -m salt eval RUN_DIR [--checkpoint STEP] [--protocol fast|systematic]`,
+`python -m salt import-encoder {videomae,vjepa2} SOURCE OUT_DIR [key=value ...]` (a released encoder as a run
+folder, salt.importers) and `python -m salt demo [--preset tiny|small]`."""
 from __future__ import annotations
 
 import argparse
@@ -31,6 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--preset", default="tiny")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("overrides", nargs="*", help="key=value overrides applied to all three runs")
+    i = sub.add_parser("import-encoder", help="a released VideoMAE / V-JEPA 2 encoder (local copy) as a run folder")
+    i.add_argument("family", choices=("videomae", "vjepa2"))
+    i.add_argument("source", help="Hugging Face folder (config.json + safetensors) or the release's .pth/.pt file")
+    i.add_argument("out_dir", help="the run folder to write")
+    i.add_argument("--entry", default="", help="entry of an original checkpoint (default: target_encoder/encoder "
+                                               "for vjepa2, model/module for videomae)")
+    i.add_argument("--num-heads", type=int, default=None, help="attention heads, for widths that are not a release's")
+    i.add_argument("--config", action="append", default=[], help="YAML layers for the run's data (clip size, list)")
+    i.add_argument("overrides", nargs="*", help="key=value, e.g. data.video.list_path=val.csv")
     args = parser.parse_args(argv)
 
     try:
@@ -43,6 +53,15 @@ def main(argv: list[str] | None = None) -> int:
                               "probes": {p.column: round(p.test_accuracy, 4) for p in record.probes}}, indent=2))
             print(f"record: {record_path(args.run_dir, record.checkpoint_step, record.evaluation)}")
             return 0
+        if args.command == "import-encoder":
+            import shlex
+            from salt.importers import import_encoder
+            done = import_encoder(args.family, args.source, args.out_dir, configs=args.config,
+                                  overrides=args.overrides, entry=args.entry, num_heads=args.num_heads)
+            print(json.dumps(done, indent=2))
+            student = ["python", "-m", "salt", "student", "--config", "CONFIG", *done["imported"]["teacher_overrides"]]
+            print(f"run folder: {args.out_dir}\nas a teacher: {shlex.join(student)}")
+            return 0
         if args.command == "demo":
             from salt.demo import run_demo
             run_demo(args.preset, args.out, args.overrides)
@@ -52,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         files = [resolve_config(c) for c in args.config]
         cfg = load_config(RunConfig, files, [f"objective.method={by_command[args.command].name}", *args.overrides])
     except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:   # a checkpoint whose tensors do not match (salt.checkpoint.load_matching)
+        if args.command != "import-encoder":
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.print_config:

@@ -33,20 +33,47 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    size: str = "tiny"                      # a preset of salt.models.vit.SIZE_PRESETS
+    size: str = "tiny"                      # a preset of salt.models.vit.SIZE_PRESETS, or custom (the fields below)
     patch_size: int = 4
     tubelet_size: int = 2
     init: str = "xavier"                    # xavier (MAE) | trunc_normal (V-JEPA)
-    pos_embed: str = "sincos"               # sincos (fixed, added) | rope (3D rotary in attention, the paper's)
+    pos_embed: str = "sincos"               # sincos (fixed, added) | rope (3D rotary in attention, the paper's) |
+    #                                         sincos_1d (VideoMAE's fixed table over the token index)
+    # What a released encoder needs (salt.importers; VideoViT documents each); the defaults are this project's.
+    embed_dim: int = field(default=0, metadata=ADDED_LATER)       # size=custom: width, depth, heads, MLP ratio
+    depth: int = field(default=0, metadata=ADDED_LATER)
+    num_heads: int = field(default=0, metadata=ADDED_LATER)
+    mlp_ratio: float = field(default=4.0, metadata=ADDED_LATER)
+    norm_eps: float = field(default=1e-6, metadata=ADDED_LATER)
+    final_norm: bool = field(default=True, metadata=ADDED_LATER)
+    rope_layout: str = field(default="salt", metadata=ADDED_LATER)   # salt | vjepa2
+    rope_key_bias: bool = field(default=False, metadata=ADDED_LATER)
+    pos_grid: list[int] = field(default_factory=list, metadata=ADDED_LATER)     # [T, H, W] the table was made for
+    input_mean: list[float] = field(default_factory=list, metadata=ADDED_LATER)  # per channel; [] = no input norm
+    input_std: list[float] = field(default_factory=list, metadata=ADDED_LATER)
 
     def __post_init__(self):
-        from salt.models.tokens import POSITION_KINDS
-        from salt.models.vit import SIZE_PRESETS
-        _check_choice("size", self.size, tuple(SIZE_PRESETS))
+        from salt.models.tokens import POSITION_KINDS, ROPE_LAYOUTS
+        from salt.models.vit import CUSTOM_SIZE, SIZE_PRESETS
+        _check_choice("size", self.size, (*SIZE_PRESETS, CUSTOM_SIZE))
         _check_choice("init", self.init, ("xavier", "trunc_normal"))
         _check_choice("pos_embed", self.pos_embed, POSITION_KINDS)
+        _check_choice("rope_layout", self.rope_layout, ROPE_LAYOUTS)
         if self.patch_size < 1 or self.tubelet_size < 1:
             raise ValueError("patch_size and tubelet_size must be >= 1")
+        custom = (self.embed_dim, self.depth, self.num_heads)
+        if (self.size == CUSTOM_SIZE) != all(v > 0 for v in custom) or (self.size != CUSTOM_SIZE and any(custom)):
+            raise ValueError(f"embed_dim, depth and num_heads (got {custom}) are given exactly when size={CUSTOM_SIZE}"
+                             f" (got size={self.size!r})")
+        if self.size != CUSTOM_SIZE and self.mlp_ratio != 4.0:
+            raise ValueError(f"mlp_ratio is a size=custom field; size {self.size!r} has its own")
+        if self.mlp_ratio <= 0 or self.norm_eps <= 0:
+            raise ValueError(f"mlp_ratio and norm_eps must be > 0, got {self.mlp_ratio}, {self.norm_eps}")
+        if self.pos_grid and (len(self.pos_grid) != 3 or min(self.pos_grid) < 1):
+            raise ValueError(f"pos_grid must be [T, H, W] of positive ints or empty, got {self.pos_grid}")
+        if len(self.input_mean) != len(self.input_std) or min(self.input_std, default=1.0) <= 0:
+            raise ValueError(f"input_mean and input_std need one value per channel each (std > 0), got "
+                             f"{self.input_mean} and {self.input_std}")
 
 
 @dataclass

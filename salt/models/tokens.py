@@ -2,12 +2,19 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from timm.layers import trunc_normal_
 from timm.models.eva import EvaBlock
 from timm.models.vision_transformer import Block
 
-POSITION_KINDS = ("sincos", "rope")
+# sincos: fixed 3D sin-cos added to tokens; rope: 3D rotary in attention; sincos_1d: VideoMAE's fixed table over
+# the flattened token index (what released VideoMAE encoders were trained with).
+POSITION_KINDS = ("sincos", "rope", "sincos_1d")
+# How a head's channels are rotated: "salt" (time takes the remainder, every channel rotated, one frequency per
+# channel pair) or "vjepa2" (V-JEPA 2's: 2*((head_dim//3)//2) channels per axis, the rest unrotated, and the
+# frequency table tiled across the pairs rather than repeated per pair, as its rotate_queries_or_keys does).
+ROPE_LAYOUTS = ("salt", "vjepa2")
 
 
 def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -42,16 +49,54 @@ def sincos_pos_embed_3d(dim: int, grid: tuple[int, int, int]) -> torch.Tensor:
     return torch.cat([_sincos_1d(d_time, t), _sincos_1d(d_space, h), _sincos_1d(d_space, w)], dim=1).float()
 
 
-def rope_table_3d(head_dim: int, grid: tuple[int, int, int], theta: float = 10000.0) -> torch.Tensor:
-    """3D rotary table [T*H*W, 2*head_dim] = [sin | cos], each frequency repeated for a channel pair (the
-    interleaved layout timm's `apply_rot_embed_cat` expects); the head's channels are split over t, h, w."""
-    d_time, d_space = _axis_split(head_dim)
+def sincos_1d_table(dim: int, n: int) -> torch.Tensor:
+    """VideoMAE's fixed table [n, dim] over the flattened token index: channel j of position p has angle
+    p / 10000^(2*(j//2)/dim), sine on even channels and cosine on odd ones (interleaved)."""
+    exponent = 2 * (torch.arange(dim, dtype=torch.float64) // 2) / dim
+    angles = torch.arange(n, dtype=torch.float64)[:, None] / 10000 ** exponent[None]
+    angles[:, 0::2] = angles[:, 0::2].sin()
+    angles[:, 1::2] = angles[:, 1::2].cos()
+    return angles.float()
+
+
+def resize_table(table: torch.Tensor, src: tuple[int, int, int], dst: tuple[int, int, int]) -> torch.Tensor:
+    """A position table [T*H*W, D] on grid `src` resized to grid `dst`: bicubic in space (VideoMAE's rule when it
+    fine-tunes at another resolution), then linear in time when the number of time steps differs."""
+    if tuple(src) == tuple(dst):
+        return table
+    if table.shape[0] != src[0] * src[1] * src[2]:
+        raise ValueError(f"position table has {table.shape[0]} rows, grid {tuple(src)} needs {src[0] * src[1] * src[2]}")
+    x = table.double().reshape(*src, -1).permute(0, 3, 1, 2)                        # [T, D, H, W]
+    x = F.interpolate(x, size=tuple(dst[1:]), mode="bicubic", align_corners=False)
+    if dst[0] != src[0]:
+        x = x.permute(2, 3, 1, 0).reshape(1, -1, src[0])                           # [1, H*W*D, T]
+        x = F.interpolate(x, size=dst[0], mode="linear", align_corners=False)
+        x = x.reshape(dst[1], dst[2], -1, dst[0]).permute(3, 2, 0, 1)               # [T', D, H, W]
+    return x.permute(0, 2, 3, 1).reshape(dst[0] * dst[1] * dst[2], -1).float()
+
+
+def rope_table_3d(head_dim: int, grid: tuple[int, int, int], theta: float = 10000.0,
+                  layout: str = "salt") -> torch.Tensor:
+    """3D rotary table [T*H*W, 2*head_dim] = [sin | cos] for timm's `apply_rot_embed_cat` (which rotates
+    adjacent channel pairs); the head's channels are split over t, h, w (see ROPE_LAYOUTS)."""
+    if layout not in ROPE_LAYOUTS:
+        raise ValueError(f"rope_layout must be one of {', '.join(ROPE_LAYOUTS)}; got {layout!r}")
+    if layout == "salt":
+        dims = _axis_split(head_dim)
+        dims = (dims[0], dims[1], dims[1])
+    else:
+        dims = (2 * ((head_dim // 3) // 2),) * 3
     sins, coss = [], []
-    for d, coord in zip((d_time, d_space, d_space), _grid_coords(grid)):
+    for d, coord in zip(dims, _grid_coords(grid)):
         freqs = 1.0 / theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
-        angles = (coord.double()[:, None] * freqs[None]).repeat_interleave(2, dim=1)
+        angles = coord.double()[:, None] * freqs[None]
+        angles = angles.repeat_interleave(2, dim=1) if layout == "salt" else angles.repeat(1, 2)
         sins.append(angles.sin())
         coss.append(angles.cos())
+    rest = head_dim - sum(dims)   # vjepa2: channels left unrotated (sin 0, cos 1)
+    n = sins[0].shape[0]
+    sins.append(torch.zeros(n, rest, dtype=torch.float64))
+    coss.append(torch.ones(n, rest, dtype=torch.float64))
     return torch.cat([torch.cat(sins, 1), torch.cat(coss, 1)], dim=1).float()
 
 
@@ -59,12 +104,21 @@ class TokenPositions(nn.Module):
     """Where each token sits on the grid: a fixed sin-cos embedding added to the tokens ("sincos"), or
     rotary embeddings applied to queries and keys inside attention ("rope", as the paper uses)."""
 
-    def __init__(self, kind: str, dim: int, num_heads: int, grid: tuple[int, int, int]):
+    def __init__(self, kind: str, dim: int, num_heads: int, grid: tuple[int, int, int], *, rope_layout: str = "salt",
+                 table_grid: tuple[int, int, int] | None = None):
+        """`table_grid`: the grid an added table was trained on (None: `grid`); it is resized to `grid`, so an
+        encoder keeps its positions' geometry on clips of another size. RoPE needs no resizing."""
         super().__init__()
         if kind not in POSITION_KINDS:
             raise ValueError(f"pos_embed must be one of {', '.join(POSITION_KINDS)}; got {kind!r}")
-        self.kind = kind
-        table = sincos_pos_embed_3d(dim, grid) if kind == "sincos" else rope_table_3d(dim // num_heads, grid)
+        self.kind = "rope" if kind == "rope" else "sincos"   # how the table is used: rotated or added
+        src = tuple(table_grid or grid)
+        if kind == "rope":
+            table = rope_table_3d(dim // num_heads, grid, layout=rope_layout)
+        elif kind == "sincos":
+            table = resize_table(sincos_pos_embed_3d(dim, src), src, grid)
+        else:
+            table = resize_table(sincos_1d_table(dim, src[0] * src[1] * src[2]), src, grid)
         self.register_buffer("table", table, persistent=False)
 
     def _rows(self, index: torch.Tensor | None, batch: int) -> torch.Tensor:
@@ -80,11 +134,21 @@ class TokenPositions(nn.Module):
         return self._rows(index, batch).unsqueeze(1) if self.kind == "rope" else None
 
 
-def transformer_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float, pos_embed: str, norm_layer):
-    """timm blocks: ViT `Block`, or EVA's `EvaBlock` (same pre-norm block that also applies RoPE)."""
+def transformer_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float, pos_embed: str, norm_layer, *,
+                       rope_key_bias: bool = False):
+    """timm blocks: ViT `Block`, or EVA's `EvaBlock` (same pre-norm block that also applies RoPE).
+
+    EVA's attention has no key bias (a zero buffer). Without RoPE a key bias cannot change attention (it adds the
+    same q.b to every key's logit), but with RoPE it is rotated per position and does: `rope_key_bias` makes it a
+    parameter, as V-JEPA 2's attention has."""
     if pos_embed == "rope":
-        return nn.ModuleList(EvaBlock(dim, num_heads, qkv_bias=True, mlp_ratio=mlp_ratio, num_prefix_tokens=0,
-                                      norm_layer=norm_layer) for _ in range(depth))
+        blocks = nn.ModuleList(EvaBlock(dim, num_heads, qkv_bias=True, mlp_ratio=mlp_ratio, num_prefix_tokens=0,
+                                        norm_layer=norm_layer) for _ in range(depth))
+        if rope_key_bias:
+            for block in blocks:
+                del block.attn.k_bias
+                block.attn.k_bias = nn.Parameter(torch.zeros(block.attn.q_bias.shape))
+        return blocks
     return nn.ModuleList(Block(dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
                          for _ in range(depth))
 
