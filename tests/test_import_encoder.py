@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers")
+import transformers  # noqa: E402  (a test dependency: the reference implementations)
 
 from salt.__main__ import main  # noqa: E402
 from salt.checkpoint import load_checkpoint  # noqa: E402
