@@ -1,7 +1,8 @@
 """Read study folders into one tidy frame: one row per run x checkpoint x evaluation.
 
 Everything downstream (fits, allocation, correlations, figures, the report) reads this frame, so the
-joins (records + study.json labels + done.json costs + metrics.jsonl) live here once. A folder that cannot
+joins (records + study.json labels + done.json costs; metrics.jsonl for records older than their training
+losses) live here once. A folder that cannot
 answer the study's questions (no study.json, runs without done.json or records) is refused with a
 `StudyDataError` that names each run and what it lacks, instead of silently analysing part of a study.
 Column contract: docs/analysis.md.
@@ -19,22 +20,22 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from salt.eval.record import SCALAR_COLUMNS, load_records
-from salt.layout import LayoutError, RunLayout, StudyLayout
+from salt.eval.record import SCALAR_COLUMNS, load_records, train_losses
+from salt.layout import LayoutError, RunLayout, StudyLayout, read_metrics
 
 # Label keys the analysis uses; a missing key is a NaN column so code can rely on them existing.
 LABEL_KEYS = ("group", "total_steps", "teacher_steps", "student_steps", "teacher_size", "student_size",
-              "teacher_share", "teacher_run_id", "seed")
+              "teacher_share", "teacher_mask", "teacher_run_id", "seed")
 # Columns this module adds; a label with one of these names (or a record field's name) gets a "label." prefix.
 DERIVED_COLUMNS = ("study", "study_dir", "run_key", "teacher_key", "role", "depends_on", "estimated_flops",
                    "estimated_flops_total", "budget", "teacher_flops_share", "done", "device", "train_hours", "gpu_hours", "cpu_hours",
-                   "train_hours_total", "gpu_hours_total", "cpu_hours_total", "short_run_loss")
+                   "train_hours_total", "gpu_hours_total", "cpu_hours_total")
 RESERVED = frozenset(SCALAR_COLUMNS) | frozenset(DERIVED_COLUMNS)
 # Averaging over seeds keeps these design columns apart (those present in the frame).
 CONFIG_COLUMNS = ("study_dir", "group", "method", "budget", "teacher_share", "teacher_steps", "student_steps",
                   "teacher_size", "student_size")
 MAX_LISTED = 30            # runs named in an incompleteness message
-SHORT_RUN_FRACTION = 0.1   # short_run_loss: mean logged loss over steps in (f/2, f] x steps_total
+TRAIN_LOSS_KEYS = ("train", "train_early")   # losses.* of salt.eval.record.train_losses
 
 
 class StudyDataError(ValueError):
@@ -82,21 +83,26 @@ def _number(value) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
 
-def _short_run_loss(path: Path, steps_total: float, fraction: float = SHORT_RUN_FRACTION) -> float:
-    """Mean training loss logged in (fraction/2, fraction] of the run: a cheap proxy of the final loss."""
-    if not path.is_file() or not steps_total or not math.isfinite(steps_total):
-        return math.nan
-    lo, hi, losses = 0.5 * fraction * steps_total, fraction * steps_total, []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue   # a torn last line of a running job
-            step, loss = row.get("step"), row.get("loss")
-            if isinstance(step, (int, float)) and isinstance(loss, (int, float)) and lo < step + 1 <= hi:
-                losses.append(float(loss))
-    return float(np.mean(losses)) if losses else math.nan
+def _fill_train_losses(frame: pd.DataFrame, layouts: dict[str, RunLayout]) -> pd.DataFrame:
+    """losses.train / losses.train_early of records written before evaluate_run recorded them: the same
+    numbers (salt.eval.record.train_losses) from the run's metrics.jsonl, where it is there."""
+    columns = [f"losses.{k}" for k in TRAIN_LOSS_KEYS]
+    for column in columns:
+        if column not in frame:
+            frame[column] = np.nan
+    logs: dict[str, list[dict]] = {}
+    for i in frame.index[frame[columns].isna().any(axis=1) & (frame["stage"] != "baseline")]:
+        run_id = frame.at[i, "run_id"]
+        layout = layouts.get(run_id)
+        if layout is None or not layout.metrics.is_file():
+            continue
+        if run_id not in logs:
+            logs[run_id] = read_metrics(layout.metrics)
+        losses = train_losses(logs[run_id], int(frame.at[i, "checkpoint_step"]), int(frame.at[i, "steps_total"]))
+        for key, value in losses.items():
+            if np.isnan(frame.at[i, f"losses.{key}"]):
+                frame.at[i, f"losses.{key}"] = value
+    return frame
 
 
 def run_layout(study_dir: Path, run: dict) -> RunLayout:
@@ -184,9 +190,7 @@ def _load_one(study_dir: Path, allow_partial: bool) -> pd.DataFrame:
         raise StudyDataError(f"{study_dir}: run {r.run_id} is a {r.study_method} run in study.json but its "
                              f"record {r.path} says {r.method}")
     frame = frame.drop(columns=["study_method"])
-    layouts = {run["run_id"]: run_layout(study_dir, run) for run in study["runs"]}
-    frame["short_run_loss"] = [_short_run_loss(layouts.get(run_id, StudyLayout(study_dir).run(run_id)).metrics, total)
-                               for run_id, total in zip(frame["run_id"], frame["steps_total"])]
+    frame = _fill_train_losses(frame, {run["run_id"]: run_layout(study_dir, run) for run in study["runs"]})
     frame.insert(0, "study", study.get("study", study_dir.name))
     frame.insert(1, "study_dir", str(study_dir))
     return frame

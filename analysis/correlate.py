@@ -25,14 +25,15 @@ STATISTICS = ("spearman", "kendall", "pearson")
 # candidate name -> (whose record: the student's or its teacher's, column; None = the target column)
 CANDIDATES: dict[str, tuple[str, str | None]] = {
     "student_loss": ("student", "losses.heldout"),
-    "student_train_loss": ("student", "losses.train"),
-    "short_run_loss": ("student", "short_run_loss"),
+    "student_train_loss": ("student", "losses.train"),     # the paper's metric
+    "short_run_loss": ("student", "losses.train_early"),
     "teacher_loss": ("teacher", "losses.heldout"),
     "teacher_rankme": ("teacher", "metrics.rankme"),
     "teacher_lidar": ("teacher", "metrics.lidar"),
     "teacher_alpha_req": ("teacher", "metrics.alpha_req"),
     "teacher_probe": ("teacher", None),
 }
+PAPER_METRIC = "student_train_loss"   # the paper's within-teacher R^2 figure (student_loss where it is missing)
 _PAIRWISE_MAX_N = 100   # Kendall of permutations: all pairs at once up to this n, scipy's O(n log n) one at a time above
 
 
@@ -167,6 +168,7 @@ def selection_frame(frame: pd.DataFrame, target: str) -> pd.DataFrame:
     out = students[["run_key", "run_id", "group", "evaluation", "checkpoint_step", "steps_total", "teacher_key",
                     "teacher_step", "budget", target]].copy()
     out["teacher"] = students["teacher_run_id"].astype(str) + "@" + students["teacher_step"].astype(str)
+    out["teacher_name"] = teacher_names(students)
     keys = ["teacher_key", "evaluation", "teacher_step"]
     for name, (source, column) in CANDIDATES.items():
         column = column or target
@@ -184,6 +186,29 @@ def selection_frame(frame: pd.DataFrame, target: str) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def teacher_names(students: pd.DataFrame) -> pd.Series:
+    """A teacher checkpoint in words, from the plan's labels: "tiny teacher, 120 steps, multiblock" (size, the
+    checkpoint step the student started from, mask kind; the parts the labels give). Two teachers that the
+    words do not tell apart (e.g. seeds) get their run id appended; no labels at all: "run_id@step"."""
+    ids = students["teacher_run_id"].astype(str) + "@" + students["teacher_step"].astype(str)
+
+    def words(row) -> str:
+        parts = []
+        size, mask = row.get("teacher_size"), row.get("teacher_mask")
+        if isinstance(size, str) and size:
+            parts.append(f"{size} teacher")
+        if row.get("teacher_step", -1) >= 0 and parts:
+            parts.append(f"{int(row['teacher_step'])} steps")
+        if isinstance(mask, str) and mask and parts:
+            parts.append(mask)
+        return ", ".join(parts)
+
+    names = pd.Series([words(r) for _, r in students.iterrows()], index=students.index, dtype=object)
+    names = names.where(names != "", ids)
+    clash = names.groupby(names).transform(lambda n: ids[n.index].nunique() > 1)
+    return names.where(~clash, names + " (" + ids + ")")
+
+
 def within_teacher_r2(selection: pd.DataFrame, metric: str, target: str) -> pd.DataFrame:
     """R^2 (and slope) of a least-squares line accuracy ~ metric within each teacher's students."""
     rows = []
@@ -191,13 +216,14 @@ def within_teacher_r2(selection: pd.DataFrame, metric: str, target: str) -> pd.D
         x, y = g[metric].to_numpy(float), g[target].to_numpy(float)
         ok = np.isfinite(x) & np.isfinite(y)
         reason = _too_few(x[ok], y[ok])
-        row = {"metric": metric, "teacher": teacher, "n": int(ok.sum()), "r2": np.nan, "slope": np.nan,
-               "reason": reason}
+        name = g["teacher_name"].iloc[0] if "teacher_name" in g else teacher
+        row = {"metric": metric, "teacher": teacher, "teacher_name": name, "n": int(ok.sum()), "r2": np.nan,
+               "slope": np.nan, "intercept": np.nan, "reason": reason}
         if not reason:
             fit = stats.linregress(x[ok], y[ok])
-            row.update(r2=fit.rvalue ** 2, slope=fit.slope)
+            row.update(r2=fit.rvalue ** 2, slope=fit.slope, intercept=fit.intercept)
         rows.append(row)
-    return pd.DataFrame(rows, columns=["metric", "teacher", "n", "r2", "slope", "reason"])
+    return pd.DataFrame(rows, columns=["metric", "teacher", "teacher_name", "n", "r2", "slope", "intercept", "reason"])
 
 
 def leave_one_teacher_out(final: pd.DataFrame, metric: str, target: str, by: str = "teacher_key") -> dict:
@@ -255,7 +281,8 @@ def rank_metrics(frame: pd.DataFrame, target: str, *, metrics=None, n_boot: int 
             row["reason"] = f"no values: no {source} record has {column or target}"
         for _, c in corr.iterrows():
             row.update({f"{c.statistic}": c.estimate, f"{c.statistic}_bca_lo": c.bca_lo,
-                        f"{c.statistic}_bca_hi": c.bca_hi, f"{c.statistic}_p": c.p_perm})
+                        f"{c.statistic}_bca_hi": c.bca_hi, f"{c.statistic}_pct_lo": c.pct_lo,
+                        f"{c.statistic}_pct_hi": c.pct_hi, f"{c.statistic}_p": c.p_perm})
         row["median_within_teacher_r2"] = within["r2"].median() if within["r2"].notna().any() else np.nan
         row.update({k2: v for k2, v in leave_one_teacher_out(final, metric, target).items() if k2 != "metric"})
         rows.append(row)
@@ -267,3 +294,51 @@ def rank_metrics(frame: pd.DataFrame, target: str, *, metrics=None, n_boot: int 
     return {"ranking": ranking.drop(columns="abs_spearman").reset_index(drop=True),
             "correlations": pd.concat(correlations, ignore_index=True),
             "r2": pd.concat(r2, ignore_index=True), "selection": selection}
+
+
+def interval(row, statistic: str = "spearman") -> tuple[float, float]:
+    """A ranking row's 95% interval of `statistic`: BCa, else percentile (BCa is undefined when the bootstrap
+    or jackknife degenerates, e.g. with ties in a handful of points)."""
+    lo, hi = row[f"{statistic}_bca_lo"], row[f"{statistic}_bca_hi"]
+    if np.isfinite(lo) and np.isfinite(hi):
+        return float(lo), float(hi)
+    return float(row.get(f"{statistic}_pct_lo", np.nan)), float(row.get(f"{statistic}_pct_hi", np.nan))
+
+
+def _abs_interval(lo: float, hi: float) -> tuple[float, float]:
+    """The interval of |rho| implied by one of rho: a loss predicts accuracy through a negative rho."""
+    if lo > 0:
+        return lo, hi
+    if hi < 0:
+        return -hi, -lo
+    return 0.0, max(-lo, hi)
+
+
+def verdict(result: dict) -> dict:
+    """The answer of a `rank_metrics` result, as numbers: the first-ranked metric (|Spearman|), its interval and
+    whether it excludes zero, whether its |rho| interval lies above the runner-up's (the intervals do not
+    overlap: a conservative test of "ranks first"), its LOTO skill, and the within-teacher R^2 of the
+    student's loss vs accuracy (PAPER_METRIC, else student_loss), the paper's figure."""
+    ranking = result["ranking"]
+    ranked = ranking[ranking["rank"].notna()]
+    out: dict = {"top": None, "n_ranked": len(ranked)}
+    if len(ranked):
+        top = ranked.iloc[0]
+        lo, hi = interval(top)
+        out.update(top=top["metric"], n=int(top["n"]), spearman=float(top["spearman"]), lo=lo, hi=hi,
+                   p=float(top["spearman_p"]), loto_skill=float(top["loto_skill"]),
+                   loto_reason=top.get("loto_reason", ""), excludes_zero=bool(lo > 0 or hi < 0))
+        if len(ranked) > 1:
+            runner = ranked.iloc[1]
+            r_lo, r_hi = interval(runner)
+            separated = _abs_interval(lo, hi)[0] > _abs_interval(r_lo, r_hi)[1]
+            out.update(runner_up=runner["metric"], runner_spearman=float(runner["spearman"]), runner_lo=r_lo,
+                       runner_hi=r_hi, separated=bool(separated))
+    r2 = result["r2"]
+    metric = PAPER_METRIC if r2.loc[r2["metric"] == PAPER_METRIC, "r2"].notna().any() else "student_loss"
+    within = r2[(r2["metric"] == metric) & r2["r2"].notna()]
+    out.update(r2_metric=metric, r2_teachers=len(within), r2_of=int((r2["metric"] == metric).sum()),
+               r2_median=float(within["r2"].median()) if len(within) else np.nan,
+               r2_min=float(within["r2"].min()) if len(within) else np.nan,
+               r2_max=float(within["r2"].max()) if len(within) else np.nan)
+    return out

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from analysis.fits import PowerLawFit
-from analysis.correlate import CANDIDATES
+from analysis.correlate import CANDIDATES, interval, verdict
 
 PALETTE = {"salt": "#1f77b4", "vjepa": "#d62728", "pixel": "#2ca02c"}
 _OTHER = "#7f7f7f"
@@ -117,61 +117,81 @@ def share_curves(a) -> Figure:
     return fig
 
 
-def _ci(ranking_row, stat: str) -> str:
-    lo, hi = ranking_row[f"{stat}_bca_lo"], ranking_row[f"{stat}_bca_hi"]
+def _ci(ranking_row, stat: str = "spearman") -> str:
+    lo, hi = interval(ranking_row, stat)
     return f"{ranking_row[stat]:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
-def metric_panels(a) -> Figure:
-    """One panel per candidate metric vs the student's accuracy: points, least-squares line, rho and tau
-    with BCa intervals in the title; a metric without a number says why."""
+def teacher_colours(selection: pd.DataFrame) -> dict[str, tuple]:
+    """One colour per teacher checkpoint (by its name in words), the same in every panel."""
+    names = sorted(selection["teacher_name"].dropna().unique())
+    palette = sns.color_palette("tab10" if len(names) <= 10 else "husl", max(1, len(names)))
+    return dict(zip(names, palette))
+
+
+def _teacher_panel(ax, a, metric: str, colours: dict[str, tuple], legend_size: str = "xx-small") -> None:
+    """Accuracy vs `metric` at every evaluated student checkpoint: one colour and one least-squares line per
+    teacher (R^2 in the legend; "n/a" with the reason where a line cannot be fitted, e.g. a teacher metric,
+    constant within a teacher), and the across-teacher line of the final students (dashed, Spearman in the title)."""
+    sel = a.selection["selection"]
     ranking = a.selection["ranking"].set_index("metric")
-    final = a.selection["selection"]
-    final = final.sort_values("checkpoint_step").groupby("run_key").tail(1)
-    metrics = list(ranking.index)
-    ncols = 4
+    data = sel[["teacher", "teacher_name", "run_key", "checkpoint_step", metric, a.target]].dropna(subset=[metric, a.target])
+    source, column = CANDIDATES.get(metric, ("", metric))
+    ax.set_xlabel(f"{metric} ({source} {column or a.target})", fontsize="x-small")
+    ax.set_ylabel(a.target, fontsize="x-small")
+    if data.empty:
+        _message(ax, f"{metric}\n{ranking.at[metric, 'reason'] if metric in ranking.index else 'no values'}")
+        return
+    r2 = a.selection["r2"]
+    r2 = r2[r2["metric"] == metric].set_index("teacher")
+    for (teacher, name), rows in data.groupby(["teacher", "teacher_name"], sort=True):
+        c = colours.get(name, _OTHER)
+        fit = r2.loc[teacher] if teacher in r2.index else None
+        fitted = fit is not None and np.isfinite(fit["r2"])
+        reason = f" ({fit['reason']})" if fit is not None and fit["reason"] else ""
+        label = f"{name}: R^2 {fit['r2']:.2f}" if fitted else f"{name}: R^2 n/a{reason}"
+        rows = rows.sort_values(metric)
+        ax.scatter(rows[metric], rows[a.target], s=16, alpha=0.8, color=c, label=label)
+        if fitted:
+            x = np.array([rows[metric].min(), rows[metric].max()])
+            ax.plot(x, fit["intercept"] + fit["slope"] * x, color=c, lw=1.2)
+    final = data.sort_values("checkpoint_step").groupby("run_key").tail(1)
+    title = f"{metric} (n={len(final)} students)"
+    if metric in ranking.index and ranking.at[metric, "status"] == "ok":
+        r = ranking.loc[metric]
+        slope, intercept = np.polyfit(final[metric], final[a.target], 1)
+        x = np.linspace(final[metric].min(), final[metric].max(), 20)
+        ax.plot(x, intercept + slope * x, color="black", lw=1, ls="--", label="across teachers (final students)")
+        title += f"\nrho={_ci(r)}  LOTO skill={r['loto_skill']:.2f}"
+    ax.set_title(title, fontsize="small")
+    ax.legend(fontsize=legend_size, loc="best")
+
+
+def metric_panels(a) -> Figure:
+    """Every candidate metric in the same panel layout as the paper's figure (`loss_vs_accuracy`): accuracy vs
+    the metric at every evaluated student checkpoint, one colour and line per teacher, R^2 per teacher in the
+    legend, the across-teacher Spearman with its interval and the LOTO skill in the title."""
+    metrics = list(a.selection["ranking"]["metric"])
+    colours = teacher_colours(a.selection["selection"])
+    ncols = min(4, max(1, len(metrics)))
     nrows = max(1, -(-len(metrics) // ncols))
     with style():
-        fig, axes = new_figure(nrows, ncols, size=(3.6, 3.2))
+        fig, axes = new_figure(nrows, ncols, size=(5.0, 4.4))
         for ax, metric in zip(axes.flat, metrics):
-            r = ranking.loc[metric]
-            if r["status"] != "ok":
-                _message(ax, f"{metric}\n{r['reason']}")
-                continue
-            data = final[[metric, a.target]].dropna()
-            ax.scatter(data[metric], data[a.target], s=14, alpha=0.6, color=colour("salt"))
-            slope, intercept = np.polyfit(data[metric], data[a.target], 1)
-            x = np.linspace(data[metric].min(), data[metric].max(), 20)
-            ax.plot(x, intercept + slope * x, color="black", lw=1)
-            ax.set_title(f"{metric} (n={int(r['n'])})\nrho={_ci(r, 'spearman')}\ntau={_ci(r, 'kendall')}",
-                         fontsize="x-small")
-            ax.set_xlabel(CANDIDATES.get(metric, ("", metric))[1] or a.target, fontsize="x-small")
-            ax.set_ylabel(a.target, fontsize="x-small")
+            _teacher_panel(ax, a, metric, colours)
         for ax in list(axes.flat)[len(metrics):]:
             ax.set_visible(False)
     return fig
 
 
-def loss_vs_accuracy(a, metric: str = "student_loss") -> Figure:
-    """Student loss vs accuracy at every evaluated checkpoint, one colour per teacher, within-teacher R^2."""
-    sel = a.selection["selection"]
+def loss_vs_accuracy(a, metric: str | None = None) -> Figure:
+    """The paper's figure: the student's loss vs its accuracy at every evaluated checkpoint, one colour and one
+    fitted line per teacher (named in words), R^2 per teacher in the legend. Default metric: the student's
+    training loss (the paper's), else its held-out loss."""
+    metric = metric or verdict(a.selection)["r2_metric"]
     with style():
-        fig, axes = new_figure(size=(6.5, 4.5))
-        ax = axes[0, 0]
-        data = sel[["teacher", metric, a.target]].dropna()
-        if data.empty:
-            _message(ax, f"no {metric} values")
-            return fig
-        teachers = data["teacher"].nunique()
-        sns.scatterplot(data=data, x=metric, y=a.target, hue="teacher", palette="viridis", s=18, ax=ax,
-                        legend=teachers <= 12)
-        r2 = a.selection["r2"]
-        r2 = r2[(r2["metric"] == metric) & r2["r2"].notna()]
-        summary = (f"within-teacher R^2: median {r2['r2'].median():.3f} over {len(r2)} teacher(s)" if len(r2)
-                   else "within-teacher R^2: too few points per teacher")
-        ax.set_title(f"{metric} vs accuracy, coloured by teacher\n{summary}")
-        if teachers <= 12:
-            ax.legend(fontsize="xx-small", title="teacher", title_fontsize="x-small")
+        fig, axes = new_figure(size=(7.5, 5.5))
+        _teacher_panel(axes[0, 0], a, metric, teacher_colours(a.selection["selection"]), legend_size="x-small")
     return fig
 
 
@@ -223,6 +243,11 @@ FIGURES = {"accuracy_vs_flops": compute_curves, "accuracy_vs_share": share_curve
            "residuals": residuals}
 
 
+# A study kind's figures (analysis.report.study_kind); other kinds draw every figure of FIGURES.
+FIGURES_BY_KIND = {"teacher_selection": ("student_loss_vs_accuracy", "metric_panels")}
+
+
 def all_figures(a, out_dir) -> list[Path]:
-    """Draw and save every figure of FIGURES into out_dir; returns the PNG paths."""
-    return [save(draw(a), Path(out_dir) / name) for name, draw in FIGURES.items()]
+    """Draw and save the figures of the analysis' study kind into out_dir; returns the PNG paths."""
+    names = FIGURES_BY_KIND.get(getattr(a, "kind", ""), tuple(FIGURES))
+    return [save(FIGURES[name](a), Path(out_dir) / name) for name in names]

@@ -15,13 +15,22 @@ import pandas as pd
 
 from analysis.allocation import allocation_table, flops_to_match, optimal_share
 from analysis.collect import StudyDataError, check_complete, final_records, load_study
-from analysis.correlate import rank_metrics
+from analysis.correlate import CANDIDATES, interval, rank_metrics, verdict
 from analysis.fits import (MIN_DISTINCT, FitError, curve_fits, fit_ld, fit_loss_vs_compute, fit_table,
                            holdout_error)
 from analysis.resample import one_blas_thread
+from salt.io import atomic_write_text
 
 DEFAULT_TARGET = "probe.linear.time.motion.10"   # the headline on the embedded moving-digits data
 EVALUATION_PREFERENCE = ("systematic", "fast")
+SELECTION = "teacher_selection"   # a study kind (study.json "study") with its own report: the teacher-selection answer
+RANKING_CSV, R2_CSV = "teacher_selection.csv", "within_teacher_r2.csv"   # beside report.md
+
+
+def study_kind(frame: pd.DataFrame) -> str:
+    """The study's kind (its study.json name) when every folder is of one kind, else "" (the full report)."""
+    kinds = frame["study"].astype(str).unique() if "study" in frame else []
+    return str(kinds[0]) if len(kinds) == 1 else ""
 
 
 def probe_columns(frame: pd.DataFrame) -> list[str]:
@@ -77,6 +86,7 @@ class Analysis:
     costs: pd.DataFrame = field(default_factory=pd.DataFrame)
     n_boot: int = 0
     notes: list[str] = field(default_factory=list)
+    kind: str = ""                          # study_kind: SELECTION computes and reports the selection only
 
 
 def _try(fit, *args, **kwargs):
@@ -97,7 +107,8 @@ def _costs(final: pd.DataFrame) -> pd.DataFrame:
 
 def analyze(frame: pd.DataFrame, target: str | None = None, *, evaluation: str | None = None,
             n_boot: int = 1000, seed: int = 0) -> Analysis:
-    """Fits with bootstrap intervals, allocation, FLOPs to match V-JEPA, teacher-selection metrics."""
+    """Fits with bootstrap intervals, allocation, FLOPs to match V-JEPA, teacher-selection metrics; for a
+    teacher-selection study (study_kind SELECTION) the teacher-selection metrics only."""
     if frame.empty:
         raise StudyDataError("no records to analyse")
     evaluation = choose_evaluation(frame, evaluation)
@@ -107,7 +118,12 @@ def analyze(frame: pd.DataFrame, target: str | None = None, *, evaluation: str |
     last = last[last[target].notna()]
     final, baselines = last[last["flops_total"] > 0], last[last["flops_total"] <= 0]
     out = Analysis(target, evaluation, frame, final.reset_index(drop=True), baselines.reset_index(drop=True),
-                   n_boot=n_boot)
+                   n_boot=n_boot, kind=study_kind(frame))
+    if out.kind == SELECTION:   # one question: which metric predicts the student; no compute curves to fit
+        with one_blas_thread():
+            out.selection = rank_metrics(frame, target, n_boot=n_boot, n_perm=n_boot, seed=seed)
+        out.costs = _costs(final)
+        return out
     with one_blas_thread():
         out.curves = curve_fits(final, target, n_boot=n_boot, seed=seed)
         out.loss_curves = {g: _try(fit_loss_vs_compute, rows, n_boot=n_boot, seed=seed)
@@ -139,13 +155,20 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize(study_dir, target: str | None = None, *, evaluation: str | None = None,
-              allow_partial: bool = False) -> str:
-    """The study's summary as printable text: accuracy @ total FLOPs per budget and curve (mean over
-    seeds; * marks the best teacher share of a budget)."""
+              allow_partial: bool = False, n_boot: int = 1000, seed: int = 0) -> str:
+    """The study's summary as printable text. Teacher selection: the verdict and the ranking (Spearman with
+    its interval, permutation p, LOTO skill; `n_boot` resamples and permutations). Otherwise: accuracy @ total
+    FLOPs per budget and curve (mean over seeds; * marks the best teacher share of a budget), no bootstrap."""
     frame = load_study(study_dir, allow_partial=allow_partial)
     evaluation = choose_evaluation(frame, evaluation)
     frame = frame[frame["evaluation"] == evaluation]
     target = choose_target(frame, target)
+    if study_kind(frame) == SELECTION:
+        with one_blas_thread():
+            result = rank_metrics(frame, target, n_boot=n_boot, n_perm=n_boot, seed=seed)
+        return "\n\n".join([f"Teacher selection: which label-free metric predicts {target} ({evaluation})?",
+                             verdict_text(verdict(result), target, markdown=False),
+                             ranking_table(result["ranking"]).to_string(index=False)])
     frame = frame[frame["flops_total"] > 0]
     table = summary_table(allocation_table(frame, target))
     header = f"{target} ({evaluation}), mean over seeds @ total FLOPs; * best teacher share in the budget"
@@ -195,8 +218,93 @@ def _match_text(m: dict) -> str:
     return "\n".join(lines)
 
 
+def _ci(lo: float, hi: float) -> str:
+    return f"[{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) and np.isfinite(hi) else "[n/a]"
+
+
+def ranking_table(ranking: pd.DataFrame) -> pd.DataFrame:
+    """The compact ranking: metric, n, Spearman [95% CI], permutation p, LOTO skill, and why a number is
+    missing (the full table is RANKING_CSV)."""
+    rows = []
+    for _, r in ranking.iterrows():
+        ok = r["status"] == "ok"
+        rank = "" if pd.isna(r["rank"]) else str(int(r["rank"]))
+        rows.append({"rank": rank, "metric": r["metric"], "n": int(r["n"]),
+                     "Spearman [95% CI]": f"{r['spearman']:+.2f} {_ci(*interval(r))}" if ok else "n/a",
+                     "permutation p": f"{r['spearman_p']:.2g}" if ok and np.isfinite(r["spearman_p"]) else "n/a",
+                     "LOTO skill": f"{r['loto_skill']:+.2f}" if np.isfinite(r["loto_skill"]) else "n/a",
+                     "note": r["reason"] if not ok else (r.get("loto_reason") or "")})
+    return pd.DataFrame(rows)
+
+
+def _named(metric: str, markdown: bool) -> str:
+    return f"`{metric}`" if markdown else metric
+
+
+def verdict_text(v: dict, target: str, markdown: bool = True) -> str:
+    """The verdict of `analysis.correlate.verdict` in words: which metric ranks first, whether its interval
+    excludes zero and the runner-up's, its LOTO skill, and the within-teacher R^2 of the student's loss."""
+    name = lambda m: _named(m, markdown)   # noqa: E731
+    if v["top"] is None:
+        lines = ["No metric could be ranked: none has enough students with both the metric and the target "
+                 "(see the notes of the table)."]
+    else:
+        lines = [f"{name(v['top'])} ranks first of {v['n_ranked']} metric(s): Spearman {v['spearman']:+.2f} "
+                 f"{_ci(v['lo'], v['hi'])} with {name(target)} over {v['n']} final students (permutation "
+                 f"p = {v['p']:.3g}); the 95% interval " + ("excludes zero." if v["excludes_zero"] else
+                 f"includes zero: with {v['n']} students the study cannot tell whether it predicts accuracy.")]
+        if "runner_up" in v:
+            runner = f"{name(v['runner_up'])}, {v['runner_spearman']:+.2f} {_ci(v['runner_lo'], v['runner_hi'])}"
+            lines.append(f"Its |rho| interval lies above the runner-up's ({runner}): it ranks first beyond the "
+                         "resampling noise." if v["separated"] else
+                         f"Its interval overlaps the runner-up's ({runner}): the study does not separate the two.")
+        lines.append(f"Leave-one-teacher-out skill {v['loto_skill']:+.2f} (> 0: predicting each teacher's students "
+                     "from the other teachers beats their mean)." if np.isfinite(v["loto_skill"]) else
+                     f"Leave-one-teacher-out: not computed ({v['loto_reason'] or 'no value'}).")
+    if v["r2_teachers"]:
+        lines.append(f"Within a teacher (the paper's figure), {name(v['r2_metric'])} explains R^2 = "
+                     f"{v['r2_median']:.2f} of the accuracy along the student's training (median over "
+                     f"{v['r2_teachers']} of {v['r2_of']} teachers; range {v['r2_min']:.2f}-{v['r2_max']:.2f}).")
+    else:
+        lines.append(f"Within-teacher R^2 of {name(v['r2_metric'])}: not computed (fewer than 4 evaluated student "
+                     "checkpoints per teacher, or no values).")
+    return " ".join(lines)
+
+
+def render_selection(a: Analysis, study_dirs: list[str], completeness: list[str], figures: list[Path]) -> str:
+    """report.md of a teacher-selection study: the verdict, the compact ranking, per-teacher R^2, figures."""
+    sel = a.selection
+    r2 = sel["r2"]
+    v = verdict(sel)
+    r2 = r2[r2["metric"] == v["r2_metric"]]
+    teachers = sel["selection"].drop_duplicates("teacher")
+    sections = [
+        "# Teacher selection: which label-free metric predicts the student's accuracy?",
+        "**Verdict.** " + verdict_text(v, a.target),
+        f"## Ranking\nBy |Spearman| over the final students ({len(final_records(sel['selection']))} students of "
+        f"{teachers['teacher_key'].nunique()} teacher runs, {len(teachers)} teacher checkpoints); 95% bootstrap "
+        f"intervals (BCa, {a.n_boot} resamples); permutation p-values; LOTO = leave-one-teacher-out linear "
+        f"prediction (skill > 0: better than the other teachers' mean). Full table (Kendall, Pearson, both interval "
+        f"kinds, LOTO RMSE): `{RANKING_CSV}`; per-teacher R^2 of every metric: `{R2_CSV}`.\n"
+        + markdown_table(ranking_table(sel["ranking"])),
+        f"## Within-teacher R^2 of `{v['r2_metric']}` vs accuracy\nA least-squares line through every evaluated "
+        "checkpoint of one teacher checkpoint's student.\n"
+        + markdown_table(r2, ["teacher_name", "n", "r2", "slope", "reason", "teacher"]),
+        "## Data\n" + f"Study folder(s): {', '.join(study_dirs)}  \nTarget: `{a.target}` (evaluation "
+        f"`{a.evaluation}`). Candidates: " + ", ".join(f"`{m}` ({src}'s `{col or 'target'}`)"
+                                                      for m, (src, col) in CANDIDATES.items()) + ".",
+        "\n".join(f"- {line}" for line in completeness),
+        "## Cost per curve\n" + markdown_table(a.costs),
+    ]
+    if figures:
+        sections.append("## Figures\n" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in figures))
+    return "\n\n".join(sections) + "\n"
+
+
 def render(a: Analysis, study_dirs: list[str], completeness: list[str], figures: list[Path]) -> str:
-    """report.md for an Analysis."""
+    """report.md for an Analysis (a teacher-selection study gets its own: render_selection)."""
+    if a.kind == SELECTION:
+        return render_selection(a, study_dirs, completeness, figures)
     counts = a.final.groupby(["group", "role"]).size().rename("runs").reset_index()
     sections = [
         f"# Study analysis: {', '.join(sorted(a.frame['study'].astype(str).unique()))}",
@@ -244,6 +352,9 @@ def write_report(a: Analysis, out: Path, study_dirs: list[str], completeness: li
     if figures:
         from analysis.figures import all_figures   # matplotlib only when figures are drawn
         pngs = all_figures(a, out / "figures")
+    if a.kind == SELECTION:
+        atomic_write_text(out / RANKING_CSV, a.selection["ranking"].to_csv(index=False))
+        atomic_write_text(out / R2_CSV, a.selection["r2"].to_csv(index=False))
     path = out / "report.md"
     path.write_text(render(a, study_dirs, completeness, pngs), encoding="utf-8")
     return path

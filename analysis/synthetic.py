@@ -7,6 +7,7 @@ written by salt.eval.record.write_record). The truth:
 - SALT student error = E + k*(C/1e15)^-c + kappa*(ln share - ln optimum_share)^2: a known optimal share;
 - student held-out loss = loss_offset + loss_slope * error (+ noise): a known monotone metric -> accuracy
   relation; teacher RankMe / LiDAR / alpha-ReQ are unrelated noise.
+`write_selection_study` writes the other design, a teacher-selection study (SelectionSpec).
 Noise is multiplicative on the error (log-normal, `noise`), as the log-space fits assume.
 """
 from __future__ import annotations
@@ -17,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from salt.layout import StudyLayout
+from salt.layout import RunLayout, StudyLayout
 
 FLOP_UNIT = 1e15      # compute laws are stated in units of C / FLOP_UNIT
 PARAM_UNIT = 1e6
 STEP_UNIT = 1e3
 TARGET = "probe.linear.time.motion.10"
-SIZES = {"tiny": 0.8e6, "mini": 2.7e6, "small": 5.4e6}
+SIZES = {"micro": 0.1e6, "tiny": 0.8e6, "mini": 2.7e6, "small": 5.4e6}
 
 
 @dataclass(frozen=True)
@@ -139,8 +140,6 @@ def _true_error(spec: SyntheticSpec, run: dict, fraction: float) -> float:
 
 def _record(spec: SyntheticSpec, run: dict, step: int, rng: np.random.Generator, teacher_noise: np.ndarray):
     """The EvalRecord of `run` at `step`, drawn from the true laws."""
-    from salt.eval.record import EvalRecord, ProbeScore
-
     steps = max(run["steps"], 1)
     error = _true_error(spec, run, step / steps)
     accuracy = 1 - float(_noisy(error, rng, spec.noise))
@@ -149,20 +148,28 @@ def _record(spec: SyntheticSpec, run: dict, step: int, rng: np.random.Generator,
     trained = run["role"] != "baseline"
     metrics = ({"rankme": 30 + 5 * t[0], "lidar": 20 + 4 * t[1], "alpha_req": 1.5 + 0.2 * t[2]}
                if run["role"] == "teacher" else {"rankme": 25 + 5 * rng.standard_normal()})
+    losses = {"heldout": loss, "train": loss + 0.01 * rng.standard_normal()} if trained else {}
+    return _eval_record(spec.evaluation, run, step, accuracy, losses, metrics), loss
+
+
+def _eval_record(evaluation: str, run: dict, step: int, accuracy: float, losses: dict, metrics: dict):
+    """The EvalRecord of `run` at `step` with the given scores (FLOPs pro rata of the run's steps)."""
+    from salt.eval.record import EvalRecord, ProbeScore
+
+    steps = max(run["steps"], 1)
     flops_run = run["flops_run"] * step / steps
     teacher = run.get("teacher", "")
     return EvalRecord(
         run_id=run["run_id"], method=run["method"], stage=run["role"] if run["role"] != "baseline" else "baseline",
-        checkpoint_step=step, steps_total=run["steps"], evaluation=spec.evaluation,
+        checkpoint_step=step, steps_total=run["steps"], evaluation=evaluation,
         seed=run["labels"].get("seed", 0), model_size=run.get("size", "tiny"),
         params={"encoder": int(run.get("n_params", SIZES["tiny"])) if run["role"] == "teacher" else int(SIZES["tiny"])},
         teacher_run_id=teacher, teacher_step=run.get("teacher_steps", -1) if teacher else -1,
         flops_teacher_stage=run["flops_teacher"], flops_run=flops_run, flops_total=run["flops_teacher"] + flops_run,
-        losses={"heldout": loss, "train": loss + 0.01 * rng.standard_normal()} if trained else {},
-        metrics=metrics,
+        losses=losses, metrics=metrics,
         probes=[ProbeScore("linear", "time", "motion", 10, "lbfgs", accuracy, 0.01),
                 ProbeScore("attentive", "tokens", "motion", 0, "fast", min(1.0, accuracy + 0.05))],
-        wall_time_s=1.0, hardware="synthetic", created_at="2025-01-01T00:00:00+00:00"), loss
+        wall_time_s=1.0, hardware="synthetic", created_at="2025-01-01T00:00:00+00:00")
 
 
 def _write_log(path: Path, final_loss: float, steps: int, rng: np.random.Generator) -> None:
@@ -178,23 +185,16 @@ def write_synthetic_study(out_dir, spec: SyntheticSpec | None = None, seed: int 
                           skip_done: tuple[str, ...] = (), skip_records: tuple[str, ...] = ()) -> Path:
     """Write a synthetic study folder; runs named in skip_done / skip_records get no done.json / no records
     (to exercise the incompleteness errors). Returns the folder."""
-    from analysis.collect import run_layout
     from salt.eval.record import write_record
 
     spec = spec or SyntheticSpec()
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
     plan = _run_plan(spec)
-    study = {"schema_version": 1, "study": spec.study, "preset": "synthetic", "runs": []}
+    study = _study_json(spec.study, spec.evaluation)
     for run in plan:
-        layout = run_layout(out, run)
+        layout = _add_run(out, study, run, spec.evaluation, spec.extra_labels)
         folder = layout.root
-        folder.mkdir(parents=True, exist_ok=True)
-        study["runs"].append({"run_id": run["run_id"], "method": run["method"], "role": run["role"],
-                              "depends_on": run["depends_on"], "labels": {**run["labels"], **spec.extra_labels},
-                              "evaluation": spec.evaluation,
-                              "estimated_flops": run["flops_run"],
-                              "estimated_flops_total": run["flops_teacher"] + run["flops_run"]})
         teacher_noise = rng.standard_normal(4)
         steps = sorted({max(1, int(round(f * run["steps"]))) for f in spec.checkpoints}) if run["steps"] else [0]
         for step in steps:
@@ -205,10 +205,141 @@ def write_synthetic_study(out_dir, spec: SyntheticSpec | None = None, seed: int 
             continue
         _write_log(layout.metrics, final_loss, run["steps"], rng)
         if run["run_id"] not in skip_done:
-            layout.write_done({
-                "run_id": run["run_id"], "method": run["method"], "steps": run["steps"],
-                "wall_time_s": run["flops_run"] / 1e11, "device": spec.device,
-                "flops": {"run": run["flops_run"], "teacher_stage": run["flops_teacher"],
-                          "total": run["flops_teacher"] + run["flops_run"]}})
+            _write_done(layout, run, spec.device)
+    StudyLayout(out).plan.write_text(json.dumps(study, indent=1))
+    return out
+
+
+def _study_json(study: str, evaluation: str) -> dict:
+    return {"schema_version": 1, "study": study, "preset": "synthetic", "runs": [], "evaluation": evaluation}
+
+
+def _add_run(out: Path, study: dict, run: dict, evaluation: str, extra_labels: dict) -> RunLayout:
+    """List `run` in the plan (study.json) and make its folder; -> its layout."""
+    from analysis.collect import run_layout
+
+    layout = run_layout(out, run)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    study["runs"].append({"run_id": run["run_id"], "method": run["method"], "role": run["role"],
+                          "depends_on": run["depends_on"], "labels": {**run["labels"], **extra_labels},
+                          "evaluation": evaluation, "estimated_flops": run["flops_run"],
+                          "estimated_flops_total": run["flops_teacher"] + run["flops_run"]})
+    return layout
+
+
+def _write_done(layout: RunLayout, run: dict, device: str) -> None:
+    layout.write_done({"run_id": run["run_id"], "method": run["method"], "steps": run["steps"],
+                       "wall_time_s": run["flops_run"] / 1e11, "device": device,
+                       "flops": {"run": run["flops_run"], "teacher_stage": run["flops_teacher"],
+                                 "total": run["flops_teacher"] + run["flops_run"]}})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A teacher-selection study: the design of studies/teacher_selection.py, with a known answer.
+
+@dataclass
+class SelectionSpec:
+    """Teacher runs (sizes x mask kinds x seeds), a student of each teacher checkpoint, every checkpoint of
+    both evaluated. The truth:
+    - teacher error at step D: the L(N, D) law `pixel` plus `mask_penalty[mask]`;
+    - a student's final error = student_floor + teacher_gain * its teacher's error + a student-only term
+      (sd `compat_sd`: how well this student fits this teacher, which no teacher metric sees);
+    - along a student's training its error falls from `start_error`: e(f) = final + (start - final) exp(-rate f);
+    - the student's loss, held-out and logged per step (metrics.jsonl, batch noise `batch_noise`), is
+      loss_offset + loss_slope * e(f): it predicts accuracy within a teacher (along f) and across teachers;
+      losses.train / train_early come from the log through salt.eval.record.train_losses, as evaluate_run's do;
+    - teacher RankMe, LiDAR and alpha-ReQ are noise, drawn afresh at every teacher checkpoint.
+    """
+    teacher_sizes: tuple[str, ...] = ("tiny", "mini")
+    teacher_masks: tuple[str, ...] = ("multiblock", "random")
+    teacher_checkpoints: tuple[int, ...] = (40, 120)     # the last is the teacher's length
+    student_steps: int = 100
+    student_checkpoints: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+    seeds: int = 1
+    pixel: Chinchilla = Chinchilla(0.10, 0.10, 0.5, 0.02, 0.5)    # errors 0.2-0.6 over 40-2,000 steps
+    mask_penalty: dict = field(default_factory=lambda: {"multiblock": 0.08})
+    student_floor: float = 0.1
+    teacher_gain: float = 0.8
+    compat_sd: float = 0.05
+    start_error: float = 0.75
+    rate: float = 4.0
+    loss_offset: float = 0.1
+    loss_slope: float = 0.8
+    loss_noise: float = 0.005
+    batch_noise: float = 0.02
+    log_every: int = 1
+    noise: float = 0.03
+    step_flops: float = 2.0e12
+    evaluation: str = "fast"
+    device: str = "cpu"
+    study: str = "teacher_selection"
+
+    def teacher_error(self, size: str, mask: str, step: int) -> float:
+        return float(self.pixel(SIZES[size], step)) + self.mask_penalty.get(mask, 0.0)
+
+    def student_error(self, final: float, fraction: float) -> float:
+        return final + (self.start_error - final) * float(np.exp(-self.rate * fraction))
+
+
+def _selection_plan(spec: SelectionSpec) -> list[dict]:
+    runs = []
+    length = max(spec.teacher_checkpoints)
+    for seed in range(spec.seeds):
+        for size in spec.teacher_sizes:
+            for mask in spec.teacher_masks:
+                tid = f"pixel-{size}-{mask}-s{seed}"
+                t_flops = length * spec.step_flops * SIZES[size] / SIZES["tiny"]
+                runs.append(dict(run_id=tid, method="pixel", role="teacher", depends_on=[], size=size, mask=mask,
+                                 n_params=SIZES[size], steps=length, flops_run=t_flops, flops_teacher=0.0,
+                                 eval_steps=sorted(spec.teacher_checkpoints),
+                                 labels=dict(group="pixel", teacher_size=size, teacher_mask=mask,
+                                             teacher_steps=length, seed=seed)))
+                for step in spec.teacher_checkpoints:
+                    runs.append(dict(run_id=f"salt-{size}-{mask}-t{step}-s{seed}", method="salt", role="student",
+                                     depends_on=[tid], teacher=tid, teacher_steps=step, size=size, mask=mask,
+                                     steps=spec.student_steps, flops_run=spec.student_steps * 2 * spec.step_flops,
+                                     flops_teacher=t_flops * step / length,
+                                     labels=dict(group="salt", teacher_size=size, teacher_mask=mask,
+                                                 teacher_steps=step, student_size="tiny",
+                                                 student_steps=spec.student_steps, teacher_run_id=tid, seed=seed)))
+    return runs
+
+
+def write_selection_study(out_dir, spec: SelectionSpec | None = None, seed: int = 0) -> Path:
+    """Write a synthetic teacher-selection study folder (the layout studies/teacher_selection.py produces,
+    with known laws: SelectionSpec). Returns the folder."""
+    from salt.eval.record import train_losses, write_record
+    from salt.layout import read_metrics
+
+    spec = spec or SelectionSpec()
+    rng = np.random.default_rng(seed)
+    out = Path(out_dir)
+    study = _study_json(spec.study, spec.evaluation)
+    for run in _selection_plan(spec):
+        layout = _add_run(out, study, run, spec.evaluation, {})
+        if run["role"] == "teacher":
+            for step in run["eval_steps"]:
+                error = spec.teacher_error(run["size"], run["mask"], step)
+                metrics = {"rankme": 30 + 5 * rng.standard_normal(), "lidar": 20 + 4 * rng.standard_normal(),
+                           "alpha_req": 1.5 + 0.2 * rng.standard_normal()}
+                losses = {"heldout": spec.loss_offset + spec.loss_slope * error + spec.loss_noise * rng.standard_normal()}
+                write_record(layout.root, _eval_record(spec.evaluation, run, step, 1 - float(_noisy(error, rng, spec.noise)),
+                                                       losses, metrics))
+        else:
+            teacher_error = spec.teacher_error(run["size"], run["mask"], run["teacher_steps"])
+            final = spec.student_floor + spec.teacher_gain * teacher_error + spec.compat_sd * rng.standard_normal()
+            with layout.metrics.open("w") as f:
+                for step in range(0, run["steps"], spec.log_every):
+                    loss = spec.loss_offset + spec.loss_slope * spec.student_error(final, (step + 1) / run["steps"])
+                    f.write(json.dumps({"step": step, "loss": loss + spec.batch_noise * rng.standard_normal()}) + "\n")
+            log = read_metrics(layout.metrics)
+            for fraction in spec.student_checkpoints:
+                step = max(1, round(fraction * run["steps"]))
+                error = spec.student_error(final, step / run["steps"])
+                losses = {"heldout": spec.loss_offset + spec.loss_slope * error + spec.loss_noise * rng.standard_normal(),
+                          **train_losses(log, step, run["steps"])}
+                write_record(layout.root, _eval_record(spec.evaluation, run, step, 1 - float(_noisy(error, rng, spec.noise)),
+                                                       losses, {"rankme": 25 + 5 * rng.standard_normal()}))
+        _write_done(layout, run, spec.device)
     StudyLayout(out).plan.write_text(json.dumps(study, indent=1))
     return out

@@ -136,6 +136,20 @@ class RunLayout:
         return self.root / "attempts.jsonl"
 
 
+def read_metrics(path: str | Path) -> list[dict]:
+    """The rows of a metrics.jsonl log (one JSON object per logged step). A torn last line (a job killed
+    mid-write, or one still writing) is skipped, so a log can be read while its run is going."""
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
 def is_record_file(path: Path) -> bool:
     """An evaluation record inside some run folder's evals/ (not a temp file of an interrupted write)."""
     return path.suffix == ".json" and path.parent.name == EVALS and not path.name.startswith(".") and path.is_file()

@@ -39,6 +39,13 @@ def write_report(root: Path) -> Path:
     return analysis_report(root)
 
 
+def summarize(root: Path) -> str:
+    """The study's printed answer (`analysis.report.summarize`, which picks the summary of the study's kind:
+    the teacher-selection verdict and ranking, or accuracy @ FLOPs per budget)."""
+    from analysis.report import summarize as analysis_summary
+    return analysis_summary(root)
+
+
 def study_hooks(summarize: Callable[[Path], str] | None = None) -> StudyHooks:
     """The results table after every invocation; with `summarize`, the summary and the report once all is done."""
     return StudyHooks(results=write_results, summarize=summarize, report=write_report if summarize else None)

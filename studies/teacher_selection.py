@@ -3,7 +3,7 @@ into the same student recipe, so the analysis can test which label-free teacher 
 LiDAR, alpha-ReQ, the student's early loss, ...) predicts the student's accuracy. Every teacher checkpoint a
 student starts from is also evaluated (its metrics are the candidate predictors).
 
-    python studies/teacher_selection.py --preset default
+    python studies/teacher_selection.py                       # embedded default: ~10 min on 2 CPU cores, then the answer
     python studies/teacher_selection.py --preset paper --dry-run
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from salt.study.cli import study_main
 from salt.study.spec import PlanBuilder, StudyError, StudyPlan
-from studies.reporting import study_hooks
+from studies.reporting import study_hooks, summarize
 
 STUDY = "teacher_selection"
 
@@ -65,9 +65,17 @@ PRESETS = {
     "smoke": TeacherSelectionDials(teacher_sizes=["micro"], teacher_steps=4, teacher_checkpoints=[2, 4],
                                    student_size="micro", student_steps=4, teacher_masks=["multiblock", "random"],
                                    teacher_config="micro_teacher", student_config="micro_student"),
+    # The embedded default, about 10 minutes on 2 idle CPU cores: 4 teacher runs (micro and tiny x multiblock and
+    # random masks) kept at 40 and 120 steps -> 8 teacher checkpoints, each distilled into a tiny student (100
+    # steps, evaluated at 4 points). The fewest that answer: leave-one-teacher-out needs 3+ teacher runs, a
+    # within-teacher R^2 4+ points per student, an interval 4+ students. Logged every 2 steps, so the students'
+    # smoothed training losses (losses.train, losses.train_early at step 10) rest on several logged batches.
     "default": TeacherSelectionDials(teacher_sizes=["micro", "tiny"], teacher_steps=120, teacher_checkpoints=[40, 120],
-                                     student_size="tiny", student_steps=100,
-                                     overrides=["train.batch_size=16", "optim.warmup_steps=20"]),
+                                     student_size="tiny", student_steps=100, teacher_masks=["multiblock", "random"],
+                                     overrides=["train.batch_size=16", "optim.warmup_steps=20", "train.log_every=2"]),
+    # Long enough for pretraining to show (hours on 2 CPU cores, minutes on one GPU): 6 teacher runs x 4
+    # checkpoints = 24 students, enough for a 95% interval of Spearman to exclude zero when |rho| is about 0.5 or
+    # more (a real relation; tests/test_analysis_selection.py checks it on a synthetic study of this design).
     "small": TeacherSelectionDials(teacher_sizes=["micro", "tiny", "mini"], teacher_steps=2000,
                                    teacher_checkpoints=[250, 500, 1000, 2000], student_size="tiny", student_steps=1500,
                                    teacher_masks=["multiblock", "random"], evaluation="fast"),
@@ -80,7 +88,9 @@ PRESETS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    return study_main(STUDY, PRESETS, build, argv, hooks=study_hooks())
+    """Plan, run what is not done, then print the answer (the metrics ranked, with intervals and LOTO skill)
+    and write the report and figures (STUDY_DIR/analysis/)."""
+    return study_main(STUDY, PRESETS, build, argv, hooks=study_hooks(summarize))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ def test_frame_has_one_row_per_record_with_labels_and_derived_columns(study):
     assert frame["run_id"].nunique() == n_runs
     assert len(frame) == len(list(study.rglob("evals/*.json")))
     assert {"group", "teacher_share", "label.seed", "label.teacher_run_id", "role", "budget", "run_key",
-            "teacher_key", "gpu_hours", "cpu_hours", "gpu_hours_total", "short_run_loss"} <= set(frame.columns)
+            "teacher_key", "gpu_hours", "cpu_hours", "gpu_hours_total", "losses.train", "losses.train_early"
+            } <= set(frame.columns)
     students = frame[frame["group"] == "salt"]
     assert np.allclose(students["teacher_flops_share"], students["flops_teacher_stage"] / students["flops_total"])
     assert (frame.loc[frame["group"] == "pixel", "teacher_flops_share"] == 0).all()
@@ -35,7 +36,7 @@ def test_frame_has_one_row_per_record_with_labels_and_derived_columns(study):
     teacher = frame[frame["run_id"] == s["label.teacher_run_id"]].iloc[0]
     assert s["gpu_hours"] == pytest.approx(s["train_hours"]) and np.isnan(s["cpu_hours"])
     assert s["gpu_hours_total"] == pytest.approx(s["gpu_hours"] + teacher["gpu_hours"])
-    assert np.isfinite(s["short_run_loss"])
+    assert np.isfinite(s["losses.train_early"])   # not in these records: filled from the run's metrics.jsonl
     baseline = frame[frame["role"] == "baseline"]
     assert list(baseline["group"]) == ["random_init"] and not baseline["done"].any()
 

@@ -24,10 +24,10 @@ from salt.eval.attentive import fit_attentive_probes
 from salt.eval.knn import knn_probe
 from salt.eval.probes import ProbeResult, extract_features, low_shot_probe, pool_tokens
 from salt.eval.record import (EvalRecord, ProbeScore, code_version, hardware_description, read_record,
-                              write_record)
+                              train_losses, write_record)
 from salt.eval.spectral import alpha_req, lidar, rankme
 from salt.masks import build_mask_generator
-from salt.layout import RunLayout
+from salt.layout import RunLayout, read_metrics
 from salt.models import VideoViT
 from salt.objectives import build_network, build_objective, get_method
 from salt.schema import NON_SEMANTIC_KEYS, RunConfig
@@ -269,6 +269,12 @@ def heldout_loss(objective, cfg: RunConfig, test_set, protocol: EvalProtocol) ->
     return sum(losses) / len(videos)
 
 
+def logged_train_losses(layout: RunLayout, step: int, steps_total: int) -> dict[str, float]:
+    """losses["train"] and ["train_early"] of a checkpoint from the run's metrics log (salt.eval.record.train_losses):
+    the training loss itself, the paper's teacher-selection signal; none when the run kept no log."""
+    return train_losses(read_metrics(layout.metrics), step, steps_total) if layout.metrics.is_file() else {}
+
+
 def evaluate_run(run_dir: str | Path, step: int | None = None, protocol: str | EvalProtocol = "fast",
                  data: ProbeData | None = None) -> EvalRecord:
     """Evaluate a run's checkpoint (latest if `step` is None) and write its record into run_dir/evals/."""
@@ -284,7 +290,8 @@ def evaluate_run(run_dir: str | Path, step: int | None = None, protocol: str | E
     encoder = getattr(objective, method.probed)
     metrics, probes = encoder_scores(encoder, data, proto)
     teacher_run_id, teacher_step = objective.teacher_source
-    summary_losses = {"heldout": heldout_loss(objective, cfg, test_set, proto)}
+    summary_losses = {"heldout": heldout_loss(objective, cfg, test_set, proto),
+                      **logged_train_losses(RunLayout(run_dir), int(state["step"]), cfg.train.steps)}
     record = EvalRecord(
         run_id=state["run_id"], method=method.name, stage=method.stage, checkpoint_step=int(state["step"]),
         steps_total=cfg.train.steps, evaluation=proto.name, seed=cfg.train.seed,

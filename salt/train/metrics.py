@@ -5,6 +5,8 @@ import json
 import os
 from pathlib import Path
 
+from salt.layout import read_metrics  # noqa: F401  (re-exported: the reader lives below salt.train, torch-free)
+
 
 class MetricsLog:
     """Appends one JSON object per logged step. On resume from step s, records at or after s (written after
@@ -34,10 +36,6 @@ def _step_of(line: str) -> int:
         return int(json.loads(line)["step"])
     except (ValueError, KeyError, TypeError):
         return 1 << 62   # a torn last line from a killed process: drop it
-
-
-def read_metrics(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 class WandbLogger:
