@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = teacher_plan(dials, args.preset, root, args.overrides)
         recipe = student_recipe(dials, plan, args.overrides)
         if args.dry_run:
-            print(describe(plan, options, args.gpu_tflops))
+            print(describe(plan, options, args.gpu_tflops, args.gpu_mem_gb))
             print(f"then {args.trials} student trials over {args.workers} workers: {recipe.space}")
             return 0
         states = run_plan(plan, options)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from salt.config import load_config
-from salt.study.estimate import step_flops
+from salt.study.estimate import fit_advice, step_flops, step_memory
 from salt.study.launch import EXECUTORS, LaunchOptions, run_plan, run_states
 from salt.study.spec import StudyError, StudyPlan, read_plan
 from salt.study.state import RunState
@@ -51,6 +51,8 @@ def parser(study: str, presets: dict) -> argparse.ArgumentParser:
                    help="override every run's config (salt config keys), e.g. --set data.video.list_path=k400.csv")
     p.add_argument("--gpu-tflops", type=float, default=400.0,
                    help="achieved TFLOP/s per GPU assumed for the dry run's GPU-hours (default 400, bf16 H100-class)")
+    p.add_argument("--gpu-mem-gb", type=float,
+                   help="dry run: memory per GPU; runs whose step does not fit are named, with a setting that fits")
     return p
 
 
@@ -66,17 +68,20 @@ def _used_fraction(student, teacher) -> float:
     return student.teacher_step / teacher.config.train.steps if student.teacher_step > 0 else 1.0
 
 
-def describe(plan: StudyPlan, options: LaunchOptions, gpu_tflops: float) -> str:
+def describe(plan: StudyPlan, options: LaunchOptions, gpu_tflops: float, gpu_mem_gb: float | None = None) -> str:
     """The dry run: every run with what was derived for it, then totals. "paper" columns use the paper's
-    accounting (predictor charged every token); "run" is what this code will compute and log."""
+    accounting (predictor charged every token); "run" is what this code will compute and log. "mem GB" is the
+    estimated memory of a step per GPU (bf16; salt.study.estimate.step_memory) on the profile's GPUs."""
+    devices = max(1, options.gpus_per_node) * options.nodes
     lines = [f"study {plan.study}, preset {plan.preset}: {len(plan.runs)} runs in {len(plan.stages())} stages, "
              f"folder {plan.root}, executor {options.executor}", ""]
     header = (f"{'run id':<38} {'role':<8} {'size':<6} {'steps':>7} {'batch':>5} {'step run':>9} {'step paper':>10} "
-              f"{'run paper':>9} {'+teachers':>9} {'GPU-h':>7}  stage: depends on | labels")
+              f"{'run paper':>9} {'+teachers':>9} {'GPU-h':>7} {'mem GB':>7}  stage: depends on | labels")
     lines += [header, "-" * len(header)]
     paper_total: dict[str, float] = {}   # run id -> paper-accounting FLOPs of the run and its teacher chain
     by_id = plan.by_id()
     total_run = total_paper = 0.0
+    misfits = []
     for stage_index, stage in enumerate(plan.stages()):
         for spec in stage:
             cfg = spec.config
@@ -90,13 +95,20 @@ def describe(plan: StudyPlan, options: LaunchOptions, gpu_tflops: float) -> str:
             total_run += spec.estimated_flops
             total_paper += own
             labels = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in spec.labels.items())
+            memory = step_memory(cfg, devices=devices).total
             lines.append(f"{spec.run_id:<38} {spec.role:<8} {cfg.model.size:<6} {cfg.train.steps:>7} "
                          f"{cfg.train.batch_size:>5} {per_step:>9.3e} {paper:>10.3e} {own:>9.3e} "
-                         f"{paper_total[spec.run_id]:>9.3e} {own / (gpu_tflops * 1e12) / 3600:>7.1f}  "
+                         f"{paper_total[spec.run_id]:>9.3e} {own / (gpu_tflops * 1e12) / 3600:>7.1f} {memory:>7.1f}  "
                          f"{stage_index}: {','.join(spec.depends_on) or '-'} | {labels}")
+            if gpu_mem_gb is not None and memory > gpu_mem_gb:
+                misfits.append(f"  {spec.run_id}: {memory:.1f} GB; {fit_advice(cfg, devices, gpu_mem_gb)}")
     lines += ["", f"total training FLOPs (each run once): {total_run:.3e} as this code counts, {total_paper:.3e} in "
               f"the paper's accounting; ~{total_paper / (gpu_tflops * 1e12) / 3600:,.0f} GPU-hours at "
-              f"{gpu_tflops:g} TFLOP/s achieved per GPU", "nothing was submitted (--dry-run)"]
+              f"{gpu_tflops:g} TFLOP/s achieved per GPU"]
+    if gpu_mem_gb is not None:
+        lines += ([f"{len(misfits)} runs do not fit {gpu_mem_gb:g} GB per GPU ({devices} GPUs per run):", *misfits]
+                  if misfits else [f"every run fits {gpu_mem_gb:g} GB per GPU ({devices} GPUs per run)"])
+    lines.append("nothing was submitted (--dry-run)")
     return "\n".join(lines)
 
 
@@ -140,7 +152,7 @@ def study_main(study: str, presets: dict, build: Callable[..., StudyPlan], argv:
             return 0 if all(s["state"].is_healthy for s in states.values()) else 1
         plan = build(presets[args.preset], args.preset, root, args.overrides)
         if args.dry_run:
-            print(describe(plan, options, args.gpu_tflops))
+            print(describe(plan, options, args.gpu_tflops, args.gpu_mem_gb))
             return 0
         states = run_plan(plan, options)
     except StudyError as error:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+from dataclasses import dataclass
 
 import torch
 
 from salt.config import from_dict, to_dict
 from salt.data import clip_geometry
 from salt.data.sampler import mix_seed
-from salt.flops import total_flops
+from salt.flops import NetworkCost, num_params, total_flops
 from salt.masks import MaskConfig, build_mask_generator
 from salt.masks.simple import MaskPair
 from salt.objectives import build_network, build_objective, get_method
@@ -51,26 +52,122 @@ def step_flops(cfg: RunConfig, *, accounting: str = "run", count_attention: bool
 
 @functools.lru_cache(maxsize=256)
 def _step_flops(cfg_json: str, accounting: str, count_attention: bool) -> float:
-    cfg = from_dict(RunConfig, json.loads(cfg_json))
-    if accounting not in ACCOUNTINGS:
-        raise ValueError(f"accounting must be one of {ACCOUNTINGS}, got {accounting!r}")
+    steps = _step_costs(cfg_json, accounting)
+    return sum(total_flops(costs, count_attention) for costs in steps) / len(steps)
+
+
+def _meta_objective(cfg: RunConfig):
+    """The run's objective on the meta device (a meta teacher when its method needs one): shapes, no memory."""
     geometry = clip_geometry(cfg.data)
     cfg = dataclasses.replace(cfg, objective=dataclasses.replace(cfg.objective, teacher_check_every=0))
     with torch.device("meta"):
         teacher = None
         if get_method(cfg.objective.method).needs_teacher:
             teacher = (build_network(cfg.objective.teacher, geometry), {"flops_total": 0.0, "run_id": "", "step": 0})
-        objective = build_objective(cfg, geometry, teacher=teacher)
+        return build_objective(cfg, geometry, teacher=teacher), geometry
+
+
+@functools.lru_cache(maxsize=256)
+def _step_costs(cfg_json: str, accounting: str) -> list[list[NetworkCost]]:
+    """The objective's own costs of the global batch, for MASK_SAMPLES sampled steps."""
+    cfg = from_dict(RunConfig, json.loads(cfg_json))
+    if accounting not in ACCOUNTINGS:
+        raise ValueError(f"accounting must be one of {ACCOUNTINGS}, got {accounting!r}")
+    objective, geometry = _meta_objective(cfg)
     batch_size, num_tokens = cfg.train.batch_size, objective.encoder.num_tokens
     video = torch.empty(batch_size, geometry.channels, geometry.frames, geometry.size, geometry.size, device="meta")
     steps = _mask_lengths(json.dumps(to_dict(cfg.mask), sort_keys=True), objective.encoder.grid, batch_size,
                           cfg.train.seed)
-    flops = [total_flops(objective.costs({"video": video, "masks": _meta_pairs(lengths, batch_size, num_tokens,
-                                                                                accounting)}), count_attention)
-             for lengths in steps]
-    return sum(flops) / len(flops)
+    return [objective.costs({"video": video, "masks": _meta_pairs(lengths, batch_size, num_tokens, accounting)})
+            for lengths in steps]
+
+
+@functools.lru_cache(maxsize=256)
+def _parameter_counts(cfg_json: str) -> tuple[int, int]:
+    """(trained, not trained) parameters of the run's objective (frozen teacher and EMA target are not trained)."""
+    objective, _ = _meta_objective(from_dict(RunConfig, json.loads(cfg_json)))
+    trainable = sum(num_params(m) for m in objective.trainable().values())
+    return trainable, num_params(objective) - trainable
+
+
+# -- memory ------------------------------------------------------------------------------------------------------
+# Elements a timm pre-norm block keeps for backward, per token, in units of the width h: LayerNorm 1 input and
+# output (2), qkv (3), attention output (1), LayerNorm 2 input and output (2), MLP hidden before and after GELU
+# (2 x 4). Fused SDPA (flash / memory-efficient, what torch picks without an attention mask) keeps only its output
+# and a log-sum-exp per head and query, so no seq_len^2 term. Under bf16 autocast LayerNorm runs in fp32 (its 4
+# elements at 4 bytes), the rest in bf16.
+_KEPT_BYTES = {"fp32": 16 * 4, "bf16": 4 * 4 + 12 * 2}
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Per-device memory of one training step in GB (1e9 bytes), what PyTorch itself allocates (no CUDA context,
+    no allocator fragmentation: leave ~10-20% headroom)."""
+    weights: float        # trainable fp32 weights
+    grads: float
+    optimizer: float      # AdamW's two fp32 moments
+    frozen: float         # networks that are run but not trained (frozen teacher, EMA target)
+    activations: float    # what the micro-batch keeps for backward (+ one block recomputed, when checkpointing)
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.grads + self.optimizer + self.frozen + self.activations
+
+
+def step_memory(cfg: RunConfig, *, devices: int = 1, precision: str = "bf16", accumulate: int | None = None,
+                activation_checkpointing: bool = False, shard: bool = False) -> MemoryEstimate:
+    """Per-device memory of a training step of `cfg` on `devices` data-parallel devices: trainable weights,
+    gradients and AdamW state (16 bytes a parameter, split over the devices when `shard`), frozen networks (4
+    bytes a parameter), and the activations each trained network keeps for backward on this device's micro-batch
+    (batch_size / (devices x accumulate) clips; the token counts are the objective's own costs, averaged over
+    sampled masks). With `activation_checkpointing` a block keeps only its input and one block is recomputed at a
+    time."""
+    if precision not in _KEPT_BYTES:
+        raise ValueError(f"precision must be one of {tuple(_KEPT_BYTES)}, got {precision!r}")
+    accumulate = accumulate or cfg.train.accumulate
+    cfg_json = json.dumps(to_dict(cfg), sort_keys=True)
+    trainable, frozen = _parameter_counts(cfg_json)
+    share = 1 / (devices * accumulate)   # this device's micro-batch, as a fraction of the global batch
+    steps = _step_costs(cfg_json, "run")
+    activations = 0.0
+    for costs in steps:
+        kept = 0.0
+        for c in costs:
+            tokens = c.tokens * share
+            if not c.trained:
+                kept += tokens * c.width * 4          # its output (targets), kept until the loss
+            elif activation_checkpointing:
+                kept += tokens * c.width * (4 * c.depth + _KEPT_BYTES[precision])
+            else:
+                kept += tokens * c.width * c.depth * _KEPT_BYTES[precision]
+        activations += kept / len(steps)
+    state = trainable / (devices if shard else 1)
+    return MemoryEstimate(weights=4 * state / GB, grads=4 * state / GB, optimizer=8 * state / GB,
+                          frozen=4 * frozen / GB, activations=activations / GB)
 
 
 def run_flops(cfg: RunConfig, accounting: str = "run") -> float:
     """FLOPs of the whole run (its own steps; a student's teacher stage is added by the study)."""
     return step_flops(cfg, accounting=accounting) * cfg.train.steps
+
+
+def fit_advice(cfg: RunConfig, devices: int, budget_gb: float, precision: str = "bf16") -> str:
+    """"" when a step of `cfg` fits `budget_gb` per device; otherwise the cheapest setting found that makes it fit:
+    more micro-batches first (same result, less parallel work per step), then activation checkpointing as well
+    (a third more compute), else what the smallest possible step would still need."""
+    if step_memory(cfg, devices=devices, precision=precision).total <= budget_gb:
+        return ""
+    local = cfg.train.batch_size // devices
+    options = [k for k in range(cfg.train.accumulate + 1, local + 1) if local % k == 0]
+    for checkpointing in (False, True):
+        for k in options or [cfg.train.accumulate]:
+            m = step_memory(cfg, devices=devices, precision=precision, accumulate=k,
+                            activation_checkpointing=checkpointing)
+            if m.total <= budget_gb:
+                return (f"fits with train.accumulate={k}" + (" model.activation_checkpointing=true" if checkpointing
+                                                             else "") + f" ({m.total:.1f} GB)")
+    smallest = step_memory(cfg, devices=devices, precision=precision, accumulate=local, activation_checkpointing=True)
+    return (f"does not fit even one clip per micro-batch with activation checkpointing ({smallest.total:.1f} GB, of "
+            f"which {smallest.weights + smallest.grads + smallest.optimizer:.1f} GB weights, gradients and AdamW "
+            "state): it needs devices with more memory (parameter sharding is not in this code yet)")

@@ -1,0 +1,59 @@
+"""The dry run's per-GPU memory estimate (salt.study.estimate.step_memory) and its advice. Its activation model
+was checked against measured peak memory on CPU by benchmarks/memory_estimate.py (within 12%, README)."""
+from __future__ import annotations
+
+import pytest
+
+from salt.config import load_config, resolve_config
+from salt.flops import num_params
+from salt.schema import RunConfig
+from salt.study.estimate import GB, _meta_objective, fit_advice, step_memory
+
+
+def _cfg(stage: str, *overrides: str) -> RunConfig:
+    extra = ["objective.teacher_checkpoint=t"] if stage == "student" else []
+    return load_config(RunConfig, [resolve_config(f"tiny_{stage}")], [*extra, *overrides])
+
+
+@pytest.mark.parametrize("stage", ["teacher", "student", "vjepa"])
+def test_states_are_16_bytes_a_trained_parameter_and_frozen_networks_4(stage):
+    cfg = _cfg(stage)
+    objective, _ = _meta_objective(cfg)
+    trained = sum(num_params(m) for m in objective.trainable().values())
+    frozen = 0 if stage == "teacher" else num_params(objective.target_encoder)   # frozen teacher / EMA copy
+    m = step_memory(cfg)
+    assert (m.weights, m.grads, m.optimizer, m.frozen) == pytest.approx(
+        (4 * trained / GB, 4 * trained / GB, 8 * trained / GB, 4 * frozen / GB))
+    sharded = step_memory(cfg, devices=4, shard=True)
+    assert sharded.optimizer == pytest.approx(m.optimizer / 4) and sharded.frozen == m.frozen
+
+
+def test_activations_follow_the_micro_batch_precision_and_checkpointing():
+    cfg = _cfg("teacher")   # pixel: every network is trained, so activations are all block activations
+    one = step_memory(cfg, precision="fp32")
+    assert step_memory(cfg, devices=2, precision="fp32").activations == pytest.approx(one.activations / 2)
+    assert step_memory(cfg, accumulate=4, precision="fp32").activations == pytest.approx(one.activations / 4)
+    assert step_memory(cfg, precision="bf16").activations == pytest.approx(one.activations * 40 / 64)
+    checkpointed = step_memory(cfg, precision="fp32", activation_checkpointing=True)
+    assert checkpointed.activations < one.activations / 2
+    with pytest.raises(ValueError, match="precision must be one of"):
+        step_memory(cfg, precision="fp8")
+
+
+def test_advice_names_a_setting_that_fits_or_says_why_none_does():
+    cfg = load_config(RunConfig, [resolve_config("paper_vitl_student")], ["objective.teacher_checkpoint=t"])
+    full = step_memory(cfg, devices=8).total
+    assert fit_advice(cfg, 8, full + 1) == ""
+    advice = fit_advice(cfg, 8, 80.0)
+    k = int(advice.split("train.accumulate=")[1].split()[0])
+    assert step_memory(cfg, devices=8, accumulate=k).total <= 80.0 < step_memory(cfg, devices=8, accumulate=k // 2 or 1).total
+    assert "does not fit even one clip" in fit_advice(cfg, 8, 1.0)
+
+
+def test_dry_run_names_the_runs_that_do_not_fit(tmp_path, capsys):
+    from studies import compute_allocation
+    assert compute_allocation.main(["--preset", "smoke", "--dry-run", "--out", str(tmp_path / "s"),
+                                    "--gpu-mem-gb", "0.0001"]) == 0
+    out = capsys.readouterr().out
+    assert "mem GB" in out and "runs do not fit 0.0001 GB per GPU (1 GPUs per run)" in out
+    assert "does not fit even one clip per micro-batch" in out
