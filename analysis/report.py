@@ -249,11 +249,15 @@ def verdict_text(v: dict, target: str, markdown: bool = True) -> str:
         lines = ["No metric could be ranked: none has enough students with both the metric and the target "
                  "(see the notes of the table)."]
     else:
+        has_interval = bool(np.isfinite(v["lo"]) and np.isfinite(v["hi"]))
         lines = [f"{name(v['top'])} ranks first of {v['n_ranked']} metric(s): Spearman {v['spearman']:+.2f} "
                  f"{_ci(v['lo'], v['hi'])} with {name(target)} over {v['n']} final students (permutation "
-                 f"p = {v['p']:.3g}); the 95% interval " + ("excludes zero." if v["excludes_zero"] else
-                 f"includes zero: with {v['n']} students the study cannot tell whether it predicts accuracy.")]
-        if "runner_up" in v:
+                 f"p = {v['p']:.2g}); " + (
+                     "no interval was computed (no bootstrap resamples)." if not has_interval else
+                     "the 95% interval excludes zero." if v["excludes_zero"] else
+                     f"the 95% interval includes zero: with {v['n']} students the study cannot tell whether it "
+                     "predicts accuracy.")]
+        if "runner_up" in v and has_interval:
             runner = f"{name(v['runner_up'])}, {v['runner_spearman']:+.2f} {_ci(v['runner_lo'], v['runner_hi'])}"
             lines.append(f"Its |rho| interval lies above the runner-up's ({runner}): it ranks first beyond the "
                          "resampling noise." if v["separated"] else

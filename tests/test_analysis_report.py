@@ -9,7 +9,7 @@ from analysis.__main__ import main
 from analysis.collect import StudyDataError, load_study
 from analysis.figures import FIGURES
 from analysis.report import DEFAULT_TARGET, choose_evaluation, choose_target, summarize
-from analysis.synthetic import SyntheticSpec, write_synthetic_study
+from analysis.synthetic import SelectionSpec, SyntheticSpec, write_selection_study, write_synthetic_study
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "analysis" / "notebooks").glob("*.ipynb"))
@@ -85,12 +85,15 @@ def test_notebooks_are_stored_without_outputs():
 
 
 def test_notebooks_regenerate_every_figure(study, tmp_path, monkeypatch):
+    """Each notebook on a study of its kind (the teacher-selection one on a synthetic teacher-selection study)."""
     from nbclient import NotebookClient
 
-    monkeypatch.setenv("SALT_STUDY_DIR", str(study))
+    studies = {"compute_allocation.ipynb": study,
+               "teacher_selection.ipynb": write_selection_study(tmp_path / "selection", SelectionSpec())}
     monkeypatch.setenv("SALT_ANALYSIS_BOOTSTRAP", "20")
     monkeypatch.setenv("SALT_FIGURE_DIR", str(tmp_path / "figures"))
     for path in NOTEBOOKS:
+        monkeypatch.setenv("SALT_STUDY_DIR", str(studies[path.name]))
         nb = nbformat.read(path, as_version=4)
         NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
     assert {p.stem for p in (tmp_path / "figures").glob("*.png")} == set(FIGURES)
