@@ -1,7 +1,8 @@
 """Hyperparameter search for a student recipe with optuna: a teacher is trained once (as any study run), then
 `--trials` student runs with sampled optim.lr and optim.weight_decay are spread over `--workers` jobs (SLURM
 array tasks, or local processes) that share one optuna storage; trials whose smoothed training loss falls
-behind the median are pruned.
+behind the median are pruned. Re-running the command adds only the trials the study lacks; a trial whose worker
+was killed is failed and its parameters are tried again (salt.study.hpo.fail_lost_trials).
 
     python studies/hpo_student.py --preset default --trials 8 --workers 2
     python studies/hpo_student.py --preset small --executor slurm --profile slurm/profiles/example_gpu.yaml --workers 8
@@ -16,6 +17,7 @@ from salt.layout import StudyLayout
 from salt.study.cli import describe, launch_options, parser
 from salt.study.launch import make_executor, preflight_slurm, run_plan
 from salt.study.spec import PlanBuilder, StudyError, StudyPlan
+from salt.study.state import RunState
 
 STUDY = "hpo_student"
 
@@ -62,9 +64,10 @@ PRESETS = {
 
 def main(argv: list[str] | None = None) -> int:
     import optuna
-    from salt.study.hpo import best_trial_table, launch, storage_path
+    from salt.study.hpo import best_trial_table, fail_lost_trials, launch, storage_path, wait_workers
     p = parser(STUDY, PRESETS)
-    p.add_argument("--trials", type=int, default=8, help="trials in all")
+    p.add_argument("--trials", type=int, default=8,
+                   help="trials in all (finished or running); a re-invocation runs only the missing ones")
     p.add_argument("--workers", type=int, default=1, help="jobs sharing the optuna storage (array tasks)")
     args = p.parse_args(argv)
     root = args.out or Path("runs") / "studies" / f"{STUDY}-{args.preset}"
@@ -78,19 +81,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"then {args.trials} student trials over {args.workers} workers: {recipe.space}")
             return 0
         states = run_plan(plan, options)
-        if states[plan.runs[0].run_id]["state"] != "done":
+        if states[plan.runs[0].run_id]["state"] is not RunState.DONE:
             raise StudyError(f"the teacher {plan.runs[0].run_id} did not finish: {states[plan.runs[0].run_id]}")
         executor = make_executor(options, StudyLayout(plan.root).logs)
         if options.executor == "slurm":
             preflight_slurm(options)
         jobs = launch(executor, args.workers, args.trials, recipe,
                       pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2))
+        errors = wait_workers(jobs, options.poll_s)
+        lost = fail_lost_trials(storage_path(recipe.study_dir))   # a killed worker's trial: failed and enqueued again
     except StudyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    for job in jobs:
-        job.result()
     print(best_trial_table(storage_path(recipe.study_dir)).to_string(index=False))
+    if errors or lost:
+        print("\n".join(errors + [f"trial {n}: its worker is gone; its parameters are enqueued again" for n in lost]
+                        + ["run the same command again to finish the trials that were lost"]), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -97,3 +97,53 @@ def test_rdb_url_storage(tmp_path):
     pytest.importorskip("sqlalchemy")
     storage = create_storage(f"sqlite:///{tmp_path / 'study.db'}")
     assert isinstance(storage, optuna.storages.RDBStorage)
+
+
+def test_a_killed_local_worker_leaves_no_trial_running_for_ever(base, tmp_path, monkeypatch):
+    """A worker process killed mid-trial (SIGKILL: nothing of it runs afterwards) leaves its trial RUNNING in the
+    journal. The next launch fails it (its pid is gone from this host), enqueues its parameters again and runs
+    only what the study lacks: the retry and the trial never started."""
+    import os
+    import signal
+    import time
+
+    import submitit
+    from salt.study.hpo import LOST_ATTR, RETRY_ATTR, WORKER_ATTR, counted_trials, fail_lost_trials
+    from salt.study.state import process_alive
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    recipe = Recipe(with_overrides(base, ["train.steps=400"]), SPACE, str(tmp_path / "study"))   # long: killable
+    short = Recipe(base, SPACE, recipe.study_dir)   # the same search, 4 steps a trial: the retries end soon
+    storage = storage_path(recipe.study_dir)
+    executor = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="local")
+    executor.update_parameters(timeout_min=3)
+    (job,) = launch(executor, n_workers=1, n_trials=2, recipe=recipe, pruner=optuna.pruners.NopPruner(), seed=0)
+    deadline = time.time() + 60
+    while True:   # the trial is under way: it has reported a loss
+        trials = create_study(storage).get_trials()
+        if trials and trials[0].intermediate_values:
+            break
+        assert time.time() < deadline and not job.done(), "trial 0 did not start within 60 s"
+        time.sleep(0.2)
+    worker = trials[0].user_attrs[WORKER_ATTR]
+    assert (worker["executor"], worker["job_id"]) == ("local", str(job.job_id))
+    os.kill(worker["pid"], signal.SIGKILL)
+    while process_alive(worker["host"], worker["pid"]):
+        time.sleep(0.05)
+    study = create_study(storage)
+    assert [t.state.name for t in study.get_trials()] == ["RUNNING"]   # what optuna alone would keep for ever
+    assert counted_trials(study) == 1
+    assert fail_lost_trials(storage) == [0] and fail_lost_trials(storage) == []   # once only
+    lost, retry = study.get_trials()
+    assert lost.state.name == "FAIL" and f"process {worker['pid']}" in lost.user_attrs[LOST_ATTR]
+    assert retry.state.name == "WAITING" and retry.user_attrs[RETRY_ATTR] == 0
+    assert counted_trials(study) == 0
+    jobs = launch(executor, n_workers=1, n_trials=2, recipe=short, pruner=optuna.pruners.NopPruner())
+    assert sorted(n for j in jobs for n in j.result()) == [1, 2]
+    trials = create_study(storage).get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[1].params == lost.params and trials[1].user_attrs[RETRY_ATTR] == 0
+    assert launch(executor, n_workers=1, n_trials=2, recipe=recipe) == []   # the study has its 2 trials
+    table = best_trial_table(storage)
+    best = min(trials[1:], key=lambda t: t.value)
+    assert table["number"].iloc[0] == best.number and table["value"].iloc[0] == best.value == study.best_value
+    assert list(table["state"]) == ["COMPLETE", "COMPLETE", "FAIL"]

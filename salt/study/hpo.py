@@ -14,28 +14,47 @@ training loss averaged over the last `smooth` log records; the pruner may stop t
 (optuna.TrialPruned; the run folder stays resumable). Its value is that smoothed loss at the last step, or
 with value="heldout_loss" the run's own objective on fixed held-out clips and masks (salt.eval.evaluate).
 A trial is one process: ranks from the environment are not used (several tasks of one job are several workers).
+
+Killed and requeued workers: optuna's JournalStorage has no heartbeat, so a worker killed mid-trial would leave its
+trial RUNNING for ever. Each trial records its worker (`worker_identity`: SLURM job id and task, or host and pid)
+when it starts; `fail_lost_trials`, run by every `launch`, marks FAIL each RUNNING trial whose worker is gone (its
+SLURM job left the queue; a local process no longer alive on this host) and enqueues its parameters again, and
+`launch` submits only what the study still lacks (`n_trials` counts finished and running trials, not a lost one).
+Workers (`Worker`) are `Checkpointable`: on SLURM's timeout or preemption signal the trial's run saves and the
+job is requeued; the requeued worker first finishes the trials its job left RUNNING (the storage, not memory,
+says which), resuming their run folders, then runs the rest of its share.
 """
 from __future__ import annotations
 
 import collections
-import functools
 import math
+import os
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import optuna
 import pandas as pd
+import submitit
 import yaml
+from optuna.trial import TrialState
 
 from salt.config import ConfigError, with_overrides
+from salt.layout import read_metrics
 from salt.schema import RunConfig
+from salt.study.state import process_alive, slurm_outcome, slurm_queue
 from salt.train.distributed import DistributedContext
-from salt.train.loop import NonFiniteLossError, Trainer, run_dir_for, train
+from salt.train.loop import NonFiniteLossError, Trainer, run_dir_for
 
 KINDS = ("log_uniform", "uniform", "categorical")
 VALUES = ("train_loss", "heldout_loss")
 DEFAULT_STUDY = "hpo"
+WORKER_ATTR = "worker"            # trial user attribute: who runs it (worker_identity())
+LOST_ATTR = "worker_lost"         # on a trial failed by fail_lost_trials: why its worker counts as gone
+RETRY_ATTR = "retry_of"           # on the trial enqueued in its place: the lost trial's number
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 # {dotted config key: ("log_uniform", lo, hi) | ("uniform", lo, hi) | ("categorical", [choice, ...])}
 SearchSpace = Mapping[str, tuple]
@@ -136,18 +155,29 @@ class PruningCallback:
             raise optuna.TrialPruned(f"pruned at step {step}: smoothed training loss {self.value:.4f}")
 
 
-def objective(trial: optuna.Trial, recipe: Recipe) -> float:
-    """Train the trial's run; its value is the smoothed final training loss (or the held-out loss)."""
+def objective(trial: optuna.Trial, recipe: Recipe, started: Callable[[Trainer], None] | None = None) -> float:
+    """Train the trial's run; its value is the smoothed final training loss (or the held-out loss). The run resumes
+    from its folder's last checkpoint (a requeued worker finishing its trial); `started` sees the Trainer before it
+    trains (a Worker keeps it, to save it on SLURM's signal)."""
+    trial.set_user_attr(WORKER_ATTR, worker_identity())
     overrides = suggest(trial, recipe.space)
     cfg = trial_config(recipe, trial.number, overrides)
     trial.set_user_attr("overrides", overrides)
     trial.set_user_attr("run_dir", str(run_dir_for(cfg)))
     callback = PruningCallback(trial, recipe.smooth)
-    train(cfg, callbacks=[callback], dist=DistributedContext())
+    trainer = Trainer(cfg, resume=True, callbacks=[callback], dist=DistributedContext())
+    if trainer.start_step:   # resumed: the losses logged before the checkpoint count towards the smoothed value
+        trial.set_user_attr("resumed_at_step", trainer.start_step)
+        if trainer.layout.metrics.exists():
+            callback.recent.extend(r["loss"] for r in read_metrics(trainer.layout.metrics)
+                                   if r["step"] < trainer.start_step)
+    if started is not None:
+        started(trainer)
+    trainer.fit()
     trial.set_user_attr("train_loss", callback.value)
     if recipe.value == "train_loss":
         return callback.value
-    heldout = _heldout_loss(callback.trainer, cfg)
+    heldout = _heldout_loss(trainer, cfg)
     trial.set_user_attr("heldout_loss", heldout)
     return heldout
 
@@ -181,44 +211,198 @@ def create_study(storage: str | Path, study_name: str = DEFAULT_STUDY) -> optuna
                                load_if_exists=True)
 
 
+def worker_identity() -> dict:
+    """Who runs a trial, so that another process can tell later whether it is still alive: submitit's cluster
+    ("slurm", "local", "debug"; "process" outside submitit), SLURM job id and task rank, host and pid."""
+    try:
+        env = submitit.JobEnvironment()
+        executor, job_id, task = env.cluster, str(env.job_id), env.global_rank
+    except RuntimeError:   # not inside a submitit job
+        executor, job_id, task = "process", "", 0
+    return {"executor": executor, "job_id": job_id, "task": task, "host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _same_slurm_worker(worker: dict, me: dict) -> bool:
+    """`worker` is an earlier incarnation of this SLURM job task (a requeued job keeps its id)."""
+    key = ("executor", "job_id", "task")
+    return me["executor"] == "slurm" and all(worker.get(k) == me[k] for k in key)
+
+
 def run_worker(storage: str | Path, study_name: str, n_trials: int, recipe: Recipe, *,
                pruner: optuna.pruners.BasePruner | None = None, sampler: optuna.samplers.BaseSampler | None = None,
                ) -> list[int]:
-    """What one worker (one array task) runs: `n_trials` trials of the shared study, one after another.
-    A trial whose loss is not finite fails (recorded, not fatal). -> the numbers of the trials it ran."""
-    study = optuna.load_study(study_name=study_name, storage=create_storage(storage),
-                              sampler=sampler or optuna.samplers.TPESampler(constant_liar=True), pruner=pruner)
-    numbers = []
-
-    def remember(study_, trial):
-        numbers.append(trial.number)
-
-    study.optimize(functools.partial(objective, recipe=recipe), n_trials=n_trials,
-                   catch=(NonFiniteLossError,), callbacks=[remember], gc_after_trial=True)
-    return numbers
+    """What one worker runs, in this process: `n_trials` trials of the shared study (Worker.run)."""
+    return Worker(str(storage), study_name, recipe, pruner).run(n_trials, sampler)
 
 
-def _worker_task(worker: int, n_trials: int, storage: str, study_name: str, recipe: Recipe, pruner, seed):
-    # constant_liar: running trials count as bad guesses, so concurrent workers do not all try the same point
-    sampler = optuna.samplers.TPESampler(seed=None if seed is None else seed + worker, constant_liar=True)
-    return run_worker(storage, study_name, n_trials, recipe, pruner=pruner, sampler=sampler)
+class Worker(submitit.helpers.Checkpointable):
+    """One job of `launch` (an array task on SLURM): `n_trials` trials of the shared study, one after another, with
+    a sampler seeded per worker. A trial whose loss is not finite fails (recorded, not fatal).
+
+    On SLURM's timeout or preemption signal submitit calls `checkpoint`: the trial's run saves its state (when
+    between steps; otherwise its last periodic checkpoint stands), the same call is requeued and this process
+    exits, leaving the trial RUNNING. The requeued job first finishes the trials it left RUNNING (the storage
+    records each trial's SLURM job and task: a requeued job keeps its id), resuming their run folders, and counts
+    the trials it finished before towards its share. A requeue from outside (`scontrol requeue`, no signal) takes
+    the same path from the last periodic checkpoint."""
+
+    def __init__(self, storage: str, study_name: str, recipe: Recipe,
+                 pruner: optuna.pruners.BasePruner | None = None, seed: int | None = None):
+        self.storage, self.study_name, self.recipe, self.pruner, self.seed = storage, study_name, recipe, pruner, seed
+        self._trainer: Trainer | None = None   # the trial training now, for checkpoint()
+        self._exiting = False                   # checkpoint() ran: submitit requeues the job and exits
+
+    def __call__(self, worker: int, n_trials: int) -> list[int]:
+        # constant_liar: running trials count as bad guesses, so concurrent workers do not all try the same point
+        sampler = optuna.samplers.TPESampler(seed=None if self.seed is None else self.seed + worker,
+                                             constant_liar=True)
+        return self.run(n_trials, sampler)
+
+    def run(self, n_trials: int, sampler: optuna.samplers.BaseSampler | None = None) -> list[int]:
+        """-> the numbers of the trials this call ran (resumed ones first)."""
+        study = optuna.load_study(study_name=self.study_name, storage=create_storage(self.storage),
+                                  sampler=sampler or optuna.samplers.TPESampler(constant_liar=True),
+                                  pruner=self.pruner)
+        me = worker_identity()
+        mine = [t for t in study.get_trials(deepcopy=False)
+                if _same_slurm_worker(t.user_attrs.get(WORKER_ATTR, {}), me) and LOST_ATTR not in t.user_attrs]
+        numbers = []
+        for t in mine:
+            if t.state == TrialState.RUNNING:
+                self._finish(study, t)
+                numbers.append(t.number)
+
+        def remember(study_, trial):
+            numbers.append(trial.number)
+
+        if n_trials > len(mine):
+            study.optimize(self._objective, n_trials=n_trials - len(mine), catch=(NonFiniteLossError,),
+                           callbacks=[remember], gc_after_trial=True)
+        return numbers
+
+    def _objective(self, trial: optuna.Trial) -> float:
+        try:
+            return objective(trial, self.recipe, self._keep)
+        except Exception as error:
+            if self._exiting:   # submitit's exit, raised inside whatever ran (e.g. torch.save), surfaced as
+                raise SystemExit(-1) from error   # another error: not the trial's failure, leave it RUNNING
+            raise
+        finally:
+            self._trainer = None
+
+    def _keep(self, trainer: Trainer) -> None:
+        self._trainer = trainer
+
+    def _finish(self, study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+        """Run a RUNNING trial to its end and tell the storage, as study.optimize does for the trials it asks."""
+        trial = optuna.Trial(study, frozen._trial_id)   # the existing trial: suggest() returns its parameters
+        try:
+            value = self._objective(trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+        except Exception as error:
+            study.tell(trial, state=TrialState.FAIL)
+            if not isinstance(error, NonFiniteLossError):
+                raise
+        else:
+            study.tell(trial, value)
+
+    def checkpoint(self, worker: int, n_trials: int) -> submitit.helpers.DelayedSubmission:
+        self._exiting = True
+        if self._trainer is not None:
+            self._trainer.checkpoint_now()
+        return submitit.helpers.DelayedSubmission(
+            Worker(self.storage, self.study_name, self.recipe, self.pruner, self.seed), worker, n_trials)
+
+    def __getstate__(self):   # the live trainer never travels with the pickled job
+        return {**self.__dict__, "_trainer": None, "_exiting": False}
+
+
+def fail_lost_trials(storage: str | Path, study_name: str = DEFAULT_STUDY) -> list[int]:
+    """Mark FAIL each RUNNING trial whose worker is gone, and enqueue its parameters again (user attribute
+    `retry_of`: its number), so that the next worker runs them. Gone: its SLURM job is no longer queued or running
+    (squeue; a requeued job is still queued: it finishes the trial itself), or its local process is not alive on
+    this host. A trial with no recorded worker, or whose local worker ran on another host, cannot be judged from
+    here and is left alone. Several invocations at once: only the one whose FAIL lands enqueues the retry.
+    -> the numbers of the trials failed here."""
+    store = create_storage(storage)
+    study = optuna.load_study(study_name=study_name, storage=store)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    workers = {t.number: t.user_attrs.get(WORKER_ATTR, {}) for t in running}
+    slurm_ids = sorted({w["job_id"] for w in workers.values() if w.get("executor") == "slurm"})
+    queued = {job_id: state for job_id, (state, _) in slurm_queue(slurm_ids).items() if state.is_active}
+    ended = slurm_outcome([job_id for job_id in slurm_ids if job_id not in queued])
+    lost = []
+    for t in running:
+        worker = workers[t.number]
+        if worker.get("executor") == "slurm":
+            if worker["job_id"] in queued:
+                continue
+            reason = f"SLURM job {worker['job_id']} left the queue ({ended.get(worker['job_id'], 'ended')})"
+        elif worker.get("host") == socket.gethostname() and "pid" in worker:
+            if process_alive(worker["host"], worker["pid"]):
+                continue
+            reason = f"process {worker['pid']} on {worker['host']} is gone"
+        else:
+            continue
+        try:
+            store.set_trial_user_attr(t._trial_id, LOST_ATTR, reason)
+            store.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue   # it finished meanwhile, or another invocation failed it first
+        study.enqueue_trial(t.params, user_attrs={RETRY_ATTR: t.number})
+        lost.append(t.number)
+    return lost
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """The trials that count towards a study's total: finished or running; a lost trial does not (its retry does)."""
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state == TrialState.RUNNING or (t.state in FINISHED and LOST_ATTR not in t.user_attrs))
 
 
 def launch(executor, n_workers: int, n_trials: int, recipe: Recipe, *, storage: str | Path | None = None,
            study_name: str = DEFAULT_STUDY, pruner: optuna.pruners.BasePruner | None = None,
            seed: int | None = None) -> list:
-    """Create (or reopen) the study, then submit `n_workers` jobs sharing it (a job array on SLURM through
-    `executor.map_array`), `n_trials` trials in all, split as evenly as possible. -> the submitit jobs.
+    """Create (or reopen) the study, fail the trials of lost workers (`fail_lost_trials`: their parameters are
+    enqueued again), then submit up to `n_workers` jobs sharing it (a job array on SLURM through
+    `executor.map_array`) for the trials it still lacks, split as evenly as possible: `n_trials` is the study's
+    total (finished and running), so a re-invocation adds only what is missing. -> the submitit jobs.
     The recipe's space was checked against its base config when the Recipe was made."""
     if n_workers < 1 or n_trials < 1:
         raise ConfigError(f"n_workers and n_trials must be >= 1, got {n_workers} and {n_trials}")
     storage = str(storage or storage_path(recipe.study_dir))
-    create_study(storage, study_name)
-    counts = [n_trials // n_workers + (w < n_trials % n_workers) for w in range(n_workers)]
+    study = create_study(storage, study_name)
+    fail_lost_trials(storage, study_name)
+    missing = max(0, n_trials - counted_trials(study))
+    counts = [missing // n_workers + (w < missing % n_workers) for w in range(n_workers)]
     workers = [w for w in range(n_workers) if counts[w]]
-    task = functools.partial(_worker_task, storage=storage, study_name=study_name, recipe=recipe, pruner=pruner,
-                             seed=seed)
-    return executor.map_array(task, workers, [counts[w] for w in workers])
+    if not workers:
+        return []
+    return executor.map_array(Worker(storage, study_name, recipe, pruner, seed), workers, [counts[w] for w in workers])
+
+
+def wait_workers(jobs: list, poll_s: float = 5.0) -> list[str]:
+    """Wait until every worker job has ended. -> one line per worker that failed. SLURM jobs are followed with
+    squeue (a requeued worker is waited for), not submitit's job.done(), which cannot tell that a job SLURM
+    killed has ended on a cluster without accounting."""
+    slurm_ids = [str(job.job_id) for job in jobs if isinstance(job, submitit.SlurmJob)]
+    while any(state.is_active for state, _ in slurm_queue(slurm_ids).values()):
+        time.sleep(poll_s)
+    ended = slurm_outcome(slurm_ids)
+    errors = []
+    for job in jobs:
+        job_id = str(job.job_id)
+        if job_id in slurm_ids and not job.paths.result_pickle.exists():
+            errors.append(f"worker {job_id}: ended without a result ({ended.get(job_id, 'failed')}; log "
+                          f"{job.paths.stderr})")
+            continue
+        try:
+            job.result()
+        except Exception as error:   # the worker's exception, as submitit reports it
+            lines = str(error).strip().splitlines()
+            errors.append(f"worker {job_id}: {lines[-1] if lines else type(error).__name__}")
+    return errors
 
 
 def best_trial_table(storage: str | Path, study_name: str = DEFAULT_STUDY) -> pd.DataFrame:
@@ -243,6 +427,6 @@ def best_trial_table(storage: str | Path, study_name: str = DEFAULT_STUDY) -> pd
             .reset_index(drop=True))
 
 
-__all__ = ["KINDS", "PruningCallback", "Recipe", "SearchSpace", "best_trial_table", "check_space", "create_storage",
-           "create_study", "launch", "objective", "run_worker", "storage_path", "suggest", "trial_config",
-           "with_overrides"]
+__all__ = ["KINDS", "PruningCallback", "Recipe", "SearchSpace", "Worker", "best_trial_table", "check_space",
+           "counted_trials", "create_storage", "create_study", "fail_lost_trials", "launch", "objective", "run_worker",
+           "storage_path", "suggest", "trial_config", "wait_workers", "with_overrides", "worker_identity"]

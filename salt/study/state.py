@@ -107,11 +107,16 @@ SLURM_STATES: dict[str, RunState] = {
 
 def slurm_queue(job_ids: list[str]) -> dict[str, tuple[RunState, str]]:
     """{job id: (state, SLURM's reason)} for the jobs the controller still lists (squeue: no accounting needed).
-    A job missing from the answer has left the queue. No squeue on PATH: {} (nothing can be queued there);
-    a controller that does not answer is an error, never "every job left"."""
-    if not job_ids or shutil.which("squeue") is None:
+    A job missing from the answer has left the queue. Array tasks are listed one by one (`-r`: otherwise squeue
+    folds pending tasks into `<id>_[0-3]`). No squeue on PATH, or a controller that does not answer, is an error:
+    never "every job left", which would resubmit them all."""
+    if not job_ids:
         return {}
-    out = subprocess.run(["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i|%T|%r"], capture_output=True, text=True)
+    if shutil.which("squeue") is None:
+        raise StudyError(f"squeue is not on PATH: cannot tell whether SLURM jobs {', '.join(job_ids)} are still "
+                         "queued (run this where the cluster's client commands are)")
+    out = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", "%i|%T|%r"], capture_output=True,
+                         text=True)
     if out.returncode != 0 and "Invalid job id" not in out.stderr:   # one id, purged: squeue exits 1 with this
         raise StudyError(f"squeue failed (rc {out.returncode}): {out.stderr.strip() or out.stdout.strip()}")
     states = {}
