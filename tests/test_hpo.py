@@ -130,7 +130,8 @@ def test_a_killed_local_worker_leaves_no_trial_running_for_ever(base, tmp_path, 
     while process_alive(worker["host"], worker["pid"]):
         time.sleep(0.05)
     study = create_study(storage)
-    assert [t.state.name for t in study.get_trials()] == ["RUNNING"]   # what optuna alone would keep for ever
+    states = [(t.state.name, t.user_attrs.get(WORKER_ATTR)) for t in study.get_trials()]
+    assert [state for state, _ in states] == ["RUNNING"], states   # what optuna alone would keep for ever
     assert counted_trials(study) == 1
     assert fail_lost_trials(storage) == [0] and fail_lost_trials(storage) == []   # once only
     lost, retry = study.get_trials()
@@ -140,7 +141,7 @@ def test_a_killed_local_worker_leaves_no_trial_running_for_ever(base, tmp_path, 
     jobs = launch(executor, n_workers=1, n_trials=2, recipe=short, pruner=optuna.pruners.NopPruner())
     assert sorted(n for j in jobs for n in j.result()) == [1, 2]
     trials = create_study(storage).get_trials()
-    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"], trials
     assert trials[1].params == lost.params and trials[1].user_attrs[RETRY_ATTR] == 0
     assert launch(executor, n_workers=1, n_trials=2, recipe=recipe) == []   # the study has its 2 trials
     table = best_trial_table(storage)
