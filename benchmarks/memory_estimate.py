@@ -25,6 +25,8 @@ CASES = {   # name -> (packaged config, overrides)
                                           "objective.teacher.patch_size=8"]),
     "vjepa-small-16x64": ("tiny_vjepa", ["model.size=small", "model.patch_size=8"]),
     "vjepa-small-16x64-accum2": ("tiny_vjepa", ["model.size=small", "model.patch_size=8", "train.accumulate=2"]),
+    "vjepa-small-16x64-checkpointed": ("tiny_vjepa", ["model.size=small", "model.patch_size=8",
+                                                      "model.activation_checkpointing=true"]),
 }
 COMMON = ["data.moving_digits.canvas=64", "data.moving_digits.digit_size=24", "data.moving_digits.frames=16",
           "data.moving_digits.num_train=256", "data.moving_digits.num_test=64", "train.batch_size=16",

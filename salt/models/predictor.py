@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from salt.models.tokens import TokenPositions, init_weights, run_blocks, transformer_blocks
+from salt.models.tokens import GradCheckpointing, TokenPositions, init_weights, run_blocks, transformer_blocks
 from salt.models.vit import LayerNorm
 
 
-class MaskedTokenPredictor(nn.Module):
+class MaskedTokenPredictor(GradCheckpointing, nn.Module):
     def __init__(self, *, grid: tuple[int, int, int], in_dim: int, out_dim: int, embed_dim: int, depth: int,
                  num_heads: int, mlp_ratio: float = 4.0, num_mask_tokens: int = 1, init: str = "xavier",
                  pos_embed: str = "sincos"):
@@ -38,5 +38,5 @@ class MaskedTokenPredictor(nn.Module):
         tgt = self.mask_tokens[mask_token].expand(B, target_idx.shape[1], -1)
         index = torch.cat([context_idx, target_idx], dim=1)
         x = self.positions.add(torch.cat([self.embed(context), tgt], dim=1), index)
-        x = run_blocks(self.blocks, x, self.positions.rope(index, B))
+        x = run_blocks(self.blocks, x, self.positions.rope(index, B), self.grad_checkpointing)
         return self.proj(self.norm(x[:, context.shape[1]:]))

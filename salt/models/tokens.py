@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.utils.checkpoint
 import torch.nn.functional as F
 from torch import nn
 from timm.layers import trunc_normal_
@@ -153,10 +154,25 @@ def transformer_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float, p
                          for _ in range(depth))
 
 
-def run_blocks(blocks, x: torch.Tensor, rope: torch.Tensor | None) -> torch.Tensor:
+def run_blocks(blocks, x: torch.Tensor, rope: torch.Tensor | None, checkpoint: bool = False) -> torch.Tensor:
+    """The blocks in order. `checkpoint` (activation checkpointing, when gradients are being recorded): each block
+    keeps only its input and recomputes its activations during backward (non-reentrant, RNG state preserved)."""
+    kwargs = {} if rope is None else {"rope": rope}
     for block in blocks:
-        x = block(x) if rope is None else block(x, rope=rope)
+        if checkpoint and torch.is_grad_enabled():
+            x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False, **kwargs)
+        else:
+            x = block(x, **kwargs)
     return x
+
+
+class GradCheckpointing:
+    """timm's convention: `set_grad_checkpointing(enable)` switches activation checkpointing of every block."""
+
+    grad_checkpointing: bool = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
 
 
 def init_weights(module: nn.Module, scheme: str) -> None:

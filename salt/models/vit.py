@@ -6,12 +6,12 @@ from functools import partial
 
 import torch
 from torch import nn
-from salt.models.tokens import TokenPositions, gather_tokens, init_weights, run_blocks, transformer_blocks
+from salt.models.tokens import GradCheckpointing, TokenPositions, gather_tokens, init_weights, run_blocks, transformer_blocks
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)
 
 
-class VideoViT(nn.Module):
+class VideoViT(GradCheckpointing, nn.Module):
     """Encodes a clip [B, C, T, H, W] into tokens [B, N, D] on the grid (T/tubelet, H/patch, W/patch).
 
     `keep` (int64 [B, K]) runs the encoder on those tokens only (context-only forward, as V-JEPA/SALT
@@ -73,7 +73,7 @@ class VideoViT(nn.Module):
         if keep is not None:
             x = gather_tokens(x, keep)
         x = self.positions.add(x, keep)
-        x = run_blocks(self.blocks[: last + 1], x, self.positions.rope(keep, x.shape[0]))
+        x = run_blocks(self.blocks[: last + 1], x, self.positions.rope(keep, x.shape[0]), self.grad_checkpointing)
         return self.norm(x) if layer == -1 else x
 
 

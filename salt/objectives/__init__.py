@@ -10,6 +10,7 @@ from salt.checkpoint import load_checkpoint, load_matching
 from salt.data import ClipGeometry
 from salt.masks import num_mask_pairs
 from salt.models import MaskedTokenPredictor, VideoViT, build_encoder
+from salt.models.tokens import GradCheckpointing
 from salt.objectives.base import Objective
 from salt.objectives.latent import SaltObjective, VJepaObjective, fingerprint, freeze
 from salt.objectives.pixel import PixelObjective, pixel_targets
@@ -48,6 +49,10 @@ def build_objective(cfg, geometry: ClipGeometry, teacher: tuple[VideoViT, dict] 
     if method.needs_teacher and teacher is None:
         teacher = load_teacher(cfg.objective, geometry)
     objective = method.build(cfg, geometry, encoder, teacher)
+    if cfg.model.activation_checkpointing:
+        for module in objective.trainable().values():
+            if isinstance(module, GradCheckpointing):
+                module.set_grad_checkpointing()
     if method.needs_teacher:
         _, state = teacher
         objective.upstream_flops = float(state["flops_total"])

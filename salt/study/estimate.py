@@ -116,7 +116,7 @@ class MemoryEstimate:
 
 
 def step_memory(cfg: RunConfig, *, devices: int = 1, precision: str = "bf16", accumulate: int | None = None,
-                activation_checkpointing: bool = False, shard: bool = False) -> MemoryEstimate:
+                activation_checkpointing: bool | None = None, shard: bool = False) -> MemoryEstimate:
     """Per-device memory of a training step of `cfg` on `devices` data-parallel devices: trainable weights,
     gradients and AdamW state (16 bytes a parameter, split over the devices when `shard`), frozen networks (4
     bytes a parameter), and the activations each trained network keeps for backward on this device's micro-batch
@@ -126,22 +126,26 @@ def step_memory(cfg: RunConfig, *, devices: int = 1, precision: str = "bf16", ac
     if precision not in _KEPT_BYTES:
         raise ValueError(f"precision must be one of {tuple(_KEPT_BYTES)}, got {precision!r}")
     accumulate = accumulate or cfg.train.accumulate
+    if activation_checkpointing is None:
+        activation_checkpointing = cfg.model.activation_checkpointing
     cfg_json = json.dumps(to_dict(cfg), sort_keys=True)
     trainable, frozen = _parameter_counts(cfg_json)
     share = 1 / (devices * accumulate)   # this device's micro-batch, as a fraction of the global batch
     steps = _step_costs(cfg_json, "run")
     activations = 0.0
     for costs in steps:
-        kept = 0.0
+        kept, recomputed = 0.0, 0.0
         for c in costs:
             tokens = c.tokens * share
             if not c.trained:
                 kept += tokens * c.width * 4          # its output (targets), kept until the loss
-            elif activation_checkpointing:
-                kept += tokens * c.width * (4 * c.depth + _KEPT_BYTES[precision])
+            elif activation_checkpointing:            # block inputs (fp32 residual stream) ...
+                kept += tokens * c.width * 4 * c.depth
+                # ... and backward recomputes one block at a time, of one network at a time
+                recomputed = max(recomputed, tokens * c.width * _KEPT_BYTES[precision])
             else:
                 kept += tokens * c.width * c.depth * _KEPT_BYTES[precision]
-        activations += kept / len(steps)
+        activations += (kept + recomputed) / len(steps)
     state = trainable / (devices if shard else 1)
     return MemoryEstimate(weights=4 * state / GB, grads=4 * state / GB, optimizer=8 * state / GB,
                           frozen=4 * frozen / GB, activations=activations / GB)
