@@ -191,9 +191,16 @@ def test_video_list_source_trains(tmp_path, micro_config):
     (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
     cfg = micro_config("teacher", "video", "data.source=video_list", f"data.video.list_path={tmp_path / 'list.txt'}",
                        "data.video.frames_per_clip=4", "data.video.frame_step=2", "data.video.resolution=16",
-                       "train.batch_size=2", steps=2)
+                       "train.batch_size=2", "data.video.eval_clips=2", steps=2)
     summary = train(cfg)
     assert summary["decode_failures"] == 0 and summary["steps"] == 2
+    # `python -m salt eval` on it: test clips carry a views axis ([N, clips, C, T, H, W]) that every part of the
+    # evaluation handles (it once failed in the held-out loss)
+    from salt.__main__ import main
+    assert main(["eval", str(run_dir_for(cfg)), "--protocol", "smoke"]) == 0
+    from salt.eval.record import load_records
+    frame = load_records([run_dir_for(cfg)])
+    assert len(frame) == 1 and frame["losses.heldout"].notna().all()
 
 
 @pytest.mark.cuda

@@ -260,6 +260,8 @@ def heldout_loss(objective, cfg: RunConfig, test_set, protocol: EvalProtocol) ->
     """The run's own objective on the first test clips with fixed masks (the same for every run and
     checkpoint), so losses are comparable along a run and across runs."""
     videos, _ = clips_and_labels(test_set, protocol.heldout_clips)
+    if videos.dim() == 6:   # [N, clips, C, T, H, W] from a video list: every clip of a test video is a clip
+        videos = videos.flatten(0, 1)
     masks = build_mask_generator(cfg.mask, objective.encoder.grid)
     losses = []
     for i, start in enumerate(range(0, len(videos), 64)):
