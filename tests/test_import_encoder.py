@@ -350,3 +350,12 @@ def test_salt_student_trains_from_an_imported_teacher(tmp_path):
     assert summary["flops"]["teacher_stage"] == 0.0 and summary["teacher_checkpoint"] == str(tmp_path / "teacher")
     state = load_checkpoint(tmp_path / "runs" / "student")
     assert json.dumps(state["run_id"]) and state["step"] == 2
+    # ... and the imported encoder itself is an evaluation target: `python -m salt eval` on a run folder imported
+    # with the data to probe on
+    from salt.__main__ import main
+    from salt.eval.record import load_records
+    import_encoder("vjepa2", tmp_path / "hf", tmp_path / "probe-target", overrides=[
+        *VIDEO_OVERRIDES, f"data.video.list_path={tmp_path / 'list.txt'}", "data.video.frame_step=1"])
+    assert main(["eval", str(tmp_path / "probe-target"), "--protocol", "smoke"]) == 0
+    frame = load_records([tmp_path / "probe-target"])
+    assert list(frame["checkpoint_step"]) == [0] and frame["params.encoder"].iloc[0] == done["imported"]["encoder_parameters"]
