@@ -12,11 +12,14 @@ from typing import Protocol
 
 import torch
 
-from salt.masks.multiblock import BlockConfig, MultiBlockMaskGenerator, cut_to_equal_lengths
+from salt.config import ADDED_LATER
+from salt.masks.multiblock import (EQUALIZE, BlockConfig, MultiBlockMaskGenerator, cut_to_equal_lengths,
+                                   pad_to_equal_lengths)
 from salt.masks.simple import (CausalMaskGenerator, MaskPair, RandomTokenMaskGenerator, TubeMaskGenerator,
                                random_subset)
 
 __all__ = ["BlockConfig", "MaskConfig", "MaskGenerator", "MaskPair", "build_mask_generator", "num_mask_pairs", "cut_to_equal_lengths",
+           "pad_to_equal_lengths",
            "random_subset", "MultiBlockMaskGenerator", "RandomTokenMaskGenerator", "TubeMaskGenerator",
            "CausalMaskGenerator"]
 
@@ -42,6 +45,9 @@ class MaskConfig:
     ratio: float = 0.9              # random / tube: masked fraction; causal: fraction of time steps that are target
     num_pairs: int = 1              # random / tube / causal: independent (context, target) pairs per clip
     min_context: int = 1            # multiblock: redraw a sample's blocks when fewer context tokens remain
+    # multiblock: rows of different lengths are cut to the batch's shortest (V-JEPA's scheme; drops tokens, more
+    # the larger the batch) or padded to the longest with attention / loss masks (keeps every token)
+    equalize: str = field(default="cut", metadata=ADDED_LATER)
 
     def __post_init__(self):
         if self.kind not in MASK_KINDS:
@@ -58,6 +64,8 @@ class MaskConfig:
         if self.kind == "multiblock" and self.num_pairs != 1:
             raise ValueError(f"num_pairs must be 1 for kind 'multiblock' (it makes one pair per entry of blocks), "
                              f"got {self.num_pairs}")
+        if self.equalize not in EQUALIZE:
+            raise ValueError(f"equalize must be one of {', '.join(EQUALIZE)}; got {self.equalize!r}")
         if self.min_context < 1:
             raise ValueError(f"min_context must be >= 1, got {self.min_context}")
 
@@ -70,7 +78,7 @@ def num_mask_pairs(cfg: MaskConfig) -> int:
 def build_mask_generator(cfg: MaskConfig, grid: tuple[int, int, int]) -> MaskGenerator:
     """The generator for cfg.kind on a (T, H, W) token grid; ValueError if the grid cannot hold that mask."""
     if cfg.kind == "multiblock":
-        return MultiBlockMaskGenerator(grid, cfg.blocks, cfg.min_context)
+        return MultiBlockMaskGenerator(grid, cfg.blocks, cfg.min_context, cfg.equalize)
     simple_kinds = {"random": RandomTokenMaskGenerator, "tube": TubeMaskGenerator, "causal": CausalMaskGenerator}
     if cfg.kind not in simple_kinds:
         raise ValueError(f"kind must be one of {', '.join(MASK_KINDS)}; got {cfg.kind!r}")

@@ -15,6 +15,9 @@ from salt.masks.simple import MaskPair, check_batch_size, check_grid, indices_of
 
 # V-JEPA resamples an empty-context sample forever; a bound turns an impossible config into an error.
 MAX_RESAMPLES = 100
+# How rows of different lengths become one batch: cut to the shortest (V-JEPA; a random subset here) or padded to
+# the longest with validity masks (every token kept).
+EQUALIZE = ("cut", "pad")
 
 
 def _check_range(name: str, value: list[float], upper: float) -> None:
@@ -49,18 +52,24 @@ class MultiBlockMaskGenerator:
     most MAX_RESAMPLES times, then ValueError).
     """
 
-    def __init__(self, grid, blocks: list[BlockConfig], min_context: int = 1):
+    def __init__(self, grid, blocks: list[BlockConfig], min_context: int = 1, equalize: str = "cut"):
         self.grid = check_grid(grid)
         if not blocks:
             raise ValueError("blocks must list at least one BlockConfig")
         if not 1 <= min_context < math.prod(self.grid):
             raise ValueError(f"min_context must be in [1, {math.prod(self.grid)}) for grid {self.grid}, "
                              f"got {min_context}")
+        if equalize not in EQUALIZE:
+            raise ValueError(f"equalize must be one of {EQUALIZE}, got {equalize!r}")
         self.blocks = list(blocks)
         self.min_context = min_context
+        self.equalize = equalize
 
     def __call__(self, batch_size: int, generator: torch.Generator) -> list[MaskPair]:
-        return [cut_to_equal_lengths(target, generator) for target in self.sample_target_masks(batch_size, generator)]
+        targets = self.sample_target_masks(batch_size, generator)
+        if self.equalize == "pad":
+            return [pad_to_equal_lengths(target) for target in targets]
+        return [cut_to_equal_lengths(target, generator) for target in targets]
 
     def sample_target_masks(self, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
         """The uncut target masks, one [B, T*H*W] bool tensor per BlockConfig (True = covered by a block)."""
@@ -119,6 +128,24 @@ def cut_to_equal_lengths(target: torch.Tensor, generator: torch.Generator) -> Ma
         context=indices_of(random_subset(context, int(context.sum(dim=1).min()), generator)),
         target=indices_of(random_subset(target, int(target.sum(dim=1).min()), generator)),
     )
+
+
+def padded_indices(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, N] bool -> (indices [B, L], valid [B, L]), L = the longest row: each row's True indices in ascending
+    order, then padding (indices of other tokens, in range, marked invalid)."""
+    n = mask.shape[1]
+    position = torch.arange(n, device=mask.device)
+    order = torch.where(mask, position, position + n).argsort(dim=1)   # members first, each part ascending
+    length = int(mask.sum(dim=1).max())
+    return order[:, :length], position[:length] < mask.sum(dim=1, keepdim=True)
+
+
+def pad_to_equal_lengths(target: torch.Tensor) -> MaskPair:
+    """[B, N] bool target mask -> MaskPair that keeps every token: rows padded to the batch's longest, with
+    validity masks (no token dropped, whatever the batch size; no randomness used)."""
+    context, context_valid = padded_indices(~target)
+    target_idx, target_valid = padded_indices(target)
+    return MaskPair(context, target_idx, context_valid, target_valid)
 
 
 def _lerp(bounds: list[float], u: float) -> float:

@@ -19,13 +19,22 @@ class MaskPair:
     """One (context, target) split for a whole batch.
 
     Each row is sorted ascending without repeats, and context and target are disjoint per row. All rows have
-    the same length so a model can gather a batch with one index tensor.
+    the same length so a model can gather a batch with one index tensor. Rows of different true lengths are
+    either cut to the shortest (no `*_valid`) or padded to the longest: then `context_valid` / `target_valid`
+    (bool, same shape) say which entries are real, and models mask the padding out of attention and the loss.
     """
     context: torch.Tensor  # int64 [B, Nc]
     target: torch.Tensor   # int64 [B, Nt]
+    context_valid: torch.Tensor | None = None   # bool [B, Nc]; None: every entry is real
+    target_valid: torch.Tensor | None = None    # bool [B, Nt]
+
+    def map(self, fn) -> "MaskPair":
+        """fn applied to every tensor of the pair (rows of a shard or micro-batch, a device move)."""
+        return MaskPair(*(None if t is None else fn(t)
+                          for t in (self.context, self.target, self.context_valid, self.target_valid)))
 
     def to(self, device: torch.device | str) -> "MaskPair":
-        return MaskPair(self.context.to(device, non_blocking=True), self.target.to(device, non_blocking=True))
+        return self.map(lambda t: t.to(device, non_blocking=True))
 
 
 def check_grid(grid) -> tuple[int, int, int]:

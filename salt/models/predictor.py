@@ -29,8 +29,11 @@ class MaskedTokenPredictor(GradCheckpointing, nn.Module):
         nn.init.normal_(self.mask_tokens, std=0.02)
 
     def forward(self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor,
-                mask_token: int = 0) -> torch.Tensor:
-        """context [B, Nc, in_dim] at context_idx [B, Nc]; returns predictions [B, Nt, out_dim] at target_idx."""
+                mask_token: int = 0, context_valid: torch.Tensor | None = None,
+                target_valid: torch.Tensor | None = None) -> torch.Tensor:
+        """context [B, Nc, in_dim] at context_idx [B, Nc]; returns predictions [B, Nt, out_dim] at target_idx.
+        `context_valid` / `target_valid` (bool): padding entries, masked out of attention (padded rows of a
+        MaskPair); both or neither."""
         if not 0 <= mask_token < len(self.mask_tokens):
             raise ValueError(f"mask_token {mask_token} out of range: the predictor has {len(self.mask_tokens)} mask "
                              "tokens (one per mask pair; build it with num_mask_tokens = number of pairs)")
@@ -38,5 +41,6 @@ class MaskedTokenPredictor(GradCheckpointing, nn.Module):
         tgt = self.mask_tokens[mask_token].expand(B, target_idx.shape[1], -1)
         index = torch.cat([context_idx, target_idx], dim=1)
         x = self.positions.add(torch.cat([self.embed(context), tgt], dim=1), index)
-        x = run_blocks(self.blocks, x, self.positions.rope(index, B), self.grad_checkpointing)
+        valid = None if context_valid is None else torch.cat([context_valid, target_valid], dim=1)
+        x = run_blocks(self.blocks, x, self.positions.rope(index, B), self.grad_checkpointing, valid)
         return self.proj(self.norm(x[:, context.shape[1]:]))

@@ -154,10 +154,15 @@ def transformer_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float, p
                          for _ in range(depth))
 
 
-def run_blocks(blocks, x: torch.Tensor, rope: torch.Tensor | None, checkpoint: bool = False) -> torch.Tensor:
+def run_blocks(blocks, x: torch.Tensor, rope: torch.Tensor | None, checkpoint: bool = False,
+               valid: torch.Tensor | None = None) -> torch.Tensor:
     """The blocks in order. `checkpoint` (activation checkpointing, when gradients are being recorded): each block
-    keeps only its input and recomputes its activations during backward (non-reentrant, RNG state preserved)."""
+    keeps only its input and recomputes its activations during backward (non-reentrant, RNG state preserved).
+    `valid` (bool [B, N]): padding tokens (False) are keys no token attends to; their own outputs are garbage
+    that callers ignore."""
     kwargs = {} if rope is None else {"rope": rope}
+    if valid is not None:
+        kwargs["attn_mask"] = valid[:, None, None, :]   # SDPA's boolean mask: True = may be attended to
     for block in blocks:
         if checkpoint and torch.is_grad_enabled():
             x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False, **kwargs)

@@ -60,8 +60,11 @@ class VideoViT(GradCheckpointing, nn.Module):
         t, h, w = self.grid
         return t * h * w
 
-    def forward(self, video: torch.Tensor, keep: torch.Tensor | None = None, layer: int = -1) -> torch.Tensor:
-        """`layer=-1`: final output after the last norm (if any); `layer=k`: output of block k (0-based), no norm."""
+    def forward(self, video: torch.Tensor, keep: torch.Tensor | None = None, layer: int = -1,
+                keep_valid: torch.Tensor | None = None) -> torch.Tensor:
+        """`layer=-1`: final output after the last norm (if any); `layer=k`: output of block k (0-based), no norm.
+        `keep_valid` (bool, keep's shape): which kept entries are real tokens; the others are padding, masked out of
+        attention (their outputs are meaningless)."""
         if video.dim() != 5 or video.shape[1] != self.in_chans:
             raise ValueError(f"video must be [B, {self.in_chans}, T, H, W], got {tuple(video.shape)}")
         last = self.depth - 1 if layer == -1 else layer
@@ -73,7 +76,8 @@ class VideoViT(GradCheckpointing, nn.Module):
         if keep is not None:
             x = gather_tokens(x, keep)
         x = self.positions.add(x, keep)
-        x = run_blocks(self.blocks[: last + 1], x, self.positions.rope(keep, x.shape[0]), self.grad_checkpointing)
+        x = run_blocks(self.blocks[: last + 1], x, self.positions.rope(keep, x.shape[0]), self.grad_checkpointing,
+                       keep_valid)
         return self.norm(x) if layer == -1 else x
 
 

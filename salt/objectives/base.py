@@ -35,6 +35,15 @@ class Objective(nn.Module):
         """Called after each optimiser step (EMA update, frozen-teacher check, plateau warning)."""
 
 
+def token_mean(error: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Mean of a per-token error [B, N, D] over tokens and features; padding tokens (valid False, bool [B, N]) count
+    for nothing, so a sample's loss does not depend on what it was batched with."""
+    if valid is None:
+        return error.mean()
+    weight = valid.to(error.dtype).unsqueeze(-1)
+    return (error * weight).sum() / (weight.sum() * error.shape[-1])
+
+
 def mean_over_pairs(values: list[torch.Tensor]) -> torch.Tensor:
     """The loss is averaged over the (context, target) pairs of a clip (V-JEPA: short- and long-range)."""
     return torch.stack(values).mean()

@@ -14,7 +14,7 @@ from salt.flops import transformer_cost
 from salt.models.predictor import MaskedTokenPredictor
 from salt.models.tokens import gather_tokens
 from salt.models.vit import VideoViT
-from salt.objectives.base import Objective, mean_over_pairs
+from salt.objectives.base import Objective, mean_over_pairs, token_mean
 from salt.schedules import linear
 
 
@@ -66,10 +66,15 @@ class LatentPredictionObjective(Objective):
         targets = self.targets(video)
         losses = []
         for i, pair in enumerate(batch["masks"]):
-            context = self.encoder(video, keep=pair.context)
-            pred = self.predictor(context, pair.context, pair.target, mask_token=i).float()
+            context = self.encoder(video, keep=pair.context, keep_valid=pair.context_valid)
+            pred = self.predictor(context, pair.context, pair.target, mask_token=i, context_valid=pair.context_valid,
+                                  target_valid=pair.target_valid).float()
             target = gather_tokens(targets, pair.target).float()
-            losses.append(F.l1_loss(pred, target) if self.loss_kind == "l1" else F.mse_loss(pred, target))
+            if pair.target_valid is None:   # equal rows: the plain mean (bit for bit what it always was)
+                losses.append(F.l1_loss(pred, target) if self.loss_kind == "l1" else F.mse_loss(pred, target))
+            else:
+                error = (pred - target).abs() if self.loss_kind == "l1" else (pred - target).pow(2)
+                losses.append(token_mean(error, pair.target_valid))
         return {"loss": mean_over_pairs(losses)}
 
     def costs(self, batch):

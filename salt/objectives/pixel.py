@@ -9,7 +9,7 @@ from salt.flops import transformer_cost
 from salt.models.predictor import MaskedTokenPredictor
 from salt.models.tokens import gather_tokens
 from salt.models.vit import VideoViT
-from salt.objectives.base import Objective, mean_over_pairs
+from salt.objectives.base import Objective, mean_over_pairs, token_mean
 
 
 def patchify(video: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
@@ -46,12 +46,18 @@ class PixelObjective(Objective):
         targets = pixel_targets(video, self.encoder.tubelet_size, self.encoder.patch_size, self.normalize_targets)
         losses, baselines = [], []
         for i, pair in enumerate(batch["masks"]):
-            context = self.encoder(video, keep=pair.context)
-            pred = self.decoder(context, pair.context, pair.target, mask_token=i)
+            context = self.encoder(video, keep=pair.context, keep_valid=pair.context_valid)
+            pred = self.decoder(context, pair.context, pair.target, mask_token=i, context_valid=pair.context_valid,
+                                target_valid=pair.target_valid)
             target = gather_tokens(targets, pair.target)
-            losses.append((pred.float() - target).pow(2).mean())
+            losses.append(token_mean((pred.float() - target).pow(2), pair.target_valid))
             # Loss of the best constant prediction (per pixel feature): the "predict the mean" plateau.
-            baselines.append((target - target.mean(dim=(0, 1), keepdim=True)).pow(2).mean())
+            if pair.target_valid is None:
+                mean = target.mean(dim=(0, 1), keepdim=True)
+            else:
+                weight = pair.target_valid.to(target.dtype).unsqueeze(-1)
+                mean = (target * weight).sum(dim=(0, 1), keepdim=True) / weight.sum()
+            baselines.append(token_mean((target - mean).pow(2), pair.target_valid))
         loss = mean_over_pairs(losses)
         baseline = mean_over_pairs(baselines)
         return {"loss": loss, "mean_prediction_loss": baseline, "loss_ratio": loss.detach() / baseline}

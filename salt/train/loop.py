@@ -22,7 +22,7 @@ from salt.config import config_hash, to_dict
 from salt.data import build_dataset
 from salt.data.sampler import StepBatchSampler, mix_seed
 from salt.flops import num_params, total_flops
-from salt.masks import MaskPair, build_mask_generator
+from salt.masks import build_mask_generator
 from salt.io import atomic_write_text
 from salt.layout import RunLayout
 from salt.objectives import Objective, build_objective, get_method
@@ -147,8 +147,7 @@ class Trainer:
         k = cfg.train.accumulate
         n = batch["video"].shape[0]
         # Masks are drawn for the global batch (the same on every rank); each rank keeps its samples' rows.
-        pairs = [MaskPair(self.dist.shard(p.context), self.dist.shard(p.target))
-                 for p in self.masks_for_step(step, n * self.dist.world_size)]
+        pairs = [p.map(self.dist.shard) for p in self.masks_for_step(step, n * self.dist.world_size)]
         lr, wd = set_schedules(self.optimizer, cfg.optim, step, cfg.train.steps)
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype
                     else contextlib.nullcontext())
@@ -156,7 +155,7 @@ class Trainer:
         totals, flops = {}, 0.0
         for rows in (slice(i * n // k, (i + 1) * n // k) for i in range(k)):
             micro = _to_device({key: v[rows] if torch.is_tensor(v) else v for key, v in batch.items()}, self.device)
-            micro["masks"] = [MaskPair(p.context[rows], p.target[rows]) for p in pairs]
+            micro["masks"] = [p.map(lambda t: t[rows]) for p in pairs]
             with autocast:
                 out = self.objective.loss(micro, step)
             (out["loss"] / k if k > 1 else out["loss"]).backward()
