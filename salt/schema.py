@@ -145,6 +145,8 @@ class TrainConfig:
     eval_protocol: str = "smoke"            # the protocol of those evaluations: smoke | fast | systematic
     count_attention_flops: bool = False     # False: the paper's 6ND/2ND accounting; True: add attention's 4*n^2*d
     progress: bool = True
+    # torch.compile each transformer block of the trained networks (in place: checkpoints keep their keys)
+    compile: bool = field(default=False, metadata=ADDED_LATER)
 
     def __post_init__(self):
         _check_choice("device", self.device, ("auto", "cpu", "cuda"))

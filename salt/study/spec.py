@@ -24,8 +24,8 @@ ROLES = ("teacher", "student", "baseline")
 BASELINES = ("random_init", "raw_pixels")
 # Keys that change how a run is scheduled or logged, not what it computes: left out of the run id.
 SCHEDULING_KEYS = ("train.progress", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-                   "train.device", "train.accumulate", "model.activation_checkpointing", "train.eval_every",
-                   "train.eval_protocol", "data.num_workers", "data.moving_digits.cache_dir")
+                   "train.device", "train.accumulate", "train.compile", "model.activation_checkpointing",
+                   "train.eval_every", "train.eval_protocol", "data.num_workers", "data.moving_digits.cache_dir")
 
 
 class StudyError(ValueError):

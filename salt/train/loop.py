@@ -119,6 +119,10 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)   # model initialisation
         self.dataset, self.geometry = build_dataset(cfg.data, "train")
         self.objective = build_objective(cfg, self.geometry).to(self.device)
+        if cfg.train.compile:   # block by block: one compiled graph serves every block of a size, any sequence length
+            for module in self.objective.trainable().values():
+                for block in getattr(module, "blocks", ()):
+                    block.compile(dynamic=True)
         self.masks = build_mask_generator(cfg.mask, self.objective.encoder.grid)
         self.optimizer = build_optimizer(self.objective, cfg.optim)
         self.params = [p for m in self.objective.trainable().values() for p in m.parameters()]
