@@ -314,11 +314,13 @@ def _abs_interval(lo: float, hi: float) -> tuple[float, float]:
     return 0.0, max(-lo, hi)
 
 
-def verdict(result: dict) -> dict:
+def verdict(result: dict, level: float = LEVEL) -> dict:
     """The answer of a `rank_metrics` result, as numbers: the first-ranked metric (|Spearman|), its interval and
-    whether it excludes zero, whether its |rho| interval lies above the runner-up's (the intervals do not
-    overlap: a conservative test of "ranks first"), its LOTO skill, and the within-teacher R^2 of the
-    student's loss vs accuracy (PAPER_METRIC, else student_loss), the paper's figure."""
+    whether it excludes zero, and whether the permutation test agrees (`significant`: with a handful of
+    students a BCa interval can exclude zero while p is 0.1), whether its |rho| interval lies above the
+    runner-up's (the intervals do not overlap: a conservative test of "ranks first"), its LOTO skill, and the
+    within-teacher R^2 of the student's loss vs accuracy (PAPER_METRIC, else student_loss), the paper's
+    figure, with how many teachers' lines slope down (lower loss, higher accuracy)."""
     ranking = result["ranking"]
     ranked = ranking[ranking["rank"].notna()]
     out: dict = {"top": None, "n_ranked": len(ranked)}
@@ -328,6 +330,7 @@ def verdict(result: dict) -> dict:
         out.update(top=top["metric"], n=int(top["n"]), spearman=float(top["spearman"]), lo=lo, hi=hi,
                    p=float(top["spearman_p"]), loto_skill=float(top["loto_skill"]),
                    loto_reason=top.get("loto_reason", ""), excludes_zero=bool(lo > 0 or hi < 0))
+        out["significant"] = out["excludes_zero"] and out["p"] < 1 - level
         if len(ranked) > 1:
             runner = ranked.iloc[1]
             r_lo, r_hi = interval(runner)
@@ -340,5 +343,6 @@ def verdict(result: dict) -> dict:
     out.update(r2_metric=metric, r2_teachers=len(within), r2_of=int((r2["metric"] == metric).sum()),
                r2_median=float(within["r2"].median()) if len(within) else np.nan,
                r2_min=float(within["r2"].min()) if len(within) else np.nan,
-               r2_max=float(within["r2"].max()) if len(within) else np.nan)
+               r2_max=float(within["r2"].max()) if len(within) else np.nan,
+               r2_negative=int((within["slope"] < 0).sum()))
     return out

@@ -254,7 +254,10 @@ def verdict_text(v: dict, target: str, markdown: bool = True) -> str:
                  f"{_ci(v['lo'], v['hi'])} with {name(target)} over {v['n']} final students (permutation "
                  f"p = {v['p']:.2g}); " + (
                      "no interval was computed (no bootstrap resamples)." if not has_interval else
-                     "the 95% interval excludes zero." if v["excludes_zero"] else
+                     "the 95% interval excludes zero and the permutation test agrees." if v["significant"] else
+                     f"the 95% interval excludes zero but the permutation test does not (p >= 0.05): with "
+                     f"{v['n']} students the interval is too narrow to trust, and the study cannot tell whether "
+                     "it predicts accuracy." if v["excludes_zero"] else
                      f"the 95% interval includes zero: with {v['n']} students the study cannot tell whether it "
                      "predicts accuracy.")]
         if "runner_up" in v and has_interval:
@@ -268,7 +271,8 @@ def verdict_text(v: dict, target: str, markdown: bool = True) -> str:
     if v["r2_teachers"]:
         lines.append(f"Within a teacher (the paper's figure), {name(v['r2_metric'])} explains R^2 = "
                      f"{v['r2_median']:.2f} of the accuracy along the student's training (median over "
-                     f"{v['r2_teachers']} of {v['r2_of']} teachers; range {v['r2_min']:.2f}-{v['r2_max']:.2f}).")
+                     f"{v['r2_teachers']} of {v['r2_of']} teachers; range {v['r2_min']:.2f}-{v['r2_max']:.2f}; "
+                     f"lower loss went with higher accuracy for {v['r2_negative']} of them).")
     else:
         lines.append(f"Within-teacher R^2 of {name(v['r2_metric'])}: not computed (fewer than 4 evaluated student "
                      "checkpoints per teacher, or no values).")

@@ -40,8 +40,10 @@ def test_known_answer_ranks_the_built_metric_first_and_the_verdict_says_so(study
     text = report.read_text()
     verdict_line = next(line for line in text.splitlines() if line.startswith("**Verdict.**"))
     assert f"`{top}` ranks first of 8 metric(s)" in verdict_line
-    assert "over 24 final students" in verdict_line and "the 95% interval excludes zero" in verdict_line
+    assert "over 24 final students" in verdict_line
+    assert "the 95% interval excludes zero and the permutation test agrees" in verdict_line
     assert "Within a teacher (the paper's figure), `student_train_loss` explains R^2 = 0.9" in verdict_line
+    assert "lower loss went with higher accuracy for 24 of them" in verdict_line
     assert text.index("**Verdict.**") < text.index("## Ranking")   # the answer leads
 
 
@@ -98,15 +100,19 @@ def test_teacher_selection_study_hooks_summarize_and_report(study, monkeypatch):
     assert "ranks first" in hooks.summarize(study)
 
 
-def test_verdict_sentence_when_nothing_is_separated():
+def test_verdict_sentences_when_nothing_is_shown():
     v = {"top": "teacher_lidar", "n_ranked": 8, "n": 8, "spearman": 0.3, "lo": -0.5, "hi": 0.8, "p": 0.4,
          "loto_skill": -0.2, "loto_reason": "", "excludes_zero": False, "runner_up": "teacher_rankme",
          "runner_spearman": -0.2, "runner_lo": -0.7, "runner_hi": 0.5, "separated": False,
          "r2_metric": "student_loss", "r2_teachers": 0, "r2_of": 8, "r2_median": np.nan, "r2_min": np.nan,
          "r2_max": np.nan}
+    v["significant"] = False
     text = verdict_text(v, TARGET)
     assert "the 95% interval includes zero: with 8 students the study cannot tell" in text
     assert "overlaps the runner-up's (`teacher_rankme`" in text and "Within-teacher R^2 of `student_loss`: not computed" in text
+    # a BCa interval of 8 points that excludes zero while the permutation test does not reject: not a finding
+    text = verdict_text({**v, "lo": 0.28, "hi": 1.0, "excludes_zero": True, "p": 0.12}, TARGET)
+    assert "excludes zero but the permutation test does not (p >= 0.05)" in text and "cannot tell" in text
 
 
 @pytest.mark.parametrize("preset", ["default", "small"])
