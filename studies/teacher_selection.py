@@ -3,7 +3,7 @@ into the same student recipe, so the analysis can test which label-free teacher 
 LiDAR, alpha-ReQ, the student's early loss, ...) predicts the student's accuracy. Every teacher checkpoint a
 student starts from is also evaluated (its metrics are the candidate predictors).
 
-    python studies/teacher_selection.py                       # embedded default: ~10 min on 2 CPU cores, then the answer
+    python studies/teacher_selection.py                       # embedded default (12 runs), then the answer
     python studies/teacher_selection.py --preset paper --dry-run
 """
 from __future__ import annotations
@@ -65,17 +65,18 @@ PRESETS = {
     "smoke": TeacherSelectionDials(teacher_sizes=["micro"], teacher_steps=4, teacher_checkpoints=[2, 4],
                                    student_size="micro", student_steps=4, teacher_masks=["multiblock", "random"],
                                    teacher_config="micro_teacher", student_config="micro_student"),
-    # The embedded default, about 10 minutes on 2 idle CPU cores: 4 teacher runs (micro and tiny x multiblock and
-    # random masks) kept at 40 and 120 steps -> 8 teacher checkpoints, each distilled into a tiny student (100
-    # steps, evaluated at 4 points). The fewest that answer: leave-one-teacher-out needs 3+ teacher runs, a
+    # The embedded default: 4 teacher runs (micro and tiny x multiblock and random masks) kept at 40 and 120 steps
+    # -> 8 teacher checkpoints, each distilled into a tiny student (100 steps, evaluated at 4 points). 12 runs:
+    # ~8 min on 2 idle CPU cores by extrapolation (idle here: a tiny teacher 15 s, a student 24 s, a smoke
+    # evaluation 8 s, each a fresh process); measured 37 min 49 s with other jobs holding the cores (README). The fewest that answer: leave-one-teacher-out needs 3+ teacher runs, a
     # within-teacher R^2 4+ points per student, an interval 4+ students. Logged every 2 steps, so the students'
     # smoothed training losses (losses.train, losses.train_early at step 10) rest on several logged batches.
     "default": TeacherSelectionDials(teacher_sizes=["micro", "tiny"], teacher_steps=120, teacher_checkpoints=[40, 120],
                                      student_size="tiny", student_steps=100, teacher_masks=["multiblock", "random"],
                                      overrides=["train.batch_size=16", "optim.warmup_steps=20", "train.log_every=2"]),
     # Long enough for pretraining to show (hours on 2 CPU cores, minutes on one GPU): 6 teacher runs x 4
-    # checkpoints = 24 students, enough for a 95% interval of Spearman to exclude zero when |rho| is about 0.5 or
-    # more (a real relation; tests/test_analysis_selection.py checks it on a synthetic study of this design).
+    # checkpoints = 24 students. A correlation of 0.7 then gets a Spearman interval excluding zero (with p < 0.05)
+    # 91% of the time, 8 students 33% (README); tests/test_analysis_selection.py runs a synthetic study of this design.
     "small": TeacherSelectionDials(teacher_sizes=["micro", "tiny", "mini"], teacher_steps=2000,
                                    teacher_checkpoints=[250, 500, 1000, 2000], student_size="tiny", student_steps=1500,
                                    teacher_masks=["multiblock", "random"], evaluation="fast"),
