@@ -14,7 +14,7 @@ from pathlib import Path
 
 from salt.study.cli import study_main
 from salt.study.spec import PlanBuilder, StudyError, StudyPlan
-from studies.reporting import study_hooks
+from studies.reporting import study_hooks, summarize
 
 STUDY = "compute_allocation"
 METHODS = ("salt", "vjepa", "pixel")
@@ -88,11 +88,6 @@ PRESETS = {
                              student_config="paper_vitl_student", vjepa_config="paper_vitl_vjepa2",
                              evaluation="systematic", baselines=False),
 }
-
-
-def summarize(root: Path) -> str:
-    from analysis.report import summarize as analysis_summary
-    return analysis_summary(root)
 
 
 def main(argv: list[str] | None = None) -> int:
