@@ -32,7 +32,7 @@ from salt.data import clip_geometry
 from salt.flops import num_params
 from salt.io import atomic_write_text
 from salt.layout import RunLayout
-from salt.models import CUSTOM_SIZE, SIZE_PRESETS
+from salt.models import CUSTOM_SIZE
 from salt.objectives import build_objective
 from salt.schema import RunConfig
 

@@ -8,7 +8,7 @@ import torch
 
 from salt.checkpoint import load_checkpoint
 from salt.train.loop import Trainer, run_dir_for, train
-from salt.train.metrics import read_metrics
+from salt.layout import read_metrics
 
 # fp32: micro-batch gradients are summed in another order than the whole batch's, so they agree to rounding,
 # not bit for bit. AdamW divides each gradient element by its own running magnitude, which amplifies the

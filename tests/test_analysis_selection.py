@@ -7,7 +7,7 @@ import pytest
 
 from analysis.collect import load_study
 from analysis.correlate import interval, rank_metrics, verdict
-from analysis.figures import FIGURES, FIGURES_BY_KIND, loss_vs_accuracy, metric_panels
+from analysis.figures import FIGURES_BY_KIND, loss_vs_accuracy, metric_panels
 from analysis.report import R2_CSV, RANKING_CSV, analyze, run, summarize, verdict_text
 from analysis.synthetic import TARGET, SelectionSpec, write_selection_study
 

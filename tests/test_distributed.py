@@ -10,7 +10,7 @@ from salt.config import ConfigError
 from salt.checkpoint import load_checkpoint
 from salt.train.distributed import DistributedContext
 from salt.train.loop import Trainer, run_dir_for, train
-from salt.train.metrics import read_metrics
+from salt.layout import read_metrics
 
 STEPS = 6
 

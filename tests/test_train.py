@@ -9,7 +9,7 @@ from salt import checkpoint as ckpt
 from salt.checkpoint import load_checkpoint
 from salt.layout import RunLayout
 from salt.train.loop import NonFiniteLossError, Trainer, run_dir_for, train
-from salt.train.metrics import read_metrics
+from salt.layout import read_metrics
 
 
 def _weights(run_dir):

@@ -9,7 +9,7 @@ import torch
 from salt.checkpoint import load_checkpoint
 from salt.layout import RunLayout
 from salt.train.loop import Trainer, run_dir_for, train
-from salt.train.metrics import read_metrics
+from salt.layout import read_metrics
 
 
 class Stop(Exception):

@@ -5,8 +5,6 @@ import json
 import os
 from pathlib import Path
 
-from salt.layout import read_metrics  # noqa: F401  (re-exported: the reader lives below salt.train, torch-free)
-
 
 class MetricsLog:
     """Appends one JSON object per logged step. On resume from step s, records at or after s (written after
