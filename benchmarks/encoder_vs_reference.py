@@ -19,16 +19,7 @@ import transformers
 
 from salt.models import VideoViT
 
-
-def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2 * n ** 3 / statistics.median(times) / 1e9
+from machine import matmul_gflops   # benchmarks/machine.py
 
 
 def main() -> None:

@@ -21,6 +21,8 @@ import torch
 
 from salt.masks import MaskConfig, build_mask_generator
 
+from machine import matmul_gflops   # benchmarks/machine.py
+
 
 def retention(batch_sizes: list[int], draws: int) -> list[dict]:
     grid = (8, 14, 14)
@@ -41,17 +43,6 @@ def retention(batch_sizes: list[int], draws: int) -> list[dict]:
             rows.append({"batch": batch, "pair": ("short-range", "long-range")[index], "part": part,
                          "cut": cut, "pad": full, "cut_fraction": cut / full})
     return rows
-
-
-def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2 * n ** 3 / statistics.median(times) / 1e9
 
 
 def step_times(steps: int, batch_size: int) -> dict[str, float]:
