@@ -106,7 +106,10 @@ def _fill_train_losses(frame: pd.DataFrame, layouts: dict[str, RunLayout]) -> pd
 
 
 def run_layout(study_dir: Path, run: dict) -> RunLayout:
-    """Where the study layer puts a run (salt.layout): runs/<id>, or runs/baselines/<id> for a baseline."""
+    """Where the study layer puts a run (salt.layout): runs/<id>, or runs/baselines/<id> for a baseline; an
+    external run (an imported teacher) stays where it was made (its config's out_dir/name)."""
+    if run.get("external"):
+        return RunLayout.of(run["config"]["out_dir"], run["config"]["name"])
     layout = StudyLayout(study_dir)
     return layout.baseline(run["run_id"]) if run.get("role") == "baseline" else layout.run(run["run_id"])
 
@@ -167,14 +170,16 @@ def _chain(run_id: str, deps: dict[str, list[str]]) -> list[str]:
     return seen
 
 
-def _records(study_dir: Path) -> pd.DataFrame:
-    root = StudyLayout(study_dir).runs
-    return load_records([root]) if root.is_dir() else pd.DataFrame(columns=SCALAR_COLUMNS)
+def _records(study_dir: Path, study: dict) -> pd.DataFrame:
+    """The records of the study's runs, and of its external runs (imported teachers) where they were evaluated."""
+    roots = [StudyLayout(study_dir).runs, *(run_layout(study_dir, r).evals for r in study["runs"] if r.get("external"))]
+    roots = [root for root in roots if root.is_dir()]
+    return load_records(roots) if roots else pd.DataFrame(columns=SCALAR_COLUMNS)
 
 
 def _load_one(study_dir: Path, allow_partial: bool) -> pd.DataFrame:
     study = read_study(study_dir)
-    records = _records(study_dir)
+    records = _records(study_dir, study)
     check = _check(study_dir, study, records)
     if not check.ok:
         if check.no_records or not allow_partial:
@@ -292,7 +297,7 @@ def check_complete(study_dir, target: str | None = None, evaluation: str | None 
         study = read_study(study_dir)
     except StudyDataError as e:
         return StudyCheck(str(study_dir), fatal=str(e), no_records=True)
-    return _check(study_dir, study, _records(study_dir), target, evaluation)
+    return _check(study_dir, study, _records(study_dir, study), target, evaluation)
 
 
 def _check(study_dir: Path, study: dict, records: pd.DataFrame, target: str | None = None,
@@ -307,7 +312,7 @@ def _check(study_dir: Path, study: dict, records: pd.DataFrame, target: str | No
         run_id, what = run["run_id"], []
         if _trained(run) and not run_layout(study_dir, run).is_done():
             what.append("done.json")
-        if run_id not in have:
+        if run_id not in have and not run.get("external"):   # an imported teacher's evaluation is optional
             what.append("evaluation records" + (f" ({evaluation})" if evaluation else ""))
         elif (target is not None and _trained(run)   # baselines (raw pixels) may be probed differently
               and (target not in last or not np.isfinite(last.at[run_id, target]))):

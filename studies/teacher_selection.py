@@ -5,9 +5,12 @@ student starts from is also evaluated (its metrics are the candidate predictors)
 
     python studies/teacher_selection.py                       # embedded default (12 runs), then the answer
     python studies/teacher_selection.py --preset paper --dry-run
+    python studies/teacher_selection.py --imported-teacher runs/vjepa2-l   # + a released encoder as a teacher
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +36,10 @@ class TeacherSelectionDials:
     seeds: list[int] = field(default_factory=lambda: [0])
     overrides: list[str] = field(default_factory=list)
     evaluation: str = "smoke"
+    # finished run folders made elsewhere (released encoders imported with `python -m salt import-encoder`, or
+    # earlier runs) that teach the same student recipe beside the trained teachers; evaluate them yourself
+    # (`python -m salt eval RUN_DIR`) for their metrics to enter the ranking. Command line: --imported-teacher DIR
+    imported_teachers: list[str] = field(default_factory=list)
 
 
 def build(dials: TeacherSelectionDials, preset: str, root: Path, overrides: list[str] = ()) -> StudyPlan:
@@ -58,6 +65,17 @@ def build(dials: TeacherSelectionDials, preset: str, root: Path, overrides: list
                                       "teacher_steps": step, "student_size": dials.student_size,
                                       "student_steps": dials.student_steps, "teacher_run_id": teacher.run_id,
                                       "seed": seed})
+    for path in dials.imported_teachers:
+        teacher = b.imported(path, labels={"group": "imported"})
+        size = teacher.config.model.size
+        teacher.labels.update(teacher_size=size, teacher_mask="imported", teacher_steps=0)
+        for seed in dials.seeds:
+            b.student(dials.student_config, teacher, [f"model.size={dials.student_size}",
+                                                      f"train.steps={dials.student_steps}", f"train.seed={seed}"],
+                      eval_steps=student_checkpoints,
+                      labels={"group": "salt", "teacher_size": size, "teacher_mask": "imported", "teacher_steps": 0,
+                              "student_size": dials.student_size, "student_steps": dials.student_steps,
+                              "teacher_run_id": teacher.run_id, "seed": seed})
     return b.plan()
 
 
@@ -90,8 +108,14 @@ PRESETS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Plan, run what is not done, then print the answer (the metrics ranked, with intervals and LOTO skill)
-    and write the report and figures (STUDY_DIR/analysis/)."""
-    return study_main(STUDY, PRESETS, build, argv, hooks=study_hooks(summarize))
+    and write the report and figures (STUDY_DIR/analysis/). `--imported-teacher DIR` (repeatable) adds a finished
+    run folder made elsewhere as one more teacher of every preset."""
+    extra = argparse.ArgumentParser(add_help=False)
+    extra.add_argument("--imported-teacher", action="append", default=[])
+    known, rest = extra.parse_known_args(sys.argv[1:] if argv is None else argv)
+    presets = {name: dataclasses.replace(d, imported_teachers=[*d.imported_teachers, *known.imported_teacher])
+               for name, d in PRESETS.items()}
+    return study_main(STUDY, presets, build, rest, hooks=study_hooks(summarize))
 
 
 if __name__ == "__main__":

@@ -260,3 +260,40 @@ def test_a_run_another_invocation_is_running_locally_is_not_submitted_again(tmp_
     states = run_plan(plan, LaunchOptions(executor="debug"))
     assert states[teacher.run_id]["state"] == "running" and states[teacher.run_id]["attempts"] == 1
     assert states[student.run_id]["state"] == "not started"   # waits for its teacher
+
+
+# -- imported teachers ---------------------------------------------------------------------------------------
+
+def test_a_study_names_an_imported_teacher_never_runs_it_and_analyses_its_students(tmp_path, micro_config, capsys):
+    """A finished run made outside the study (here a micro pixel run; `python -m salt import-encoder` writes the
+    same kind of folder) teaches the study's students: never submitted, no FLOPs charged, its folder untouched."""
+    from analysis.collect import load_study
+    from salt.eval.evaluate import evaluate_run
+    from salt.train.loop import run_dir_for, train
+    from studies import teacher_selection
+    outside = micro_config("teacher", "released", steps=2)
+    train(outside)
+    evaluate_run(run_dir_for(outside), protocol="smoke")   # the user evaluates it: its metrics enter the analysis
+    before = sorted(p.name for p in run_dir_for(outside).rglob("*"))
+    argv = ["--preset", "smoke", "--out", str(tmp_path / "s"), "--executor", "debug", "--imported-teacher",
+            str(run_dir_for(outside)), "--set", f"data.moving_digits.cache_dir={tmp_path / 'cache'}"]
+    dials = {"smoke": teacher_selection.TeacherSelectionDials(
+        teacher_sizes=[], teacher_steps=2, teacher_checkpoints=[2], student_size="micro", student_steps=2,
+        student_eval_points=1, teacher_config="micro_teacher", student_config="micro_student",
+        overrides=["data.moving_digits.num_train=64", "data.moving_digits.num_test=32"])}
+    teacher_selection.PRESETS, original = dials, teacher_selection.PRESETS
+    try:
+        assert teacher_selection.main(argv) == 0
+    finally:
+        teacher_selection.PRESETS = original
+    plan = read_plan(tmp_path / "s")
+    imported, student = plan.runs
+    assert imported.external and imported.run_dir == run_dir_for(outside) and imported.estimated_flops_total == 0
+    assert student.depends_on == [imported.run_id] and student.config.objective.teacher_checkpoint == str(imported.run_dir)
+    assert not imported.layout.job.exists()                            # never submitted
+    assert sorted(p.name for p in run_dir_for(outside).rglob("*")) == before   # nothing written into it
+    frame = load_study(tmp_path / "s")
+    assert set(frame["run_id"]) == {imported.run_id, student.run_id}
+    (run_dir_for(outside) / "done.json").unlink()
+    with pytest.raises(StudyError, match="imported runs are not finished run folders"):
+        run_plan(read_plan(tmp_path / "s"), LaunchOptions(executor="debug"))

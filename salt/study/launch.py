@@ -72,6 +72,8 @@ def is_done(spec: RunSpec) -> bool:
     """Trained (done.json) and evaluated (its records exist); baselines only need their record."""
     if spec.role == "baseline":
         return spec.layout.record(0, spec.evaluation).exists()
+    if spec.external:   # made outside the study: finished is all it can be (its evaluation is the user's)
+        return spec.layout.is_done()
     steps = set(spec.eval_steps) | {spec.config.train.steps}
     return spec.layout.is_done() and all(spec.layout.record(step, spec.evaluation).exists() for step in steps)
 
@@ -187,6 +189,9 @@ def preflight_slurm(options: LaunchOptions) -> None:
 
 def run_plan(plan: StudyPlan, options: LaunchOptions) -> dict[str, dict]:
     """Train and evaluate every run of the plan that is not done; returns the final state table."""
+    missing = [spec.run_dir for spec in plan.runs if spec.external and not is_done(spec)]
+    if missing:   # a study never trains a run it did not make (nor writes into its folder)
+        raise StudyError(f"imported runs are not finished run folders any more: {', '.join(map(str, missing))}")
     executor = make_executor(options, StudyLayout(plan.root).logs)
     if options.executor == "slurm":
         preflight_slurm(options)

@@ -53,6 +53,7 @@ class RunSpec:
     estimated_flops: float = 0.0            # this run's own training FLOPs ("run" accounting)
     estimated_flops_total: float = 0.0      # plus its teacher chain
     teacher_step: int = -1                  # student: the teacher checkpoint it starts from (-1: the teacher's last)
+    external: bool = False                  # a finished run outside the study (an imported encoder): never run here
 
     @property
     def layout(self) -> RunLayout:
@@ -68,7 +69,7 @@ class RunSpec:
         return {"run_id": self.run_id, "role": self.role, "method": self.method, "depends_on": self.depends_on,
                 "labels": self.labels, "evaluation": self.evaluation, "eval_steps": self.eval_steps,
                 "estimated_flops": self.estimated_flops, "estimated_flops_total": self.estimated_flops_total,
-                "teacher_step": self.teacher_step, "config": to_dict(self.config)}
+                "teacher_step": self.teacher_step, "external": self.external, "config": to_dict(self.config)}
 
     @classmethod
     def from_json(cls, data: dict) -> "RunSpec":
@@ -172,6 +173,20 @@ class PlanBuilder:
         share = teacher.estimated_flops_total * ((teacher_step or t.train.steps) / t.train.steps)
         return self._add(RunSpec(run_id, "student", cfg.objective.method, cfg, [teacher.run_id], dict(labels or {}),
                                  self.evaluation, sorted(eval_steps), flops, flops + share, teacher_step or -1))
+
+    def imported(self, run_dir: str | Path, *, labels: dict | None = None) -> RunSpec:
+        """A finished run made outside this study as a teacher: a released encoder imported with
+        `python -m salt import-encoder`, or any earlier run. It is never trained or submitted here, costs the study
+        no FLOPs, and stays where it is; its students depend on it like on any teacher. Evaluate it yourself
+        (`python -m salt eval RUN_DIR`) for its records to enter the analysis."""
+        layout = RunLayout(Path(run_dir).resolve())
+        if not layout.is_done():
+            raise StudyError(f"{layout.root} is not a finished run folder (no {layout.done.name}): import the encoder "
+                             "with `python -m salt import-encoder` or finish the run first")
+        cfg = load_config(RunConfig, [layout.config], [f"name={layout.root.name}", f"out_dir={layout.root.parent}"])
+        run_id = layout.root.name
+        return self._add(RunSpec(run_id, "teacher", cfg.objective.method, cfg, [], dict(labels or {}),
+                                 self.evaluation, external=True))
 
     def baseline(self, kind: str, like: RunSpec) -> RunSpec:
         """A random-init encoder of `like`'s size, or raw pixels, on `like`'s data: evaluated, not trained."""
