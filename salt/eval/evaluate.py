@@ -260,8 +260,7 @@ def heldout_loss(objective, cfg: RunConfig, test_set, protocol: EvalProtocol) ->
     """The run's own objective on the first test clips with fixed masks (the same for every run and
     checkpoint), so losses are comparable along a run and across runs."""
     videos, _ = clips_and_labels(test_set, protocol.heldout_clips)
-    if videos.dim() == 6:   # [N, clips, C, T, H, W] from a video list: every clip of a test video is a clip
-        videos = videos.flatten(0, 1)
+    videos, _ = _view_rows(videos)   # every clip of a multi-clip test video (video lists) is a clip here
     masks = build_mask_generator(cfg.mask, objective.encoder.grid)
     losses = []
     for i, start in enumerate(range(0, len(videos), 64)):
@@ -280,9 +279,9 @@ def logged_train_losses(layout: RunLayout, step: int, steps_total: int) -> dict[
 def evaluate_run(run_dir: str | Path, step: int | None = None, protocol: str | EvalProtocol = "fast",
                  data: ProbeData | None = None) -> EvalRecord:
     """Evaluate a run's checkpoint (latest if `step` is None) and write its record into run_dir/evals/."""
-    run_dir = Path(run_dir)
+    run_dir, layout = Path(run_dir), RunLayout(run_dir)
     t0 = time.perf_counter()
-    state = load_checkpoint(RunLayout(run_dir).checkpoint(step) if step is not None else run_dir)
+    state = load_checkpoint(layout.checkpoint(step) if step is not None else run_dir)
     cfg = from_dict(RunConfig, state["config"])
     proto = eval_protocol(protocol)
     data = data or load_probe_data(cfg.data, proto)
@@ -293,7 +292,7 @@ def evaluate_run(run_dir: str | Path, step: int | None = None, protocol: str | E
     metrics, probes = encoder_scores(encoder, data, proto)
     teacher_run_id, teacher_step = objective.teacher_source
     summary_losses = {"heldout": heldout_loss(objective, cfg, test_set, proto),
-                      **logged_train_losses(RunLayout(run_dir), int(state["step"]), cfg.train.steps)}
+                      **logged_train_losses(layout, int(state["step"]), cfg.train.steps)}
     record = EvalRecord(
         run_id=state["run_id"], method=method.name, stage=method.stage, checkpoint_step=int(state["step"]),
         steps_total=cfg.train.steps, evaluation=proto.name, seed=cfg.train.seed,
