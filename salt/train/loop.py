@@ -162,11 +162,11 @@ class Trainer:
             micro["masks"] = [p.map(lambda t: t[rows]) for p in pairs]
             with autocast:
                 out = self.objective.loss(micro, step)
-            (out["loss"] / k if k > 1 else out["loss"]).backward()
+            (out["loss"] / k).backward()
             totals = {name: totals.get(name, 0) + value.detach() for name, value in out.items()}
             flops += total_flops(self.objective.costs(micro), cfg.train.count_attention_flops)
         # logged values: means over micro-batches and ranks (so all ranks see the same loss)
-        metrics = self.dist.mean({name: value / k if k > 1 else value for name, value in totals.items()})
+        metrics = self.dist.mean({name: value / k for name, value in totals.items()})
         if not math.isfinite(metrics["loss"]):   # before the optimiser step: the weights stay those of step - 1
             raise NonFiniteLossError(f"loss is {metrics['loss']} at step {step}; stopping. The last good checkpoint "
                                      f"is {self.layout.latest_checkpoint()} (resume with a lower optim.lr?)")
