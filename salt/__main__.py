@@ -23,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
                        help="YAML file or packaged config name (e.g. tiny_teacher); repeat to layer")
         p.add_argument("--resume", action="store_true", help="continue the run folder's latest checkpoint")
         p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+        p.set_defaults(teacher="")
+        if method.needs_teacher:
+            p.add_argument("--teacher", metavar="RUN_DIR", default="",
+                           help="a finished run folder (import-encoder output or any earlier run) as the frozen "
+                                "teacher: sets objective.teacher_checkpoint and objective.teacher.* from its "
+                                "config.yaml; key=value overrides still win")
         p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.steps=100")
     e = sub.add_parser("eval", help="evaluate a run's checkpoint and write its record to RUN_DIR/evals/")
     e.add_argument("run_dir")
@@ -59,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             done = import_encoder(args.family, args.source, args.out_dir, configs=args.config,
                                   overrides=args.overrides, entry=args.entry, num_heads=args.num_heads)
             print(json.dumps(done, indent=2))
-            student = ["python", "-m", "salt", "student", "--config", "CONFIG", *done["imported"]["teacher_overrides"]]
+            student = ["python", "-m", "salt", "student", "--config", "CONFIG", "--teacher", args.out_dir]
             print(f"run folder: {args.out_dir}\nas a teacher: {shlex.join(student)}")
             return 0
         if args.command == "demo":
@@ -69,7 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         from salt.schema import RunConfig
         from salt.train.loop import run_dir_for, train
         files = [resolve_config(c) for c in args.config]
-        cfg = load_config(RunConfig, files, [f"objective.method={by_command[args.command].name}", *args.overrides])
+        teacher = []
+        if args.teacher:
+            from salt.importers import run_teacher_overrides
+            teacher = run_teacher_overrides(args.teacher)
+        cfg = load_config(RunConfig, files, [f"objective.method={by_command[args.command].name}", *teacher,
+                                             *args.overrides])
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -435,6 +435,16 @@ def teacher_overrides(cfg: RunConfig, run_dir: Path) -> list[str]:
             *(f"objective.teacher.{k}={_value(v)}" for k, v in to_dict(cfg.model).items())]
 
 
+def run_teacher_overrides(run_dir: str | Path) -> list[str]:
+    """`teacher_overrides` of a finished run folder (an import, or any earlier run), from its config.yaml: what
+    `python -m salt student --teacher RUN_DIR` expands to."""
+    layout = RunLayout(Path(run_dir))
+    if not layout.config.is_file() or not layout.is_done():
+        raise ValueError(f"--teacher {run_dir}: not a finished run folder (needs {layout.config.name} and "
+                         f"{layout.done.name}; import an encoder with `python -m salt import-encoder` or finish the run)")
+    return teacher_overrides(load_config(RunConfig, [layout.config]), layout.root)
+
+
 def import_encoder(family: str, source: str | Path, out_dir: str | Path, *, configs: list[str] = (),
                    overrides: list[str] = (), entry: str = "", num_heads: int | None = None) -> dict:
     """Import a released encoder into the run folder `out_dir`; -> its done.json summary. A finished import of

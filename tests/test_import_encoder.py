@@ -340,19 +340,23 @@ def test_salt_student_trains_from_an_imported_teacher(tmp_path):
     (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
     ref = vjepa2()
     ref.save_pretrained(tmp_path / "hf")
+    from salt.__main__ import main
     done = import_encoder("vjepa2", tmp_path / "hf", tmp_path / "teacher")
-    cfg = load_config(RunConfig, [resolve_config("micro_student")], [
-        *done["imported"]["teacher_overrides"], "data.source=video_list", *VIDEO_OVERRIDES,
-        f"data.video.list_path={tmp_path / 'list.txt'}", "data.video.frame_step=1", "train.batch_size=2",
-        "train.steps=2", f"out_dir={tmp_path / 'runs'}", "name=student", "train.progress=false"])
-    summary = train(cfg)
+    # the command line takes the teacher's architecture from its run folder (`--teacher`)
+    student = ["data.source=video_list", *VIDEO_OVERRIDES, f"data.video.list_path={tmp_path / 'list.txt'}",
+               "data.video.frame_step=1", "train.batch_size=2", "train.steps=2", f"out_dir={tmp_path / 'runs'}",
+               "name=student", "train.progress=false"]
+    assert main(["student", "--config", "micro_student", "--teacher", str(tmp_path / "teacher"), *student]) == 0
+    summary = RunLayout(tmp_path / "runs" / "student").read_done()
+    cfg = load_config(RunConfig, [tmp_path / "runs" / "student" / "config.yaml"])
+    assert cfg.objective.teacher.pos_embed == "rope" and cfg.objective.teacher.rope_layout == "vjepa2"
+    assert main(["student", "--config", "micro_student", "--teacher", str(tmp_path / "hf"), *student]) == 2
     assert summary["steps"] == 2 and np.isfinite(summary["final_metrics"]["loss"])
     assert summary["flops"]["teacher_stage"] == 0.0 and summary["teacher_checkpoint"] == str(tmp_path / "teacher")
     state = load_checkpoint(tmp_path / "runs" / "student")
     assert json.dumps(state["run_id"]) and state["step"] == 2
     # ... and the imported encoder itself is an evaluation target: `python -m salt eval` on a run folder imported
     # with the data to probe on
-    from salt.__main__ import main
     from salt.eval.record import load_records
     import_encoder("vjepa2", tmp_path / "hf", tmp_path / "probe-target", overrides=[
         *VIDEO_OVERRIDES, f"data.video.list_path={tmp_path / 'list.txt'}", "data.video.frame_step=1"])

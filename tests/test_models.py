@@ -129,3 +129,40 @@ def test_rope_predictor_runs():
                              pos_embed="rope")
     out = p(torch.randn(2, 3, 64), torch.tensor([[0, 1, 2], [5, 6, 7]]), torch.tensor([[8, 9], [10, 31]]))
     assert out.shape == (2, 2, 8)
+
+
+def test_rope_attention_matches_timm_eva_attention():
+    """The shorter RoPE attention is timm's EvaAttention (same parameters) with its rotation fused: same outputs
+    and gradients, with and without a rotated key bias and a padding mask."""
+    import copy
+    from timm.models.eva import EvaAttention
+    from salt.models.tokens import RopeAttention, rope_operands, rope_table_3d, rotate_pairs
+    from timm.layers import apply_rot_embed_cat
+    table = rope_table_3d(16, (2, 3, 3))
+    x = torch.randn(2, 3, 18, 16)
+    torch.testing.assert_close(rotate_pairs(x, rope_operands(table)), apply_rot_embed_cat(x, table))
+    for key_bias in (False, True):
+        m = _vit(pos_embed="rope", rope_layout="vjepa2" if key_bias else "salt", rope_key_bias=key_bias)
+        assert all(type(b.attn) is RopeAttention for b in m.blocks)
+        if key_bias:
+            with torch.no_grad():
+                for b in m.blocks:
+                    b.attn.k_bias.normal_()
+        ref = copy.deepcopy(m)
+        for b in ref.blocks:
+            b.attn.__class__ = EvaAttention
+        head_dim = m.embed_dim // m.blocks[0].attn.num_heads
+        ref.positions.table = rope_table_3d(head_dim, m.grid, layout="vjepa2" if key_bias else "salt")
+        assert m.state_dict().keys() == ref.state_dict().keys()
+        video = torch.randn(2, 1, 4, 16, 16)
+        keep = torch.tensor([[0, 3, 9, 20], [1, 2, 30, 31]])
+        for model in (m, ref):
+            model(video, keep=keep).pow(2).sum().backward()
+        torch.testing.assert_close(m(video, keep=keep), ref(video, keep=keep))
+        for (name, a), b in zip(m.named_parameters(), ref.parameters()):
+            torch.testing.assert_close(a.grad, b.grad, msg=name)
+        x = torch.randn(2, 5, m.embed_dim)
+        valid = torch.tensor([[True] * 5, [True, True, True, False, False]])[:, None, None, :]
+        rope = m.positions.rope(None, 2)[:, :, :5]
+        torch.testing.assert_close(m.blocks[0].attn(x, rope=rope, attn_mask=valid),
+                                   ref.blocks[0].attn(x, rope=ref.positions.rope(None, 2)[:, :, :5], attn_mask=valid))

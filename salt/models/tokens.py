@@ -6,7 +6,7 @@ import torch.utils.checkpoint
 import torch.nn.functional as F
 from torch import nn
 from timm.layers import trunc_normal_
-from timm.models.eva import EvaBlock
+from timm.models.eva import EvaAttention, EvaBlock
 from timm.models.vision_transformer import Block
 
 # sincos: fixed 3D sin-cos added to tokens; rope: 3D rotary in attention; sincos_1d: VideoMAE's fixed table over
@@ -115,7 +115,7 @@ class TokenPositions(nn.Module):
         self.kind = "rope" if kind == "rope" else "sincos"   # how the table is used: rotated or added
         src = tuple(table_grid or grid)
         if kind == "rope":
-            table = rope_table_3d(dim // num_heads, grid, layout=rope_layout)
+            table = rope_operands(rope_table_3d(dim // num_heads, grid, layout=rope_layout))
         elif kind == "sincos":
             table = resize_table(sincos_pos_embed_3d(dim, src), src, grid)
         else:
@@ -131,8 +131,45 @@ class TokenPositions(nn.Module):
         return x + self._rows(index, x.shape[0]) if self.kind == "sincos" else x
 
     def rope(self, index: torch.Tensor | None, batch: int) -> torch.Tensor | None:
-        """Rotary table rows [B, 1, K, 2*head_dim] for the blocks, or None for sin-cos positions."""
+        """Rotary rows [B, 1, K, 2*head_dim] (`rope_operands`) for the blocks, or None for sin-cos positions."""
         return self._rows(index, batch).unsqueeze(1) if self.kind == "rope" else None
+
+
+def rope_operands(table: torch.Tensor) -> torch.Tensor:
+    """[..., 2*head_dim] = [sin | cos] (timm's `apply_rot_embed_cat` layout) -> [..., 2*head_dim] = [signed sin | cos],
+    the operands `rotate_pairs` needs: the sign of timm's pair rotation (x0, x1) -> (-x1, x0) moved into the table,
+    so rotating a tensor is one pair swap, one multiply and one multiply-add instead of slices, a negation, a stack,
+    two multiplies, an add and timm's concatenation with the (here absent) prefix tokens."""
+    sin, cos = table.chunk(2, -1)
+    sign = torch.ones(sin.shape[-1], dtype=sin.dtype, device=sin.device)
+    sign[0::2] = -1
+    return torch.cat([sin * sign, cos], -1)
+
+
+def rotate_pairs(x: torch.Tensor, operands: torch.Tensor) -> torch.Tensor:
+    """RoPE on x [..., N, head_dim] with `rope_operands` rows [..., N, 2*head_dim]: equal to timm's
+    `apply_rot_embed_cat(x, table)` (the product in the table's precision, the result in x's dtype)."""
+    signed_sin, cos = operands.chunk(2, -1)
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)   # (x1, x0, x3, x2, ...)
+    return torch.addcmul(x * cos, swapped, signed_sin).to(x.dtype)
+
+
+class RopeAttention(EvaAttention):
+    """timm's `EvaAttention` (same parameters and names, so checkpoints load unchanged) with a shorter forward for
+    the case this project uses: fused qkv, no prefix tokens, no gate, no q/k norm, SDPA. Queries and keys are
+    rotated together in one `rotate_pairs` call. `rope` rows are `rope_operands`, not timm's [sin | cos]."""
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
+                is_causal: bool = False) -> torch.Tensor:
+        B, N, C = x.shape
+        qkv = F.linear(x, self.qkv.weight, torch.cat((self.q_bias, self.k_bias, self.v_bias)))
+        qkv = qkv.reshape(B, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)   # [3, B, heads, N, head_dim]
+        qk, v = qkv[:2], qkv[2]
+        if rope is not None:
+            qk = rotate_pairs(qk, rope)
+        x = F.scaled_dot_product_attention(qk[0], qk[1], v, attn_mask=attn_mask, is_causal=is_causal,
+                                           dropout_p=self.attn_drop.p if self.training else 0.0)
+        return self.proj_drop(self.proj(self.norm(x.transpose(1, 2).reshape(B, N, C))))
 
 
 def transformer_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float, pos_embed: str, norm_layer, *,
@@ -145,6 +182,8 @@ def transformer_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float, p
     if pos_embed == "rope":
         blocks = nn.ModuleList(EvaBlock(dim, num_heads, qkv_bias=True, mlp_ratio=mlp_ratio, num_prefix_tokens=0,
                                         norm_layer=norm_layer) for _ in range(depth))
+        for block in blocks:   # same module, same parameters, shorter forward (no new state, no RNG drawn)
+            block.attn.__class__ = RopeAttention
         if rope_key_bias:
             for block in blocks:
                 del block.attn.k_bias
