@@ -147,11 +147,15 @@ class TrainConfig:
     progress: bool = True
     # torch.compile each transformer block of the trained networks (in place: checkpoints keep their keys)
     compile: bool = field(default=False, metadata=ADDED_LATER)
+    # none: every process holds all weights (gradients all-reduced) | fsdp: the trained networks (and V-JEPA's EMA
+    # target) sharded over the processes with FSDP2, block by block (salt.train.distributed); same math either way
+    shard: str = field(default="none", metadata=ADDED_LATER)
 
     def __post_init__(self):
         _check_choice("device", self.device, ("auto", "cpu", "cuda"))
         _check_choice("precision", self.precision, ("auto", "fp32", "bf16"))
         _check_choice("eval_protocol", self.eval_protocol, ("smoke", "fast", "systematic"))
+        _check_choice("shard", self.shard, ("none", "fsdp"))
         if self.eval_every < 0:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
         if self.accumulate < 1 or self.batch_size % self.accumulate:

@@ -22,9 +22,11 @@ from salt.schema import NON_SEMANTIC_KEYS, RunConfig
 PLAN_SCHEMA_VERSION = 1
 ROLES = ("teacher", "student", "baseline")
 BASELINES = ("random_init", "raw_pixels")
-# Keys that change how a run is scheduled or logged, not what it computes: left out of the run id.
+# Keys that change how a run is scheduled or logged, not what it computes: left out of the run id. (train.shard:
+# FSDP2 computes the step of the same global batch from the same weights as the all-reduce path; only where the
+# weights and optimizer state live and the order of the gradient sums differ, as with train.accumulate.)
 SCHEDULING_KEYS = ("train.progress", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-                   "train.device", "train.accumulate", "train.compile", "model.activation_checkpointing",
+                   "train.device", "train.accumulate", "train.compile", "train.shard", "model.activation_checkpointing",
                    "train.eval_every", "train.eval_protocol", "data.num_workers", "data.moving_digits.cache_dir")
 
 

@@ -21,6 +21,19 @@ for a module run several times per step. One explicit averaging of the gradients
 the single-process step on the global batch; it gives up DDP's overlap of communication with backward.
 The EMA target of V-JEPA is updated from the (identical) encoder weights on every rank, so it stays identical
 without communication; `check_in_sync` verifies this (bit-exact fingerprints) whenever a checkpoint is saved.
+
+Sharded training (`train.shard=fsdp`, `shard_modules`): for networks too large to hold a copy of weights, gradients
+and AdamW state per GPU, PyTorch's FSDP2 (`fully_shard`) shards the modules a checkpoint holds (the trained
+networks and V-JEPA's EMA target) over the processes: each transformer block is one unit (all-gathered just before
+it runs, freed after, its gradients reduce-scattered as soon as backward has them), the rest of each network
+(embeddings, norms, mask tokens) the root unit. It composes with the design above: the batch and masks are split
+as before, the objective calls its modules as before (FSDP2 works by hooks on the modules themselves, not by a
+wrapper), and the reduce-scatter averages gradients as the all-reduce did, so the step is the same. The EMA target
+is sharded exactly as the encoder, so each rank updates its slice of the target from its slice of the encoder (no
+communication). A frozen SALT teacher, loaded from file and never saved, stays whole on every rank (no all-gather
+per forward). Checkpoints hold whole tensors (`full_state`: gathered to rank 0), the format of one process, so a
+sharded run resumes unsharded and the reverse: modules are restored whole, then sharded (`shard_optimizer_state`
+cuts the optimizer's moments like their parameters).
 """
 from __future__ import annotations
 
@@ -29,6 +42,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from salt.config import ConfigError
 
@@ -117,10 +131,11 @@ class DistributedContext:
 
     def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """Replace each gradient by its mean over the ranks. Which parameters have a gradient does not depend
-        on the data, so the list below is the same on every rank."""
+        on the data, so the list below is the same on every rank. A sharded parameter's gradient (a DTensor) is
+        this rank's slice of the mean already (FSDP2's reduce-scatter in backward)."""
         if not self.enabled:
             return
-        grads = [p.grad for p in params if p.grad is not None]
+        grads = [p.grad for p in params if p.grad is not None and not isinstance(p.grad, DTensor)]
         for bucket in _buckets(grads):
             flat = torch.cat([g.reshape(-1) for g in bucket])
             dist.all_reduce(flat)
@@ -150,8 +165,11 @@ class DistributedContext:
                                "(is the run folder on a file system every rank sees?)")
 
     def check_in_sync(self, modules: dict[str, torch.nn.Module]) -> None:
-        """Raise on every rank if any rank's weights differ from rank 0's by a single bit."""
-        if not self.enabled:
+        """Raise on every rank if any rank's weights differ from rank 0's by a single bit. A sharded module is
+        skipped: each of its weights exists once (every rank holds its own slice, the EMA target's slice beside
+        the encoder's), so no two copies can drift apart."""
+        modules = {name: m for name, m in modules.items() if not is_sharded(m)}
+        if not self.enabled or not modules:
             return
         from salt.objectives import fingerprint   # lazy: objectives import the training schedules
         local = torch.cat([fingerprint(m) for m in modules.values()])
@@ -162,8 +180,7 @@ class DistributedContext:
                                "training processes diverged")
 
     def all_gather_ints(self, local: torch.Tensor) -> list[torch.Tensor]:
-        device = torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
-        local = local.to(device=device, dtype=torch.int64)
+        local = local.to(device=self._collective_device(), dtype=torch.int64)
         out = [torch.empty_like(local) for _ in range(self.world_size)]
         dist.all_gather(out, local)
         return [t.cpu() for t in out]
@@ -171,6 +188,64 @@ class DistributedContext:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+    def _collective_device(self) -> torch.device:
+        return torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+    # -- sharding (FSDP2; see the module docstring) ----------------------------------------------------------
+    def shard_modules(self, modules: dict[str, torch.nn.Module]) -> None:
+        """`fully_shard` each module over all processes: every block of its `blocks` a unit, then the module
+        (the root: the remaining parameters). A module without trained parameters (an EMA target, run under
+        no_grad) frees its root's gathered weights after each forward too; a trained root keeps them for backward.
+        One process: nothing to shard (its step is the unsharded step)."""
+        if not self.enabled:
+            return
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+        mesh = init_device_mesh(self._collective_device().type, (self.world_size,))
+        for module in modules.values():
+            trained = any(p.requires_grad for p in module.parameters())
+            for block in getattr(module, "blocks", ()):
+                fully_shard(block, mesh=mesh)
+            fully_shard(module, mesh=mesh, reshard_after_forward=None if trained else True)
+
+    def full_state(self, state):
+        """A state dict (a module's or an optimizer's) with each sharded tensor gathered whole, on CPU: what one
+        process would hold, so checkpoints have one format. Every rank must call it (one all-gather per sharded
+        tensor, in the dict's order, the same on every rank); only rank 0 keeps the gathered tensors (None
+        elsewhere, so the other ranks never hold a whole copy). Without sharding: `state` itself."""
+        if isinstance(state, dict):
+            return {k: self.full_state(v) for k, v in state.items()}
+        if isinstance(state, (list, tuple)):
+            return type(state)(self.full_state(v) for v in state)
+        if isinstance(state, DTensor):
+            whole = state.full_tensor()
+            return whole.cpu() if self.is_main else None
+        return state
+
+    @staticmethod
+    def shard_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> dict:
+        """A saved (whole) optimizer state dict made to fit `optimizer` over sharded parameters: each state tensor
+        shaped like its parameter (AdamW's moments) cut as that parameter is; scalars (the step) unchanged. Every
+        rank read the same checkpoint, so each takes its own slice (no communication). `state` of unsharded
+        parameters comes back as it is."""
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if len(params) != sum(len(g["params"]) for g in state["param_groups"]):
+            raise RuntimeError(f"the saved optimizer state has {sum(len(g['params']) for g in state['param_groups'])} "
+                               f"parameters, the optimizer {len(params)}: the checkpoint does not match the config")
+        out = {}
+        for index, values in state["state"].items():
+            param = params[index]
+            if isinstance(param, DTensor):
+                values = {k: distribute_tensor(v.to(param.device), param.device_mesh, param.placements,
+                                               src_data_rank=None)
+                          if torch.is_tensor(v) and v.shape == param.shape else v for k, v in values.items()}
+            out[index] = values
+        return {**state, "state": out}
+
+
+def is_sharded(module: torch.nn.Module) -> bool:
+    return any(isinstance(p, DTensor) for p in module.parameters())
 
 
 class ShardedBatchSampler(torch.utils.data.Sampler):
@@ -227,4 +302,4 @@ def _from_submitit():
     return env.rank, env.world_size, env.local_rank, env.master_addr, env.master_port
 
 
-__all__ = ["DistributedContext", "ShardedBatchSampler"]
+__all__ = ["DistributedContext", "ShardedBatchSampler", "is_sharded"]

@@ -124,17 +124,23 @@ class Trainer:
                 for block in getattr(module, "blocks", ()):
                     block.compile(dynamic=True)
         self.masks = build_mask_generator(cfg.mask, self.objective.encoder.grid)
-        self.optimizer = build_optimizer(self.objective, cfg.optim)
-        self.params = [p for m in self.objective.trainable().values() for p in m.parameters()]
         self.start_step, self.flops, self.decode_failures = 0, 0.0, 0
         existing = self.layout.latest_checkpoint()
         if existing is not None and not resume:
             raise RuntimeError(f"run folder {self.run_dir} already has checkpoints: pass --resume to continue it, "
                                "or choose another name/out_dir (finished results are never overwritten)")
-        if existing is not None:
-            self._restore(load_checkpoint(existing))
+        state = load_checkpoint(existing) if existing is not None else None
+        if state is not None:
+            self._restore(state)   # the modules whole, before any sharding
         self.dist.check_same(self.start_step, "the step to resume from")
         self.dist.broadcast_modules(self.objective.saved())
+        self.sharded = cfg.train.shard == "fsdp" and self.dist.enabled
+        if self.sharded:   # each rank keeps its slice of the (now identical) weights
+            self.dist.shard_modules(self.objective.saved())
+        self.optimizer = build_optimizer(self.objective, cfg.optim)   # over the parameters as sharded
+        if state is not None:
+            self.optimizer.load_state_dict(self.dist.shard_optimizer_state(self.optimizer, state["optimizer"]))
+        self.params = [p for m in self.objective.trainable().values() for p in m.parameters()]
         self.next_step, self.in_step = self.start_step, False
         self.objective.train()
 
@@ -235,19 +241,23 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------------------------
     def checkpoint_now(self) -> Path | None:
         """Save at `next_step` unless a step is under way (then None: the last periodic checkpoint stands).
-        Safe from a signal handler (e.g. submitit's Checkpointable.checkpoint on SIGUSR2); no collectives."""
-        return None if self.in_step else self.save(self.next_step)
+        Safe from a signal handler (e.g. submitit's Checkpointable.checkpoint on SIGUSR2); no collectives, so
+        sharded training (whose save gathers from every rank) returns None too."""
+        return None if self.in_step or self.sharded else self.save(self.next_step)
 
     def save(self, next_step: int) -> Path | None:
-        """Write the checkpoint of the state about to compute `next_step` (rank 0 only; None on other ranks)."""
+        """Write the checkpoint of the state about to compute `next_step` (rank 0 only; None on other ranks).
+        Sharded: every rank must call it (the whole tensors are gathered to rank 0; same format as unsharded)."""
+        models = {name: self.dist.full_state(m.state_dict()) for name, m in self.objective.saved().items()}
+        optimizer = self.dist.full_state(self.optimizer.state_dict())
         if not self.dist.is_main:
             return None
         state = {
             "step": next_step,
             "run_id": run_id(self.cfg),
             "config": to_dict(self.cfg),
-            "models": {name: m.state_dict() for name, m in self.objective.saved().items()},
-            "optimizer": self.optimizer.state_dict(),
+            "models": models,
+            "optimizer": optimizer,
             "flops": self.flops,
             "flops_total": self.flops + self.objective.upstream_flops,   # this run plus its teacher chain
             "decode_failures": self.decode_failures,
@@ -262,7 +272,6 @@ class Trainer:
         saved = self.objective.saved()
         for name, module in saved.items():
             load_matching(module, state["models"][name], f"resume {self.run_dir} ({name})")
-        self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"]["torch"])
         self.start_step, self.flops = state["step"], state["flops"]
         self.decode_failures = state["decode_failures"]
