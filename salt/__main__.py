@@ -1,6 +1,7 @@
 """Command line: `python -m salt teacher|student|vjepa|<method command> --config CONFIG [--resume] key=value ...`
 (one command per registered method, salt.objectives.registry),
-`python -m salt eval RUN_DIR [--checkpoint STEP] [--protocol fast|systematic]`,
+`python -m salt eval RUN_DIR [--checkpoint STEP] [--protocol fast|systematic] [--benchmark NAME ...]
+[--selection strict|paper] [--encoder default|online|ema] [key=value ...]` (key=value: benchmark settings),
 `python -m salt import-encoder {videomae,vjepa2} SOURCE OUT_DIR [key=value ...]` (a released encoder as a run
 folder, salt.importers) and `python -m salt demo [--preset tiny|small]`."""
 from __future__ import annotations
@@ -34,6 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("run_dir")
     e.add_argument("--checkpoint", type=int, default=None, help="step of the checkpoint (default: the latest)")
     e.add_argument("--protocol", default="fast", help="fast | systematic | smoke")
+    e.add_argument("--benchmark", action="append", default=[],
+                   help="a benchmark YAML or packaged name (k400, ssv2), repeatable; default: the run's own data")
+    e.add_argument("--selection", default="strict", choices=("strict", "paper"),
+                   help="strict: chosen on a train holdout (default); paper: best of the grid on val (optimistic)")
+    e.add_argument("--encoder", default="default", choices=("default", "online", "ema"),
+                   help="V-JEPA runs: the EMA target encoder (default) or the online one")
+    e.add_argument("overrides", nargs="*", help="benchmark settings, e.g. train_list=/data/train.csv (one benchmark)")
     d = sub.add_parser("demo", help="teacher -> student, V-JEPA baseline, probes, on the embedded data")
     d.add_argument("--preset", default="tiny")
     d.add_argument("--out", default="runs/demo")
@@ -51,13 +59,21 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "eval":
+            from salt.eval.benchmark import load_benchmark
             from salt.eval.evaluate import eval_protocol, evaluate_run
             from salt.eval.record import record_path
-            eval_protocol(args.protocol)   # an unknown protocol fails before any work
-            record = evaluate_run(args.run_dir, args.checkpoint, args.protocol)
-            print(json.dumps({"metrics": record.metrics, "losses": record.losses,
-                              "probes": {p.column: round(p.test_accuracy, 4) for p in record.probes}}, indent=2))
-            print(f"record: {record_path(args.run_dir, record.checkpoint_step, record.evaluation)}")
+            eval_protocol(args.protocol, args.selection)   # an unknown protocol fails before any work
+            if args.overrides and len(args.benchmark) != 1:
+                raise ValueError(f"key=value overrides ({' '.join(args.overrides)}) set a benchmark's keys: give "
+                                 "exactly one --benchmark with them")
+            benchmarks = [load_benchmark(b, args.overrides) for b in args.benchmark] or [None]
+            for bench in benchmarks:   # every benchmark is checked (loaded) before the first is evaluated
+                record = evaluate_run(args.run_dir, args.checkpoint, args.protocol, benchmark=bench,
+                                      selection=args.selection, encoder=args.encoder)
+                print(json.dumps({"benchmark": record.benchmark, "encoder": record.encoder,
+                                  "selection": record.selection, "metrics": record.metrics, "losses": record.losses,
+                                  "probes": {p.column: round(p.test_accuracy, 4) for p in record.probes}}, indent=2))
+                print(f"record: {record_path(args.run_dir, record.checkpoint_step, record.evaluation, record.benchmark)}")
             return 0
         if args.command == "import-encoder":
             import shlex

@@ -5,7 +5,10 @@ analysis can use it). Every other module asks these objects for a path instead o
     <run>/metrics.jsonl                     one JSON line per logged step
     <run>/checkpoints/step_XXXXXXXX.pt      atomic checkpoints (salt.checkpoint)
     <run>/done.json                         the done marker: the run's summary, versioned (DONE_SCHEMA_VERSION)
-    <run>/evals/step_XXXXXXXX_<eval>.json   evaluation records (salt.eval.record)
+    <run>/evals/step_XXXXXXXX_<eval>.json   evaluation records (salt.eval.record) on the default benchmark;
+    <run>/evals/step_XXXXXXXX_<eval>@<benchmark>.json    ... on a named benchmark (salt.eval.benchmark)
+    <run>/features/<benchmark>-<split>-<key>/  a benchmark split's feature cache (salt.eval.cache): key.json,
+                                            shard_XXXXX.pt, complete.json (written last)
     <run>/job.json, <run>/attempts.jsonl    a study's job ledger and the log of each start
 
     <study>/study.json                      the plan
@@ -28,6 +31,8 @@ from salt.io import atomic_write_json
 DONE_SCHEMA_VERSION = 1
 BASELINES = "baselines"
 EVALS = "evals"
+FEATURES = "features"
+DEFAULT_BENCHMARK = "default"   # the run's own data (the embedded moving digits of the packaged configs)
 EVALUATION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")   # an evaluation's name becomes part of a file name
 _CHECKPOINT_NAME = re.compile(r"^step_(\d{8})\.pt$")
 
@@ -121,10 +126,26 @@ class RunLayout:
     def evals(self) -> Path:
         return self.root / EVALS
 
-    def record(self, step: int, evaluation: str) -> Path:
+    def record(self, step: int, evaluation: str, benchmark: str = DEFAULT_BENCHMARK) -> Path:
+        """evals/step_XXXXXXXX_<evaluation>.json on the default benchmark, ..._<evaluation>@<benchmark>.json on
+        another (so records of earlier code, all on the default benchmark, keep their names)."""
         if not isinstance(evaluation, str) or not EVALUATION_NAME.match(evaluation):
             raise ValueError(f"evaluation must be a file-name-safe name, got {evaluation!r}")
-        return self.evals / f"{_step_name(step)}_{evaluation}.json"
+        if not isinstance(benchmark, str) or not EVALUATION_NAME.match(benchmark):
+            raise ValueError(f"benchmark must be a file-name-safe name, got {benchmark!r}")
+        suffix = "" if benchmark == DEFAULT_BENCHMARK else f"@{benchmark}"
+        return self.evals / f"{_step_name(step)}_{evaluation}{suffix}.json"
+
+    # -- feature caches ----------------------------------------------------------------------------------------
+    @property
+    def features(self) -> Path:
+        return self.root / FEATURES
+
+    def feature_cache(self, benchmark: str, split: str, key: str) -> "FeatureCacheLayout":
+        name = f"{benchmark}-{split}-{key}"
+        if not EVALUATION_NAME.match(name):
+            raise ValueError(f"feature cache name must be file-name-safe, got {name!r}")
+        return FeatureCacheLayout(self.features / name)
 
     # -- a study's bookkeeping ---------------------------------------------------------------------------------
     @property
@@ -134,6 +155,25 @@ class RunLayout:
     @property
     def attempts(self) -> Path:
         return self.root / "attempts.jsonl"
+
+
+@dataclass(frozen=True)
+class FeatureCacheLayout:
+    """The files of one feature cache (salt.eval.cache): what its key stands for, its shards, and the manifest
+    written once every shard is there."""
+
+    root: Path
+
+    @property
+    def key(self) -> Path:
+        return self.root / "key.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "complete.json"
+
+    def shard(self, index: int) -> Path:
+        return self.root / f"shard_{index:05d}.pt"
 
 
 def read_metrics(path: str | Path) -> list[dict]:

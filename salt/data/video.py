@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from salt.config import ADDED_LATER
+
 
 @dataclass
 class VideoListConfig:
@@ -39,9 +41,11 @@ class VideoListConfig:
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     eval_clips: int = 1  # uniformly spaced clips per video at evaluation
+    # spatial crops per clip at evaluation: squares spread evenly along the frame's long side (1 = the centre)
+    eval_crops: int = field(default=1, metadata=ADDED_LATER)
 
     def __post_init__(self) -> None:
-        for name in ("frames_per_clip", "frame_step", "resolution", "eval_clips"):
+        for name in ("frames_per_clip", "frame_step", "resolution", "eval_clips", "eval_crops"):
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -230,6 +234,19 @@ def centre_square_box(height: int, width: int) -> tuple[int, int, int, int]:
     return (height - side) // 2, (width - side) // 2, side, side
 
 
+def eval_crop_boxes(height: int, width: int, crops: int) -> list[tuple[int, int, int, int]]:
+    """Test-time spatial views: `crops` largest squares spread evenly along the long side, ends included (3 =
+    left/centre/right of a landscape frame, V-JEPA's spatial views); one crop is `centre_square_box`."""
+    if crops == 1:
+        return [centre_square_box(height, width)]
+    side = min(height, width)
+    slack = max(height, width) - side
+    offsets = [i * slack // (crops - 1) for i in range(crops)]
+    if width >= height:
+        return [(0, left, side, side) for left in offsets]
+    return [(top, 0, side, side) for top in offsets]
+
+
 def crop_resize_normalise(
     frames: list[np.ndarray], box: tuple[int, int, int, int], cfg: VideoListConfig
 ) -> torch.Tensor:
@@ -252,7 +269,8 @@ class VideoListDataset(torch.utils.data.Dataset):
 
     ``dataset[(index, sample_seed)]`` returns
     ``{"video": float32, "label": int64 scalar, "decode_failures": int64 scalar}`` with video
-    [3, F, R, R] when training and [eval_clips, 3, F, R, R] at evaluation. Evaluation is not
+    [3, F, R, R] when training and [eval_clips * eval_crops, 3, F, R, R] at evaluation (clip-major: clip 0's
+    crops, then clip 1's, ...). Evaluation is not
     random, so it also accepts a plain int index (a default DataLoader sampler works).
     Files that fail to decode are not remembered: every sample retries them, so a sample stays
     a pure function of (index, seed) in any process.
@@ -332,7 +350,7 @@ class VideoListDataset(torch.utils.data.Dataset):
             return [i for start in starts for i in clip_indices(start, num_frames, cfg)]
 
         frames = read_frames(path, plan)
-        box = centre_square_box(*frames[0].shape[:2])
-        video = crop_resize_normalise(frames, box, cfg)  # [clips * T, 3, R, R]
-        video = video.view(cfg.eval_clips, cfg.frames_per_clip, 3, cfg.resolution, cfg.resolution)
-        return video.permute(0, 2, 1, 3, 4).contiguous()  # [clips, 3, T, R, R]
+        views = [crop_resize_normalise(frames, box, cfg) for box in eval_crop_boxes(*frames[0].shape[:2], cfg.eval_crops)]
+        video = torch.stack(views, dim=1)  # [clips * T, crops, 3, R, R]
+        video = video.view(cfg.eval_clips, cfg.frames_per_clip, cfg.eval_crops, 3, cfg.resolution, cfg.resolution)
+        return video.permute(0, 2, 3, 1, 4, 5).flatten(0, 1).contiguous()  # [clips * crops, 3, T, R, R]

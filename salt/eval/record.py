@@ -19,13 +19,17 @@ from pathlib import Path
 from typing import Any, Iterable, get_args, get_origin, get_type_hints
 
 from salt.io import atomic_write_bytes
-from salt.layout import EVALUATION_NAME, RunLayout, is_record_file
+from salt.layout import DEFAULT_BENCHMARK, EVALUATION_NAME, RunLayout, is_record_file
 
-SCHEMA_VERSION = 1
+# 2: benchmark, selection, encoder (version-1 files read as the default benchmark, strict selection, and the
+# encoder earlier code probed: the trained one)
+SCHEMA_VERSION = 2
 
 BASELINE_METHODS = ("random_init", "raw_pixels")   # evaluated-only; trained runs name a registered method
 STAGES = ("teacher", "student", "baseline")
 PROBES = ("linear", "attentive", "knn")
+SELECTIONS = ("strict", "paper")            # salt.eval.probes.check_selection says what each means
+ENCODERS = ("online", "ema", "")             # the trained encoder, V-JEPA's EMA target, none (baselines)
 POOLINGS = ("time", "mean", "tokens", "pixels")
 
 # losses["train"] / losses["train_early"] (train_losses): exponentially weighted means of the logged training loss
@@ -113,6 +117,9 @@ class EvalRecord:
     wall_time_s: float = 0.0
     hardware: str = ""
     created_at: str = ""          # ISO-8601 UTC, filled by write_record if empty
+    benchmark: str = DEFAULT_BENCHMARK   # what was probed: "default" (the run's own data) or a benchmark's name
+    selection: str = "strict"     # strict (chosen on a train holdout) | paper (best of the grid on test: optimistic)
+    encoder: str = "online"       # online | ema (V-JEPA's target encoder) | "" (baselines)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self):
@@ -126,9 +133,12 @@ class EvalRecord:
         if (self.stage == "baseline") != (self.method in BASELINE_METHODS):
             raise ValueError(f"stage 'baseline' goes with the methods {BASELINE_METHODS} and only those; "
                              f"got method {self.method!r} with stage {self.stage!r}")
-        if not isinstance(self.evaluation, str) or not EVALUATION_NAME.match(self.evaluation):
-            raise ValueError(f"evaluation must be a file-name-safe name ([A-Za-z0-9_.-], not starting with "
-                             f"'.', '-' or '_'), got {self.evaluation!r}")
+        for name in ("evaluation", "benchmark"):
+            if not isinstance(getattr(self, name), str) or not EVALUATION_NAME.match(getattr(self, name)):
+                raise ValueError(f"{name} must be a file-name-safe name ([A-Za-z0-9_.-], not starting with "
+                                 f"'.', '-' or '_'), got {getattr(self, name)!r}")
+        _check_choice("selection", self.selection, SELECTIONS)
+        _check_choice("encoder", self.encoder, ENCODERS)
         for name in ("checkpoint_step", "steps_total"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -318,17 +328,20 @@ def record_from_json(data: Any) -> EvalRecord:
     if version > SCHEMA_VERSION:
         raise ValueError(f"schema version {version} is newer than this code reads ({SCHEMA_VERSION}); "
                          f"update salt to read it")
-    if version != SCHEMA_VERSION:   # no older version exists yet; a bump adds its upgrade here
-        raise ValueError(f"schema version {version} is not one this code reads ({SCHEMA_VERSION})")
+    if version == 1:   # version 1 lacks benchmark, selection and encoder: their defaults are what it measured
+        added = sorted({"benchmark", "selection", "encoder"} & set(data))
+        if added:
+            raise TypeError(f"a schema version 1 record has no field(s) {', '.join(added)}")
+        data = {**data, "schema_version": SCHEMA_VERSION}
     return _decode_dataclass(EvalRecord, data, "")
 
 
 # ---------------------------------------------------------------------------------------------------------
 # files
 
-def record_path(run_dir: str | Path, checkpoint_step: int, evaluation: str) -> Path:
-    """run_dir/evals/step_{step:08d}_{evaluation}.json (salt.layout owns the name)."""
-    return RunLayout(run_dir).record(checkpoint_step, evaluation)
+def record_path(run_dir: str | Path, checkpoint_step: int, evaluation: str, benchmark: str = DEFAULT_BENCHMARK) -> Path:
+    """run_dir/evals/step_{step:08d}_{evaluation}[@benchmark].json (salt.layout owns the name)."""
+    return RunLayout(run_dir).record(checkpoint_step, evaluation, benchmark)
 
 
 def write_record(run_dir: str | Path, record: EvalRecord) -> Path:
@@ -338,7 +351,7 @@ def write_record(run_dir: str | Path, record: EvalRecord) -> Path:
         raise TypeError(f"record must be an EvalRecord, got {type(record).__name__}")
     if not record.created_at:
         record = replace(record, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    path = record_path(run_dir, record.checkpoint_step, record.evaluation)
+    path = record_path(run_dir, record.checkpoint_step, record.evaluation, record.benchmark)
     try:
         data = record_to_json(record)
         record_from_json(data)   # the types dataclasses do not check: what is written must read back
@@ -387,8 +400,8 @@ def find_records(paths: str | Path | Iterable[str | Path]) -> list[Path]:
 
 
 SCALAR_COLUMNS = [f.name for f in fields(EvalRecord) if _hints(EvalRecord)[f.name] in (str, int, float)] + ["path"]
-ID_COLUMNS = ["run_id", "method", "stage", "seed", "checkpoint_step", "steps_total", "evaluation", "flops_total",
-              "path"]
+ID_COLUMNS = ["run_id", "method", "stage", "seed", "checkpoint_step", "steps_total", "evaluation", "benchmark",
+              "flops_total", "path"]
 PROBE_COLUMNS = ["probe", "pooling", "label", "shots", "protocol", "test_accuracy", "test_std",
                  "selection_score", "draws", "details"]
 
@@ -410,7 +423,7 @@ def _sorted_frame(rows: list[dict], leading: list[str], sort_by: list[str]):
 def load_records(paths):
     """One row per record: the scalar fields, params.<name>, losses.<k>, metrics.<k>, and per probe score
     probe.<probe>.<pooling>.<label>.<shots|all> (test accuracy) with #std and #selection companions.
-    Rows sorted by run_id, checkpoint_step, evaluation. No records -> an empty frame with SCALAR_COLUMNS."""
+    Rows sorted by run_id, checkpoint_step, evaluation, benchmark. No records -> an empty frame with SCALAR_COLUMNS."""
     rows = []
     for path, record in _read_all(paths):
         row = {name: getattr(record, name) for name in SCALAR_COLUMNS if name != "path"}
@@ -422,7 +435,7 @@ def load_records(paths):
             row[score.column + "#std"] = score.test_std
             row[score.column + "#selection"] = score.selection_score
         rows.append(row)
-    return _sorted_frame(rows, SCALAR_COLUMNS, ["run_id", "checkpoint_step", "evaluation", "path"])
+    return _sorted_frame(rows, SCALAR_COLUMNS, ["run_id", "checkpoint_step", "evaluation", "benchmark", "path"])
 
 
 def load_probe_scores(paths):
@@ -433,4 +446,5 @@ def load_probe_scores(paths):
         ids["path"] = str(path)
         rows.extend({**ids, **{name: getattr(score, name) for name in PROBE_COLUMNS}} for score in record.probes)
     return _sorted_frame(rows, ID_COLUMNS + PROBE_COLUMNS,
-                         ["run_id", "checkpoint_step", "evaluation", "probe", "pooling", "label", "shots"])
+                         ["run_id", "checkpoint_step", "evaluation", "benchmark", "probe", "pooling", "label",
+                          "shots"])

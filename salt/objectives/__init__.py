@@ -94,7 +94,7 @@ register(Method("pixel", _pixel, stage="teacher", command="teacher",
                 help="stage 1: a teacher trained by masked pixel reconstruction"))
 register(Method("salt", _salt, stage="student", command="student", needs_teacher=True,
                 help="stage 2: a SALT student predicting a frozen teacher's latents"))
-register(Method("vjepa", _vjepa, stage="student", command="vjepa",
+register(Method("vjepa", _vjepa, stage="student", command="vjepa", ema="target_encoder",
                 help="the V-JEPA baseline: a student predicting its own EMA copy's latents"))
 
 __all__ = ["Method", "Objective", "PixelObjective", "SaltObjective", "VJepaObjective", "build_network",

@@ -24,6 +24,8 @@ class Method:
     command: str                  # `python -m salt <command>` trains it
     needs_teacher: bool = False   # loads a frozen encoder from objective.teacher_checkpoint
     probed: str = "encoder"       # the objective's attribute that evaluations probe (a VideoViT)
+    ema: str = ""                 # the objective's attribute holding an EMA copy of the probed encoder (V-JEPA's
+    #                               target encoder): what evaluations probe by default when set, the online one on request
     help: str = ""
 
     def __post_init__(self):
