@@ -52,10 +52,28 @@ def _stopper(stop_at):
     def stop(trainer, step, record):
         if step == stop_at:
             raise Stop
-        if trainer.cfg.train.shard == "fsdp":   # really sharded: each rank holds half of each block's weights
-            weight = trainer.objective.encoder.blocks[0].mlp.fc1.weight
-            assert type(weight).__name__ == "DTensor" and weight.to_local().shape[0] * 2 == weight.shape[0]
+        if trainer.cfg.train.shard == "fsdp":
+            _assert_holds_what_the_estimate_says(trainer)
     return stop
+
+
+def _assert_holds_what_the_estimate_says(trainer):
+    """Really sharded: this rank holds its half of the weights, gradients and AdamW moments of the trained networks
+    (and of the EMA target), exactly as the dry run's memory estimate counts them (every sharded dimension is even
+    here, so no padding); a frozen teacher whole."""
+    from salt.study.estimate import GB, step_memory
+    weight = trainer.objective.encoder.blocks[0].mlp.fc1.weight
+    assert type(weight).__name__ == "DTensor" and weight.to_local().shape[0] * 2 == weight.shape[0]
+    estimate = step_memory(trainer.cfg, devices=2)
+
+    def local_bytes(tensors):
+        return sum(t.to_local().numel() * t.element_size() if hasattr(t, "to_local") else t.numel() * t.element_size()
+                   for t in tensors)
+    moments = [v for s in trainer.optimizer.state.values() for k, v in s.items() if k.startswith("exp_avg")]
+    assert local_bytes(trainer.params) == pytest.approx(estimate.weights * GB)
+    assert local_bytes([p.grad for p in trainer.params]) == pytest.approx(estimate.grads * GB)
+    assert local_bytes(moments) == pytest.approx(estimate.optimizer * GB)
+    assert local_bytes(trainer.objective.target_encoder.parameters()) == pytest.approx(estimate.frozen * GB)
 
 
 def _losses(cfg):
@@ -141,3 +159,12 @@ def test_fsdp_matches_one_process_and_unsharded_processes_and_resumes_exactly(mi
         assert _losses(alone) == pytest.approx(_losses(fsdp)[2:], rel=1e-5)
         assert _max_difference(load_checkpoint(run_dir_for(alone))["models"],
                                load_checkpoint(run_dir_for(fsdp))["models"]) < 1e-5
+
+
+def test_shard_is_a_checked_scheduling_key(micro_config):
+    """Sharding changes where weights live, not what a run computes: a study's run id ignores it; and a typo is an
+    error naming the key."""
+    from salt.study.spec import spec_run_id
+    assert spec_run_id(micro_config("vjepa", "a", "train.shard=fsdp")) == spec_run_id(micro_config("vjepa", "a"))
+    with pytest.raises(ValueError, match="shard must be one of none, fsdp; got 'fsd'"):
+        micro_config("vjepa", "a", "train.shard=fsd")

@@ -24,8 +24,15 @@ def test_states_are_16_bytes_a_trained_parameter_and_frozen_networks_4(stage):
     m = step_memory(cfg)
     assert (m.weights, m.grads, m.optimizer, m.frozen) == pytest.approx(
         (4 * trained / GB, 4 * trained / GB, 8 * trained / GB, 4 * frozen / GB))
+    # train.shard=fsdp: trained networks and the EMA target split over the devices, a frozen teacher whole
     sharded = step_memory(cfg, devices=4, shard=True)
-    assert sharded.optimizer == pytest.approx(m.optimizer / 4) and sharded.frozen == m.frozen
+    assert sharded.optimizer == pytest.approx(m.optimizer / 4) and sharded.grads == pytest.approx(m.grads / 4)
+    assert sharded.frozen == pytest.approx(m.frozen / 4 if stage == "vjepa" else m.frozen)
+    blocks = [num_params(b) for net in objective.trainable().values() for b in net.blocks]   # gathered one at a time
+    assert sharded.gathered == pytest.approx(4 * (trained - sum(blocks) + 3 * max(blocks)) / GB) and m.gathered == 0
+    assert step_memory(cfg, devices=4, shard=None) == step_memory(cfg, devices=4)   # the config's own: none
+    assert step_memory(_cfg(stage, "train.shard=fsdp"), devices=4) == sharded
+    assert step_memory(cfg, devices=1, shard=True) == m   # one process is never sharded
 
 
 def test_activations_follow_the_micro_batch_precision_and_checkpointing():
@@ -49,6 +56,20 @@ def test_advice_names_a_setting_that_fits_or_says_why_none_does():
     k = int(advice.split("train.accumulate=")[1].split()[0])
     assert step_memory(cfg, devices=8, accumulate=k).total <= full / 3 < step_memory(cfg, devices=8, accumulate=k // 2 or 1).total
     assert "does not fit even one clip" in fit_advice(cfg, 8, 1.0)
+
+
+def test_advice_names_sharding_when_the_weights_alone_do_not_fit():
+    cfg = load_config(RunConfig, [resolve_config("paper_vitl_student")],
+                      ["objective.teacher_checkpoint=t", "train.batch_size=512"])
+    one_clip = step_memory(cfg, devices=8, accumulate=64, activation_checkpointing=True)
+    sharded = step_memory(cfg, devices=8, accumulate=64, activation_checkpointing=True, shard=True)
+    budget = (one_clip.total + sharded.total) / 2   # only sharding makes it fit
+    advice = fit_advice(cfg, 8, budget)
+    assert "train.shard=fsdp" in advice, advice
+    k = int(advice.split("train.accumulate=")[1].split()[0])
+    checkpointing = "model.activation_checkpointing=true" in advice
+    assert step_memory(cfg, devices=8, accumulate=k, activation_checkpointing=checkpointing, shard=True).total <= budget
+    assert "train.shard=fsdp" in fit_advice(cfg, 1, 1.0)   # one GPU: shard over more of them
 
 
 def test_dry_run_names_the_runs_that_do_not_fit(tmp_path, capsys):

@@ -82,12 +82,25 @@ def _step_costs(cfg_json: str, accounting: str) -> list[list[NetworkCost]]:
             for lengths in steps]
 
 
+@dataclass(frozen=True)
+class _Parameters:
+    """Parameter counts of a run's objective, as sharding (train.shard=fsdp, salt.train.distributed) splits them."""
+    trained: int    # what the optimiser updates (sharded)
+    ema: int        # saved but not trained: V-JEPA's EMA target (sharded like the encoder)
+    frozen: int     # neither: a frozen teacher loaded from file (whole on every device)
+    root: int       # trained parameters outside the transformer blocks (FSDP keeps them gathered forward to backward)
+    block: int      # the largest transformer block of a sharded network (FSDP gathers a block at a time)
+
+
 @functools.lru_cache(maxsize=256)
-def _parameter_counts(cfg_json: str) -> tuple[int, int]:
-    """(trained, not trained) parameters of the run's objective (frozen teacher and EMA target are not trained)."""
+def _parameter_counts(cfg_json: str) -> _Parameters:
     objective, _ = _meta_objective(from_dict(RunConfig, json.loads(cfg_json)))
-    trainable = sum(num_params(m) for m in objective.trainable().values())
-    return trainable, num_params(objective) - trainable
+    trainable, saved = objective.trainable(), objective.saved()
+    trained = sum(num_params(m) for m in trainable.values())
+    ema = sum(num_params(m) for name, m in saved.items() if name not in trainable)
+    in_blocks = [num_params(b) for m in trainable.values() for b in getattr(m, "blocks", ())]
+    return _Parameters(trained=trained, ema=ema, frozen=num_params(objective) - trained - ema,
+                       root=trained - sum(in_blocks), block=max(in_blocks, default=0))
 
 
 # -- memory ------------------------------------------------------------------------------------------------------
@@ -109,27 +122,34 @@ class MemoryEstimate:
     optimizer: float      # AdamW's two fp32 moments
     frozen: float         # networks that are run but not trained (frozen teacher, EMA target)
     activations: float    # what the micro-batch keeps for backward (+ one block recomputed, when checkpointing)
+    gathered: float = 0.0  # sharded: whole weights and gradients FSDP holds at a time (roots, blocks in flight)
 
     @property
     def total(self) -> float:
-        return self.weights + self.grads + self.optimizer + self.frozen + self.activations
+        return self.weights + self.grads + self.optimizer + self.frozen + self.activations + self.gathered
 
 
 def step_memory(cfg: RunConfig, *, devices: int = 1, precision: str = "bf16", accumulate: int | None = None,
-                activation_checkpointing: bool | None = None, shard: bool = False) -> MemoryEstimate:
+                activation_checkpointing: bool | None = None, shard: bool | None = None) -> MemoryEstimate:
     """Per-device memory of a training step of `cfg` on `devices` data-parallel devices: trainable weights,
-    gradients and AdamW state (16 bytes a parameter, split over the devices when `shard`), frozen networks (4
-    bytes a parameter), and the activations each trained network keeps for backward on this device's micro-batch
-    (batch_size / (devices x accumulate) clips; the token counts are the objective's own costs, averaged over
-    sampled masks). With `activation_checkpointing` a block keeps only its input and one block is recomputed at a
-    time."""
+    gradients and AdamW state (16 bytes a parameter), frozen networks (4 bytes a parameter), and the activations
+    each trained network keeps for backward on this device's micro-batch (batch_size / (devices x accumulate) clips;
+    the token counts are the objective's own costs, averaged over sampled masks). With `activation_checkpointing`
+    a block keeps only its input and one block is recomputed at a time. With `shard` (default: train.shard=fsdp)
+    on several devices, the trained networks' 16 bytes and the EMA target's 4 bytes a parameter are split over
+    the devices (a frozen teacher stays whole), plus what FSDP2 holds whole at a time (`gathered`): the trained
+    networks' parameters outside the blocks, from forward to backward, and the largest block three times (the one
+    running, the next one prefetched, the unsharded gradient before its reduce-scatter)."""
     if precision not in _KEPT_BYTES:
         raise ValueError(f"precision must be one of {tuple(_KEPT_BYTES)}, got {precision!r}")
     accumulate = accumulate or cfg.train.accumulate
     if activation_checkpointing is None:
         activation_checkpointing = cfg.model.activation_checkpointing
+    if shard is None:
+        shard = cfg.train.shard == "fsdp"
+    shard = shard and devices > 1   # one process is never sharded (salt.train.distributed)
     cfg_json = json.dumps(to_dict(cfg), sort_keys=True)
-    trainable, frozen = _parameter_counts(cfg_json)
+    params = _parameter_counts(cfg_json)
     share = 1 / (devices * accumulate)   # this device's micro-batch, as a fraction of the global batch
     steps = _step_costs(cfg_json, "run")
     activations = 0.0
@@ -146,9 +166,11 @@ def step_memory(cfg: RunConfig, *, devices: int = 1, precision: str = "bf16", ac
             else:
                 kept += tokens * c.width * c.depth * _KEPT_BYTES[precision]
         activations += (kept + recomputed) / len(steps)
-    state = trainable / (devices if shard else 1)
+    split = devices if shard else 1
+    state = params.trained / split
     return MemoryEstimate(weights=4 * state / GB, grads=4 * state / GB, optimizer=8 * state / GB,
-                          frozen=4 * frozen / GB, activations=activations / GB)
+                          frozen=4 * (params.frozen + params.ema / split) / GB, activations=activations / GB,
+                          gathered=4 * (params.root + 3 * params.block) / GB if shard else 0.0)
 
 
 def run_flops(cfg: RunConfig, accounting: str = "run") -> float:
@@ -158,20 +180,33 @@ def run_flops(cfg: RunConfig, accounting: str = "run") -> float:
 
 def fit_advice(cfg: RunConfig, devices: int, budget_gb: float, precision: str = "bf16") -> str:
     """"" when a step of `cfg` fits `budget_gb` per device; otherwise the cheapest setting found that makes it fit:
-    more micro-batches first (same result, less parallel work per step), then activation checkpointing as well
-    (a third more compute), else what the smallest possible step would still need."""
+    more micro-batches first (same result, less parallel work per step), then sharding (on several devices: more
+    communication, no more compute), then activation checkpointing (a third more compute), then both; else what
+    the smallest possible step would still need."""
     if step_memory(cfg, devices=devices, precision=precision).total <= budget_gb:
         return ""
     local = cfg.train.batch_size // devices
-    options = [k for k in range(cfg.train.accumulate + 1, local + 1) if local % k == 0]
-    for checkpointing in (False, True):
-        for k in options or [cfg.train.accumulate]:
+    options = [k for k in range(cfg.train.accumulate, local + 1) if local % k == 0]
+    sharded = cfg.train.shard == "fsdp"
+    shard_options = (sharded, True) if devices > 1 and not sharded else (sharded,)
+    settings = [(shard, checkpointing) for checkpointing in (cfg.model.activation_checkpointing, True)
+                for shard in shard_options]
+    for shard, checkpointing in dict.fromkeys(settings):   # in order, without repeats
+        for k in options:
             m = step_memory(cfg, devices=devices, precision=precision, accumulate=k,
-                            activation_checkpointing=checkpointing)
+                            activation_checkpointing=checkpointing, shard=shard)
             if m.total <= budget_gb:
-                return (f"fits with train.accumulate={k}" + (" model.activation_checkpointing=true" if checkpointing
-                                                             else "") + f" ({m.total:.1f} GB)")
-    smallest = step_memory(cfg, devices=devices, precision=precision, accumulate=local, activation_checkpointing=True)
+                return (f"fits with train.accumulate={k}" + (" train.shard=fsdp" if shard and not sharded else "")
+                        + (" model.activation_checkpointing=true" if checkpointing and not
+                           cfg.model.activation_checkpointing else "") + f" ({m.total:.1f} GB)")
+    shard = devices > 1
+    smallest = step_memory(cfg, devices=devices, precision=precision, accumulate=local, activation_checkpointing=True,
+                           shard=shard)
+    states = smallest.weights + smallest.grads + smallest.optimizer + smallest.gathered
+    if shard:
+        return (f"does not fit even one clip per micro-batch with activation checkpointing and train.shard=fsdp "
+                f"({smallest.total:.1f} GB, of which {states:.1f} GB weights, gradients and AdamW state sharded over "
+                f"{devices} devices): it needs more devices or devices with more memory")
     return (f"does not fit even one clip per micro-batch with activation checkpointing ({smallest.total:.1f} GB, of "
-            f"which {smallest.weights + smallest.grads + smallest.optimizer:.1f} GB weights, gradients and AdamW "
-            "state): it needs devices with more memory (parameter sharding is not in this code yet)")
+            f"which {states:.1f} GB weights, gradients and AdamW state): it needs devices with more memory, or "
+            "several devices per run to shard them over (train.shard=fsdp)")
