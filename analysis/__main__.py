@@ -1,4 +1,5 @@
-"""python -m analysis STUDY_DIR [STUDY_DIR ...] [--out DIR] [--target COLUMN] [--bootstrap N] [--evaluation NAME]"""
+"""python -m analysis STUDY_DIR [STUDY_DIR ...] [--out DIR] [--target COLUMN] [--bootstrap N] [--evaluation NAME]
+[--benchmark NAME]"""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", type=int, default=1000,
                         help="bootstrap resamples, also the permutations of the p-values (default 1000; 0: none)")
     parser.add_argument("--evaluation", help="evaluation name (default: the one covering the most runs)")
+    parser.add_argument("--benchmark", help="the records' benchmark to analyse (default: 'default', the runs' own "
+                                            "data, when there; else the one covering the most runs)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the resampling")
     parser.add_argument("--allow-partial", action="store_true",
                         help="analyse what is there when runs lack done.json or records (default: refuse)")
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = run(args.study_dirs, args.out, target=args.target, evaluation=args.evaluation,
                    n_boot=args.bootstrap, seed=args.seed, allow_partial=args.allow_partial,
-                   figures=not args.no_figures)
+                   figures=not args.no_figures, benchmark=args.benchmark)
     except StudyDataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

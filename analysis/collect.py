@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from salt.eval.record import SCALAR_COLUMNS, load_records, train_losses
-from salt.layout import LayoutError, RunLayout, StudyLayout, read_metrics
+from salt.layout import DEFAULT_BENCHMARK, LayoutError, RunLayout, StudyLayout, read_metrics
 
 # Label keys the analysis uses; a missing key is a NaN column so code can rely on them existing.
 LABEL_KEYS = ("group", "total_steps", "teacher_steps", "student_steps", "teacher_size", "student_size",
@@ -236,11 +236,28 @@ def load_study(paths, *, allow_partial: bool = False) -> pd.DataFrame:
                                            kind="stable").reset_index(drop=True)
 
 
+def one_benchmark(frame: pd.DataFrame, benchmark: str | None = None) -> tuple[str, pd.DataFrame]:
+    """The rows of one benchmark (records carry the benchmark each was probed on: "default" is the run's own
+    data): `benchmark` if given, else "default" when present, else the one covering the most runs. Fits,
+    figures and correlations are made per benchmark: scores of different benchmarks never share a curve."""
+    names = frame.groupby("benchmark")["run_key"].nunique() if "benchmark" in frame else pd.Series(dtype=int)
+    if benchmark is not None:
+        if benchmark not in names:
+            raise StudyDataError(f"no records on benchmark {benchmark!r}; there are: {', '.join(names.index)}")
+    elif names.empty:
+        return DEFAULT_BENCHMARK, frame
+    else:
+        benchmark = DEFAULT_BENCHMARK if DEFAULT_BENCHMARK in names else sorted(names.index,
+                                                                             key=lambda b: (-names[b], b))[0]
+    return benchmark, frame[frame["benchmark"] == benchmark].reset_index(drop=True)
+
+
 def final_records(frame: pd.DataFrame) -> pd.DataFrame:
-    """The last checkpoint of each run, per evaluation (a run's result is its final checkpoint)."""
+    """The last checkpoint of each run, per evaluation and benchmark (a run's result is its final checkpoint)."""
     if frame.empty:
         return frame
-    idx = frame.groupby(["run_key", "evaluation"])["checkpoint_step"].idxmax()
+    keys = ["run_key", "evaluation"] + (["benchmark"] if "benchmark" in frame else [])
+    idx = frame.groupby(keys)["checkpoint_step"].idxmax()
     return frame.loc[sorted(idx)].reset_index(drop=True)
 
 
@@ -289,7 +306,8 @@ class StudyCheck:
         return self.message
 
 
-def check_complete(study_dir, target: str | None = None, evaluation: str | None = None) -> StudyCheck:
+def check_complete(study_dir, target: str | None = None, evaluation: str | None = None,
+                   benchmark: str | None = None) -> StudyCheck:
     """Which runs of a study lack done.json or the `target` column in their final record (trained runs only),
     or lack evaluation records (of `evaluation` if given). Never raises for a missing file: it reports it."""
     study_dir = Path(study_dir)
@@ -297,7 +315,10 @@ def check_complete(study_dir, target: str | None = None, evaluation: str | None 
         study = read_study(study_dir)
     except StudyDataError as e:
         return StudyCheck(str(study_dir), fatal=str(e), no_records=True)
-    return _check(study_dir, study, _records(study_dir, study), target, evaluation)
+    records = _records(study_dir, study)
+    if benchmark is not None and "benchmark" in records:
+        records = records[records["benchmark"] == benchmark]
+    return _check(study_dir, study, records, target, evaluation)
 
 
 def _check(study_dir: Path, study: dict, records: pd.DataFrame, target: str | None = None,

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.allocation import allocation_table, flops_to_match, optimal_share
-from analysis.collect import StudyDataError, check_complete, final_records, load_study
+from analysis.collect import StudyDataError, check_complete, final_records, load_study, one_benchmark
 from analysis.correlate import CANDIDATES, interval, rank_metrics, verdict
 from analysis.fits import (MIN_DISTINCT, FitError, curve_fits, fit_ld, fit_loss_vs_compute, fit_table,
                            holdout_error)
@@ -72,7 +72,7 @@ class Analysis:
     """Everything the report and figures show, computed once."""
     target: str
     evaluation: str
-    frame: pd.DataFrame                     # every checkpoint of the chosen evaluation
+    frame: pd.DataFrame                     # every checkpoint of the chosen evaluation (and benchmark)
     final: pd.DataFrame                     # last checkpoint per run, with compute > 0 and the target
     baselines: pd.DataFrame                 # zero-compute references (random init, raw pixels)
     curves: dict = field(default_factory=dict)        # group -> PowerLawFit | FitError (error vs FLOPs)
@@ -87,6 +87,7 @@ class Analysis:
     n_boot: int = 0
     notes: list[str] = field(default_factory=list)
     kind: str = ""                          # study_kind: SELECTION computes and reports the selection only
+    benchmark: str = "default"              # the records' benchmark analysed (analysis.collect.one_benchmark)
 
 
 def _try(fit, *args, **kwargs):
@@ -106,11 +107,12 @@ def _costs(final: pd.DataFrame) -> pd.DataFrame:
 
 
 def analyze(frame: pd.DataFrame, target: str | None = None, *, evaluation: str | None = None,
-            n_boot: int = 1000, seed: int = 0) -> Analysis:
+            n_boot: int = 1000, seed: int = 0, benchmark: str | None = None) -> Analysis:
     """Fits with bootstrap intervals, allocation, FLOPs to match V-JEPA, teacher-selection metrics; for a
     teacher-selection study (study_kind SELECTION) the teacher-selection metrics only."""
     if frame.empty:
         raise StudyDataError("no records to analyse")
+    benchmark, frame = one_benchmark(frame, benchmark)
     evaluation = choose_evaluation(frame, evaluation)
     frame = frame[frame["evaluation"] == evaluation].reset_index(drop=True)
     target = choose_target(frame, target)
@@ -118,7 +120,7 @@ def analyze(frame: pd.DataFrame, target: str | None = None, *, evaluation: str |
     last = last[last[target].notna()]
     final, baselines = last[last["flops_total"] > 0], last[last["flops_total"] <= 0]
     out = Analysis(target, evaluation, frame, final.reset_index(drop=True), baselines.reset_index(drop=True),
-                   n_boot=n_boot, kind=study_kind(frame))
+                   n_boot=n_boot, kind=study_kind(frame), benchmark=benchmark)
     if out.kind == SELECTION:   # one question: which metric predicts the student; no compute curves to fit
         with one_blas_thread():
             out.selection = rank_metrics(frame, target, n_boot=n_boot, n_perm=n_boot, seed=seed)
@@ -155,11 +157,12 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize(study_dir, target: str | None = None, *, evaluation: str | None = None,
-              allow_partial: bool = False, n_boot: int = 1000, seed: int = 0) -> str:
+              allow_partial: bool = False, n_boot: int = 1000, seed: int = 0, benchmark: str | None = None) -> str:
     """The study's summary as printable text. Teacher selection: the verdict and the ranking (Spearman with
     its interval, permutation p, LOTO skill; `n_boot` resamples and permutations). Otherwise: accuracy @ total
     FLOPs per budget and curve (mean over seeds; * marks the best teacher share of a budget), no bootstrap."""
     frame = load_study(study_dir, allow_partial=allow_partial)
+    _, frame = one_benchmark(frame, benchmark)
     evaluation = choose_evaluation(frame, evaluation)
     frame = frame[frame["evaluation"] == evaluation]
     target = choose_target(frame, target)
@@ -299,7 +302,7 @@ def render_selection(a: Analysis, study_dirs: list[str], completeness: list[str]
         "checkpoint of one teacher checkpoint's student.\n"
         + markdown_table(r2, ["teacher_name", "n", "r2", "slope", "reason", "teacher"]),
         "## Data\n" + f"Study folder(s): {', '.join(study_dirs)}  \nTarget: `{a.target}` (evaluation "
-        f"`{a.evaluation}`). Candidates: " + ", ".join(f"`{m}` ({src}'s `{col or 'target'}`)"
+        f"`{a.evaluation}`). Benchmark: `{a.benchmark}`. Candidates: " + ", ".join(f"`{m}` ({src}'s `{col or 'target'}`)"
                                                       for m, (src, col) in CANDIDATES.items()) + ".",
         "\n".join(f"- {line}" for line in completeness),
         "## Cost per curve\n" + markdown_table(a.costs),
@@ -317,7 +320,7 @@ def render(a: Analysis, study_dirs: list[str], completeness: list[str], figures:
     sections = [
         f"# Study analysis: {', '.join(sorted(a.frame['study'].astype(str).unique()))}",
         f"Study folder(s): {', '.join(study_dirs)}  \nTarget: `{a.target}` (evaluation `{a.evaluation}`), "
-        f"error = 1 - target. Bootstrap: {a.n_boot} resamples of runs; intervals are 95%.",
+        f"error = 1 - target; benchmark `{a.benchmark}`. Bootstrap: {a.n_boot} resamples of runs; intervals are 95%.",
         "\n".join(f"- {line}" for line in completeness),
         "## Runs analysed\n" + markdown_table(counts),
     ]
@@ -369,11 +372,12 @@ def write_report(a: Analysis, out: Path, study_dirs: list[str], completeness: li
 
 
 def run(study_dirs, out=None, *, target: str | None = None, evaluation: str | None = None, n_boot: int = 1000,
-        seed: int = 0, allow_partial: bool = False, figures: bool = True) -> Path:
+        seed: int = 0, allow_partial: bool = False, figures: bool = True, benchmark: str | None = None) -> Path:
     """Load, analyse and write report.md (+ figures/) into `out` (default STUDY_DIR/analysis)."""
     dirs = [Path(study_dirs)] if isinstance(study_dirs, (str, Path)) else [Path(d) for d in study_dirs]
     frame = load_study(dirs, allow_partial=allow_partial)
-    a = analyze(frame, target, evaluation=evaluation, n_boot=n_boot, seed=seed)
-    completeness = [check_complete(d, target=a.target, evaluation=a.evaluation).message.replace("\n", "  \n")
+    a = analyze(frame, target, evaluation=evaluation, n_boot=n_boot, seed=seed, benchmark=benchmark)
+    completeness = [check_complete(d, target=a.target, evaluation=a.evaluation, benchmark=a.benchmark).message
+                    .replace("\n", "  \n")
                     for d in dirs]
     return write_report(a, Path(out) if out else dirs[0] / "analysis", [str(d) for d in dirs], completeness, figures)

@@ -262,3 +262,20 @@ def test_packaged_benchmarks_and_version_1_records(tmp_path):
     assert (old.benchmark, old.selection, old.encoder, old.schema_version) == ("default", "strict", "online",
                                                                                SCHEMA_VERSION)
     assert RunLayout(tmp_path / "r").record(1, "fast", "k400").name == "step_00000001_fast@k400.json"
+
+
+def test_analysis_takes_one_benchmark_at_a_time():
+    import pandas as pd
+    from analysis.collect import StudyDataError, final_records, one_benchmark
+    frame = pd.DataFrame({"run_key": ["a", "a", "b", "a", "b"], "evaluation": ["fast"] * 5,
+                          "benchmark": ["default", "k400", "k400", "k400", "ssv2"], "checkpoint_step": [2, 2, 2, 4, 4]})
+    assert one_benchmark(frame)[0] == "default"
+    name, k400 = one_benchmark(frame, "k400")
+    assert name == "k400" and set(k400["benchmark"]) == {"k400"} and len(k400) == 3
+    assert one_benchmark(frame[frame["benchmark"] != "default"])[0] == "k400"   # the one covering the most runs
+    with pytest.raises(StudyDataError, match="no records on benchmark 'coin'; there are: default, k400, ssv2"):
+        one_benchmark(frame, "coin")
+    # a run's final record per evaluation AND benchmark: its k400 score is never replaced by another benchmark's
+    final = final_records(frame)
+    assert sorted(zip(final["run_key"], final["benchmark"], final["checkpoint_step"])) == [
+        ("a", "default", 2), ("a", "k400", 4), ("b", "k400", 2), ("b", "ssv2", 4)]
