@@ -1,13 +1,20 @@
 """Data: the embedded moving-digits clips and video files listed in a CSV, behind one builder.
 
 Every dataset takes items `(index, sample_seed)` and returns a dict with "video" float [C, T, H, W] and its
-label(s); `salt.data.sampler` decides which items make up each step's batch.
+label(s); `salt.data.sampler` decides which items make up each step's batch (`step_sampler` builds it for a data
+config) and `collate` stacks them.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+from torch.utils.data import default_collate
+
+from salt.data.sampler import StepBatchSampler
+
+# Keys of a sample that count problems of the data pipeline (summed and logged by the loop), not labels.
+DATA_COUNTERS = ("decode_failures", "seek_fallbacks")
 
 
 @dataclass(frozen=True)
@@ -53,11 +60,43 @@ def build_dataset(data_cfg, split: str) -> tuple[torch.utils.data.Dataset, ClipG
     raise ValueError(f"unknown data.source {data_cfg.source!r}")
 
 
+def clips_per_sample(data_cfg) -> int:
+    """Training clips each dataset item gives (several clips of one video: data.video.num_clips)."""
+    return data_cfg.video.num_clips if data_cfg.source == "video_list" else 1
+
+
+def step_sampler(data_cfg, dataset, batch_size: int, seed: int, start_step: int, end_step: int) -> StepBatchSampler:
+    """The batch sampler of steps [start_step, end_step) for `batch_size` clips a step: batch_size / num_clips
+    items (each gives num_clips clips), drawn by the mixture's weights when the data is a weighted mixture."""
+    per_item = clips_per_sample(data_cfg)
+    if batch_size % per_item:
+        raise ValueError(f"train.batch_size={batch_size} is not a multiple of data.video.num_clips={per_item}")
+    mixture = dataset.mixture if data_cfg.source == "video_list" else None
+    return StepBatchSampler(len(dataset), batch_size // per_item, seed, start_step, end_step, mixture=mixture)
+
+
+def collate(samples: list[dict]) -> dict:
+    """default_collate, then items of several clips ([N, k, C, T, H, W] video) flattened to N * k clips, each
+    clip with its item's labels; an item's data counters go with its first clip (their sums stay right)."""
+    batch = default_collate(samples)
+    video = batch["video"]
+    if video.ndim != 6:
+        return batch
+    n, k = video.shape[:2]
+    flat = {"video": video.flatten(0, 1)}
+    for key, value in batch.items():
+        if key in DATA_COUNTERS:
+            flat[key] = torch.cat([value[:, None], value.new_zeros(n, k - 1)], dim=1).flatten()
+        elif key != "video":
+            flat[key] = value.repeat_interleave(k, dim=0)
+    return flat
+
+
 def label_specs(data_cfg) -> list[LabelSpec]:
     """The labels a probe can be trained on, for this data source."""
     if data_cfg.source == "moving_digits":
         from salt.data.moving_digits import num_motion_classes
         return [LabelSpec("appearance", 10), LabelSpec("motion", num_motion_classes(data_cfg.moving_digits))]
-    from salt.data.video import read_video_list
-    labels = {entry.label for entry in read_video_list(data_cfg.video.list_path)}
+    from salt.data.video import list_files, read_video_list
+    labels = {entry.label for path in list_files(data_cfg.video) for entry in read_video_list(path)}
     return [LabelSpec("label", max(labels) + 1)]

@@ -7,11 +7,19 @@ seen, however many DataLoader workers decode them.
 
 Unreadable files (missing, corrupt, no video frames) are skipped with a warning and the next
 list entry is used instead; the number skipped travels with the sample (``decode_failures``) so
-the loop can log it even when decoding happens in worker processes.
+the loop can log it even when decoding happens in worker processes. A file whose seek does not
+give the clip is decoded from the start instead (``seek_fallbacks``, counted apart).
+
+Decoding (see "decoding" below) opens each file once per sample, seeks to the keyframe before the
+clip and identifies frames by their timestamps, so a clip is exactly the frames a full decode from
+the start would give.
 """
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
+import itertools
 import math
 import operator
 import os
@@ -25,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from salt.config import ADDED_LATER
+from salt.data.sampler import Mixture
 
 
 @dataclass
@@ -41,6 +50,20 @@ class VideoListConfig:
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     eval_clips: int = 1  # uniformly spaced clips per video at evaluation
+    # V-JEPA 2's sampling. The frame step from the video's own rate instead of frame_step: a target rate in frames
+    # per second (fps), or the clip's length in seconds (duration); at most one of them. num_clips: clips per
+    # video per training sample, from equal segments of the video (train.batch_size counts clips, so a step
+    # draws batch_size / num_clips videos)
+    fps: float = field(default=0.0, metadata=ADDED_LATER)
+    duration: float = field(default=0.0, metadata=ADDED_LATER)
+    num_clips: int = field(default=1, metadata=ADDED_LATER)
+    # A mixture (V-JEPA 2's datasets / datasets_weights): several list files instead of list_path, each sample's
+    # list drawn by weight. Without weights the lists are one concatenated list.
+    lists: list[str] = field(default_factory=list, metadata=ADDED_LATER)
+    list_weights: list[float] = field(default_factory=list, metadata=ADDED_LATER)
+    # FFmpeg decoding threads per process: 0 = automatic (1 in each DataLoader worker, which together already
+    # use the cores; FFmpeg's own count with frame threading when the main process decodes, num_workers=0)
+    decode_threads: int = field(default=0, metadata=ADDED_LATER)
     # spatial crops per clip at evaluation: squares spread evenly along the frame's long side (1 = the centre)
     eval_crops: int = field(default=1, metadata=ADDED_LATER)
 
@@ -56,6 +79,16 @@ class VideoListConfig:
                 raise ValueError(f"{name} must have 3 values (one per RGB channel), got {getattr(self, name)}")
         if min(self.std) <= 0:
             raise ValueError(f"std must be positive, got {self.std}")
+        if self.num_clips < 1 or self.decode_threads < 0:
+            raise ValueError(f"num_clips must be >= 1 and decode_threads >= 0, got {self.num_clips}, "
+                             f"{self.decode_threads}")
+        if self.fps < 0 or self.duration < 0 or (self.fps and self.duration):
+            raise ValueError(f"set at most one of fps and duration (each >= 0), got {self.fps} and {self.duration}")
+        if self.lists and self.list_path:
+            raise ValueError(f"give either list_path or lists (a mixture), not both: {self.list_path!r}, {self.lists}")
+        if self.list_weights and (len(self.list_weights) != len(self.lists) or min(self.list_weights) <= 0):
+            raise ValueError(f"list_weights needs one weight > 0 per entry of lists, got {self.list_weights} for "
+                             f"{len(self.lists)} lists")
 
 
 def _check_range(name: str, bounds: list[float], upper: float) -> None:
@@ -80,6 +113,12 @@ class VideoEntry:
     path: str
     label: int
     line: int  # 1-based line in the list file, for messages
+    list_path: str = ""  # the list file it came from, for messages
+
+
+def list_files(cfg: VideoListConfig) -> list[str]:
+    """The list file(s) of a config: the mixture's `lists`, or `[list_path]`."""
+    return cfg.lists or [cfg.list_path]
 
 
 def read_video_list(list_path: str) -> list[VideoEntry]:
@@ -113,37 +152,89 @@ def _parse_line(line: str, line_number: int, list_path: str, root: str, comma_se
     except ValueError:
         raise ValueError(f"{where}: label {label_text!r} is not an integer") from None
     path = os.path.expanduser(path)
-    return VideoEntry(path=os.path.join(root, path), label=label, line=line_number)
+    return VideoEntry(path=os.path.join(root, path), label=label, line=line_number, list_path=list_path)
 
 
 # ---------------------------------------------------------------- which frames to take
 
 
-def clip_indices(start: int, num_frames: int, cfg: VideoListConfig) -> list[int]:
+def frame_step(cfg: VideoListConfig, rate: float) -> int:
+    """Frames between a clip's frames: `frame_step`, or, when `fps` or `duration` is set, from the video's
+    average rate as V-JEPA 2 computes it (the rate rounded up to a whole number, then rate // fps, or
+    int(duration * rate / frames_per_clip)), at least 1."""
+    if not (cfg.fps or cfg.duration):
+        return cfg.frame_step
+    if rate <= 0:
+        raise UnreadableVideoError("the file gives no frame rate, which data.video.fps / duration sampling needs")
+    whole = math.ceil(rate)
+    step = whole // cfg.fps if cfg.fps else cfg.duration * whole / cfg.frames_per_clip
+    return max(1, int(step))
+
+
+def clip_indices(start: int, num_frames: int, cfg: VideoListConfig, step: int) -> list[int]:
     """Frame indices of one clip. A video shorter than the clip span repeats its last frame
     (padding keeps the clip's frame rate, which looping would break at the wrap)."""
-    return [min(start + i * cfg.frame_step, num_frames - 1) for i in range(cfg.frames_per_clip)]
+    return [min(start + i * step, num_frames - 1) for i in range(cfg.frames_per_clip)]
 
 
-def _last_start(num_frames: int, cfg: VideoListConfig) -> int:
-    span = (cfg.frames_per_clip - 1) * cfg.frame_step + 1
+def _last_start(num_frames: int, cfg: VideoListConfig, step: int) -> int:
+    span = (cfg.frames_per_clip - 1) * step + 1
     return max(num_frames - span, 0)
 
 
-def train_clip_start(u: float, num_frames: int, cfg: VideoListConfig) -> int:
-    """Map a uniform draw u in [0, 1) to a start in [0, last start]; drawing u before the frame
-    count is known keeps the draw order fixed whatever the video."""
-    return int(u * (_last_start(num_frames, cfg) + 1))
+def train_clip_start(u: float, num_frames: int, cfg: VideoListConfig, step: int, segment: int = 0) -> int:
+    """Map a uniform draw u in [0, 1) to a start; drawing u before the frame count is known keeps the draw
+    order fixed whatever the video. With num_clips = k (V-JEPA 2) the video is cut into k equal segments and
+    clip `segment` starts in its own one (a segment shorter than the clip lets the clip run into the next
+    one); with k = 1 the start is anywhere in [0, last start]."""
+    length = num_frames // cfg.num_clips
+    first = min(segment * length, num_frames - 1)
+    return first + int(u * (_last_start(length, cfg, step) + 1))
 
 
-def eval_clip_starts(num_frames: int, cfg: VideoListConfig) -> list[int]:
+def eval_clip_starts(num_frames: int, cfg: VideoListConfig, step: int) -> list[int]:
     """Centres of eval_clips equal segments of the valid start range: one clip is the central
     clip, several are evenly spread and symmetric about the middle."""
-    last, clips = _last_start(num_frames, cfg), cfg.eval_clips
+    last, clips = _last_start(num_frames, cfg, step), cfg.eval_clips
     return [(2 * i + 1) * last // (2 * clips) for i in range(clips)]
 
 
 # ---------------------------------------------------------------- decoding
+#
+# "Frame i" of a video is the i-th frame a decode from the start gives. A sample opens its file once: the header
+# gives the frame count, size and rate; demuxing (reading packets, decoding nothing) up to the clip's end gives
+# the presentation timestamps of the frames in order, so frame i's timestamp is exact even when frames are not
+# evenly spaced (variable frame rate). The decoder then seeks to the last keyframe at or before each clip's first
+# frame and decodes forward, keeping the frames whose timestamps were asked for; a non-reference frame that was not
+# asked for is skipped (no other frame is predicted from it). Where the timestamps cannot be trusted (missing or
+# repeated) or the frames after a seek are not the ones asked for, the sample is decoded from the start instead
+# and counted apart from unreadable files (`seek_fallbacks`): a slower clip, never a wrong one.
+
+
+class SeekFallbackWarning(UserWarning):
+    """A file decoded from the start because seeking in it did not give the clip (same frames, more time)."""
+
+
+class _SeekMissed(Exception):
+    """The frames after a seek are not the ones the timestamps promised."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a clip plan needs to know of a file, from its one open container."""
+
+    num_frames: int
+    height: int
+    width: int
+    rate: float  # average frames per second in the header, 0 when it gives none
+
+
+@dataclass
+class DecodedFrames:
+    frames: list[av.VideoFrame]  # the frames the plan asked for, in its order
+    info: VideoInfo
+    seek_fallback: bool  # decoded from the start because the seek path could not be trusted
+    decoded: int  # frames the decoder gave to get them (skipped non-reference frames not counted)
 
 
 def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
@@ -152,47 +243,190 @@ def _video_stream(container: av.container.InputContainer) -> av.video.stream.Vid
     return container.streams.video[0]
 
 
-def _frame_count(path: str) -> int:
-    """Frame count from the container header; containers without one (e.g. some mkv/webm) are
-    counted by demuxing, which reads packets but decodes nothing."""
-    with av.open(path) as container:
-        stream = _video_stream(container)
-        if stream.frames > 0:
-            return stream.frames
-        return sum(1 for packet in container.demux(stream) if packet.size > 0)
+def thread_count(configured: int) -> int:
+    """The decode-thread policy: `decode_threads`, or when it is 0, one thread inside a DataLoader worker (the
+    workers already share the cores between them; FFmpeg's own threads on top oversubscribe them) and FFmpeg's
+    automatic count (0: one per core) when the main process decodes."""
+    if configured:
+        return configured
+    return 1 if torch.utils.data.get_worker_info() is not None else 0
 
 
-def _decode_wanted(path: str, wanted: set[int]) -> tuple[dict[int, np.ndarray], int]:
-    """Decode from the start up to the last wanted frame, keeping only wanted frames (RGB uint8).
-    Returns them and how many frames were decoded (the true count if the stream ended early)."""
-    kept: dict[int, np.ndarray] = {}
-    size: dict[str, int] = {}  # every frame at the first kept frame's size, so they stack
-    decoded = 0
-    last = max(wanted)
+def _open_stream(container: av.container.InputContainer, threads: int) -> av.video.stream.VideoStream:
+    stream = _video_stream(container)
+    count = thread_count(threads)
+    stream.codec_context.thread_count = count
+    if count != 1:  # frame threading: several frames at once (slice threading alone helps few files)
+        stream.codec_context.thread_type = "AUTO"
+    return stream
+
+
+def _header_info(stream: av.video.stream.VideoStream) -> VideoInfo:
+    rate = stream.average_rate or stream.guessed_rate
+    return VideoInfo(num_frames=stream.frames, height=stream.codec_context.height, width=stream.codec_context.width,
+                     rate=float(rate) if rate else 0.0)
+
+
+@dataclass
+class _FrameIndex:
+    """Frame i's presentation timestamp is pts[i] (sorted); keyframes are (pts, dts) pairs (dts = pts if unknown)."""
+
+    pts: list[int]
+    keyframes: list[tuple[int, int]]
+    count: int  # frames demuxed (the frame count when complete)
+    complete: bool  # demuxed to the end of the stream
+    usable: bool  # every frame had a timestamp and no two the same
+
+    def keyframe_for(self, target: int) -> tuple[int, int]:
+        """The last keyframe at or before `target` (pts): decoding from it gives every frame from it on."""
+        position = bisect.bisect_right(self.keyframes, (target, math.inf)) - 1
+        if position < 0:
+            raise _SeekMissed(f"no keyframe at or before pts {target}")
+        return self.keyframes[position]
+
+
+def _index_frames(container: av.container.InputContainer, stream, last: int | None) -> _FrameIndex:
+    """Demux from the start, decoding nothing, until frame `last` is settled (None: to the end). Packets come in
+    decoding order with non-decreasing dts and each pts >= its dts, so once a packet's dts exceeds the
+    (last + 1)-th smallest timestamp seen, no later packet can come before that frame."""
+    pts: list[int] = []
+    keyframes, count, usable = [], 0, True
+    for packet in container.demux(stream):
+        if packet.size == 0 or packet.is_discard:  # the end-of-stream flush; frames the decoder drops
+            continue
+        count += 1
+        if packet.pts is None or not usable:
+            usable = False
+            if last is not None:
+                break  # the count is only needed with last=None
+            continue
+        position = bisect.bisect_left(pts, packet.pts)
+        if position < len(pts) and pts[position] == packet.pts:
+            usable = False
+            continue
+        pts.insert(position, packet.pts)
+        if packet.is_keyframe:
+            keyframes.append((packet.pts, packet.pts if packet.dts is None else packet.dts))
+        if last is not None and packet.dts is not None and len(pts) > last and pts[last] < packet.dts:
+            return _FrameIndex(pts, sorted(keyframes), count, complete=False, usable=True)
+    else:
+        return _FrameIndex(pts, sorted(keyframes), count, complete=True, usable=usable)
+    return _FrameIndex(pts, sorted(keyframes), count, complete=False, usable=False)
+
+
+def _decoded_after_seek(container, stream, keyframe: tuple[int, int], wanted: set[int]):
+    """Frames from `keyframe` (pts, dts) on, in presentation order. Demuxers seek by presentation time (mp4,
+    matroska) or by decoding time: the seek goes to the keyframe's pts, and if it lands past that keyframe, to its
+    dts (a dts-based seek then lands on it or before it)."""
+    for target in dict.fromkeys(keyframe):
+        container.seek(target, stream=stream, backward=True, any_frame=False)  # also flushes the decoder
+        packets = container.demux(stream)
+        first = next(packets, None)
+        if first is not None and first.is_keyframe and first.pts is not None and first.pts <= keyframe[0]:
+            break
+    else:
+        raise _SeekMissed(f"seeking to the keyframe at pts {keyframe[0]} lands after it")
+    context = stream.codec_context
+    for packet in itertools.chain([first], packets):
+        # Decided per packet: a non-reference frame nobody asked for is not decoded (others never refer to it).
+        context.skip_frame = "DEFAULT" if packet.size == 0 or packet.pts in wanted else "NONREF"
+        yield from context.decode(packet)
+
+
+def _decode_by_seeking(container, stream, index: _FrameIndex, wanted: set[int]
+                       ) -> tuple[dict[int, av.VideoFrame], int]:
+    """pts -> frame for every wanted pts, and how many frames were decoded. A clip whose keyframe lies past what
+    was decoded gets its own seek."""
+    found: dict[int, av.VideoFrame] = {}
+    frames, position, decoded = None, None, 0
+    for target in sorted(wanted):
+        if target in found:
+            continue
+        keyframe = index.keyframe_for(target)
+        if frames is None or position is None or keyframe[0] > position:
+            frames, position = _decoded_after_seek(container, stream, keyframe, wanted), None
+        for frame in frames:
+            if frame.pts is None:
+                raise _SeekMissed("a decoded frame has no timestamp")
+            position, decoded = frame.pts, decoded + 1
+            if frame.pts in wanted and frame.pts not in found:  # (a second seek may show an earlier one again)
+                found[frame.pts] = frame
+            if frame.pts >= target:
+                break
+        if target not in found:
+            raise _SeekMissed(f"the frame at pts {target} did not come out after seeking to pts {keyframe[0]}")
+    return found, decoded
+
+
+def _decode_from_start(path: str, wanted: set[int], threads: int) -> tuple[dict[int, av.VideoFrame], int]:
+    """The reference: decode from the start up to the last wanted frame, counting frames. Returns the wanted
+    frames and how many frames were decoded (the true count if the stream ended early)."""
+    kept: dict[int, av.VideoFrame] = {}
+    decoded, last = 0, max(wanted)
     with av.open(path) as container:
-        for frame in container.decode(_video_stream(container)):
+        for frame in container.decode(_open_stream(container, threads)):
             if decoded in wanted:
-                size = size or {"width": frame.width, "height": frame.height}
-                kept[decoded] = frame.to_ndarray(format="rgb24", **size)
+                kept[decoded] = frame
             decoded += 1
             if decoded > last:
                 break
     return kept, decoded
 
 
-def read_frames(path: str, plan: Callable[[int], list[int]]) -> list[np.ndarray]:
-    """Frames ``plan(num_frames)`` asks for, as RGB uint8 [H, W, 3] arrays in that order.
-    If the header overstates the frame count, the plan is redone against what really decodes."""
-    num_frames = _frame_count(path)
+def read_video(path: str, plan: Callable[[VideoInfo], list[int]], threads: int = 0, seek: bool = True
+               ) -> DecodedFrames:
+    """The frames ``plan(info)`` asks for (frame indices of a decode from the start), in that order. If the
+    header overstates the frame count, the plan is redone against the true count. `seek=False` decodes from the
+    start (the reference the seek path is tested against)."""
+    with av.open(path) as container:
+        stream = _open_stream(container, threads)
+        info = _header_info(stream)
+        index = None
+        if info.num_frames <= 0:  # no count in the header (e.g. some mkv/webm): count by demuxing
+            index = _index_frames(container, stream, last=None)
+            info = dataclasses.replace(info, num_frames=index.count)
+        if info.num_frames == 0:
+            raise UnreadableVideoError("no video frames")
+        indices = plan(info)
+        if seek:
+            if index is None:
+                index = _index_frames(container, stream, last=max(indices))
+            if index.usable and index.complete and max(indices) >= index.count > 0:  # header overstated the count
+                info = dataclasses.replace(info, num_frames=index.count)
+                indices = plan(info)
+            reason = "its timestamps are missing or repeated"
+            if index.usable:
+                try:
+                    found, decoded = _decode_by_seeking(container, stream, index, {index.pts[i] for i in indices})
+                    return _decoded([found[index.pts[i]] for i in indices], info, False, decoded)
+                except (_SeekMissed, av.FFmpegError) as error:
+                    reason = f"{type(error).__name__}: {error}"
+            warnings.warn(f"decoding {path} from the start: seeking cannot be trusted ({reason})",
+                          SeekFallbackWarning, stacklevel=3)
     for _ in range(2):
-        if num_frames == 0:
-            raise UnreadableVideoError("no decodable video frames")
-        indices = plan(num_frames)
-        kept, decoded = _decode_wanted(path, set(indices))
+        kept, decoded = _decode_from_start(path, set(indices), threads)
         if len(kept) == len(set(indices)):
-            return [kept[i] for i in indices]
-        num_frames = decoded
-    raise UnreadableVideoError(f"decoding stopped early twice (last time after {num_frames} frames)")
+            return _decoded([kept[i] for i in indices], info, seek_fallback=seek, decoded=decoded)
+        if decoded == 0:
+            raise UnreadableVideoError("no decodable video frames")
+        info = dataclasses.replace(info, num_frames=decoded)
+        indices = plan(info)
+    raise UnreadableVideoError(f"decoding stopped early twice (last time after {info.num_frames} frames)")
+
+
+def _decoded(frames: list[av.VideoFrame], info: VideoInfo, seek_fallback: bool, decoded: int) -> DecodedFrames:
+    if not (info.width and info.height):  # a header without the frame size: the first frame's
+        info = dataclasses.replace(info, width=frames[0].width, height=frames[0].height)
+    return DecodedFrames(frames, info, seek_fallback, decoded)
+
+
+def read_frames(path: str, plan: Callable[[VideoInfo], list[int]], threads: int = 0
+                ) -> tuple[list[np.ndarray], bool]:
+    """``read_video`` as full-size RGB uint8 [H, W, 3] arrays (every frame at the header's size, so they stack),
+    and whether the seek path fell back to a decode from the start."""
+    decoded = read_video(path, plan, threads)
+    size = {"width": decoded.info.width, "height": decoded.info.height}
+    return [frame.to_ndarray(format="rgb24", **size) for frame in decoded.frames], decoded.seek_fallback
 
 
 # ---------------------------------------------------------------- spatial transforms
@@ -253,23 +487,58 @@ def crop_resize_normalise(
     """Crop every frame with the same box, resize to resolution, normalise: float32 [T, 3, R, R]."""
     top, left, h, w = box
     cropped = np.stack([frame[top : top + h, left : left + w] for frame in frames])
-    video = torch.from_numpy(cropped).permute(0, 3, 1, 2).float()
+    return _model_input(cropped, cfg, flip=False).transpose(0, 1).contiguous()
+
+
+# Output size / crop size at or below which frames are scaled while they are converted to RGB (decoded_clip).
+DECODE_RESIZE_AT_MOST = 0.5
+
+
+def decoded_clip(frames: list[av.VideoFrame], box: tuple[int, int, int, int], info: VideoInfo,
+                 cfg: VideoListConfig, flip: bool = False) -> torch.Tensor:
+    """Decoded frames cropped with `box`, resized, flipped if asked, normalised: float32 [3, T, R, R].
+
+    Resize at decode: where the crop is at least twice the output size on both sides, each frame is scaled down
+    while it is converted to RGB (FFmpeg's swscale), so the conversion handles a quarter of the pixels or fewer
+    and the crop needs little resizing after; an unscaled conversion is a fast path of its own that costs
+    several times less per pixel, so smaller reductions convert at full size. Either way the crop is resized
+    to R x R with antialiased bilinear interpolation on uint8 (torch's fast path)."""
+    top, left, h, w = box
+    width, height = info.width, info.height
+    scale = max(cfg.resolution / h, cfg.resolution / w)
+    if scale <= DECODE_RESIZE_AT_MOST:
+        width, height = round(width * scale), round(height * scale)
+        bottom, right = min(round((top + h) * scale), height), min(round((left + w) * scale), width)
+        top, left = round(top * scale), round(left * scale)
+        h, w = bottom - top, right - left
+    crops = np.stack([frame.to_ndarray(format="rgb24", width=width, height=height)[top : top + h, left : left + w]
+                      for frame in frames])
+    return _model_input(crops, cfg, flip)
+
+
+def _model_input(crops: np.ndarray, cfg: VideoListConfig, flip: bool) -> torch.Tensor:
+    """uint8 [T, h, w, 3] -> float32 [3, T, R, R]: resized, flipped if asked, normalised."""
+    video = torch.from_numpy(crops).permute(0, 3, 1, 2)
     size = (cfg.resolution, cfg.resolution)
-    video = F.interpolate(video, size=size, mode="bilinear", antialias=True, align_corners=False)
-    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
-    return (video / 255.0 - mean) / std
+    if tuple(video.shape[-2:]) != size:
+        video = F.interpolate(video, size=size, mode="bilinear", antialias=True, align_corners=False)
+    if flip:
+        video = video.flip(-1)
+    video = video.permute(1, 0, 2, 3).to(torch.float32, memory_format=torch.contiguous_format)
+    mean, std = torch.tensor(cfg.mean).view(3, 1, 1, 1), torch.tensor(cfg.std).view(3, 1, 1, 1)
+    return video.mul_(1.0 / (255.0 * std)).sub_(mean / std)
 
 
 # ---------------------------------------------------------------- dataset
 
 
 class VideoListDataset(torch.utils.data.Dataset):
-    """Clips from the videos in ``cfg.list_path``.
+    """Clips from the videos in ``cfg.list_path`` (or the lists of a mixture, one after the other).
 
-    ``dataset[(index, sample_seed)]`` returns
-    ``{"video": float32, "label": int64 scalar, "decode_failures": int64 scalar}`` with video
-    [3, F, R, R] when training and [eval_clips * eval_crops, 3, F, R, R] at evaluation (clip-major: clip 0's
+    ``dataset[(index, sample_seed)]`` returns ``{"video": float32, "label": int64 scalar,
+    "decode_failures": int64 scalar, "seek_fallbacks": int64 scalar}`` with video
+    [3, F, R, R] when training ([num_clips, 3, F, R, R] with num_clips > 1) and
+    [eval_clips * eval_crops, 3, F, R, R] at evaluation (clip-major: clip 0's
     crops, then clip 1's, ...). Evaluation is not
     random, so it also accepts a plain int index (a default DataLoader sampler works).
     Files that fail to decode are not remembered: every sample retries them, so a sample stays
@@ -279,7 +548,10 @@ class VideoListDataset(torch.utils.data.Dataset):
     def __init__(self, cfg: VideoListConfig, train: bool) -> None:
         self.cfg = cfg
         self.train = train
-        self.entries = read_video_list(cfg.list_path)
+        parts = [read_video_list(path) for path in list_files(cfg)]
+        self.entries = [entry for part in parts for entry in part]
+        # The sampler's mixture: the lists one after the other, each drawn by its weight (None: one list).
+        self.mixture = Mixture(tuple(map(len, parts)), tuple(cfg.list_weights)) if cfg.list_weights else None
 
     @property
     def labels(self) -> list[int]:
@@ -293,10 +565,10 @@ class VideoListDataset(torch.utils.data.Dataset):
         for failures in range(len(self.entries)):
             entry = self.entries[(index + failures) % len(self.entries)]
             try:
-                video = self._load(entry.path, seed)
+                video, seek_fallback = self._load(entry.path, seed)
             except _DECODE_ERRORS as error:
                 warnings.warn(
-                    f"skipping unreadable video {entry.path} (line {entry.line} of {self.cfg.list_path}): "
+                    f"skipping unreadable video {entry.path} (line {entry.line} of {entry.list_path}): "
                     f"{type(error).__name__}: {error}",
                     UnreadableVideoWarning,
                     stacklevel=2,
@@ -306,9 +578,10 @@ class VideoListDataset(torch.utils.data.Dataset):
                 "video": video,
                 "label": torch.tensor(entry.label, dtype=torch.int64),
                 "decode_failures": torch.tensor(failures, dtype=torch.int64),
+                "seek_fallbacks": torch.tensor(int(seek_fallback), dtype=torch.int64),
             }
         raise RuntimeError(
-            f"all {len(self.entries)} files in the video list {self.cfg.list_path} were unreadable "
+            f"all {len(self.entries)} files in the video list {' + '.join(list_files(self.cfg))} were unreadable "
             "(each one's error was given in an UnreadableVideoWarning)"
         )
 
@@ -323,34 +596,43 @@ class VideoListDataset(torch.utils.data.Dataset):
                 "the seed makes clip start, crop and flip reproducible"
             )
         if not 0 <= index < len(self.entries):
-            raise IndexError(f"index {index} out of range for {len(self.entries)} videos in {self.cfg.list_path}")
+            raise IndexError(f"index {index} out of range for {len(self.entries)} videos in "
+                             f"{' + '.join(list_files(self.cfg))}")
         return index, seed
 
-    def _load(self, path: str, seed: int) -> torch.Tensor:
+    def _load(self, path: str, seed: int) -> tuple[torch.Tensor, bool]:
+        """The sample's video and whether its decode fell back from seeking to a decode from the start."""
         if not self.train:
             return self._load_eval(path)
         cfg = self.cfg
         generator = torch.Generator().manual_seed(seed)
-        # Fixed draw order: start, flip, then crop (the crop needs the decoded frame size).
-        start_draw = _uniform(generator, 0.0, 1.0)
-        flip = cfg.hflip and _uniform(generator, 0.0, 1.0) < 0.5
-        frames = read_frames(path, lambda n: clip_indices(train_clip_start(start_draw, n, cfg), n, cfg))
-        height, width = frames[0].shape[:2]
-        box = random_resized_crop_box(height, width, cfg.crop_scale, cfg.crop_aspect, generator)
-        video = crop_resize_normalise(frames, box, cfg)
-        if flip:
-            video = video.flip(-1)
-        return video.permute(1, 0, 2, 3).contiguous()  # [3, T, R, R]
+        # Fixed draw order: starts, flips, then crops (a crop needs the frame size, from the file's header).
+        start_draws = [_uniform(generator, 0.0, 1.0) for _ in range(cfg.num_clips)]
+        flips = [cfg.hflip and _uniform(generator, 0.0, 1.0) < 0.5 for _ in range(cfg.num_clips)]
 
-    def _load_eval(self, path: str) -> torch.Tensor:
+        def plan(info: VideoInfo) -> list[int]:
+            step, n = frame_step(cfg, info.rate), info.num_frames
+            return [i for clip, u in enumerate(start_draws)
+                    for i in clip_indices(train_clip_start(u, n, cfg, step, clip), n, cfg, step)]
+
+        decoded = read_video(path, plan, cfg.decode_threads)
+        clips, length = [], cfg.frames_per_clip
+        for clip, flip in enumerate(flips):
+            box = random_resized_crop_box(decoded.info.height, decoded.info.width, cfg.crop_scale, cfg.crop_aspect,
+                                          generator)
+            clips.append(decoded_clip(decoded.frames[clip * length:(clip + 1) * length], box, decoded.info, cfg, flip))
+        return (clips[0] if cfg.num_clips == 1 else torch.stack(clips)), decoded.seek_fallback  # [(k,) 3, T, R, R]
+
+    def _load_eval(self, path: str) -> tuple[torch.Tensor, bool]:
         cfg = self.cfg
 
-        def plan(num_frames: int) -> list[int]:
-            starts = eval_clip_starts(num_frames, cfg)
-            return [i for start in starts for i in clip_indices(start, num_frames, cfg)]
+        def plan(info: VideoInfo) -> list[int]:
+            step, n = frame_step(cfg, info.rate), info.num_frames
+            return [i for start in eval_clip_starts(n, cfg, step) for i in clip_indices(start, n, cfg, step)]
 
-        frames = read_frames(path, plan)
+        frames, seek_fallback = read_frames(path, plan, cfg.decode_threads)
         views = [crop_resize_normalise(frames, box, cfg) for box in eval_crop_boxes(*frames[0].shape[:2], cfg.eval_crops)]
         video = torch.stack(views, dim=1)  # [clips * T, crops, 3, R, R]
         video = video.view(cfg.eval_clips, cfg.frames_per_clip, cfg.eval_crops, 3, cfg.resolution, cfg.resolution)
-        return video.permute(0, 2, 3, 1, 4, 5).flatten(0, 1).contiguous()  # [clips * crops, 3, T, R, R]
+        video = video.permute(0, 2, 3, 1, 4, 5).flatten(0, 1).contiguous()  # [clips * crops, 3, T, R, R]
+        return video, seek_fallback

@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from salt.checkpoint import load_checkpoint, load_matching, save_checkpoint
 from salt.config import config_hash, to_dict
-from salt.data import build_dataset
-from salt.data.sampler import StepBatchSampler, mix_seed
+from salt.data import DATA_COUNTERS, build_dataset, collate, step_sampler
+from salt.data.sampler import mix_seed
 from salt.flops import num_params, total_flops
 from salt.masks import build_mask_generator
 from salt.io import atomic_write_text
@@ -29,7 +29,7 @@ from salt.objectives import Objective, build_objective, get_method
 from salt.schedules import cosine, warmup_cosine
 from salt.schema import NON_SEMANTIC_KEYS, RunConfig
 from salt.train.distributed import DistributedContext, ShardedBatchSampler
-from salt.train.metrics import MetricsLog, WandbLogger
+from salt.train.metrics import MetricsLog, StepTimer, WandbLogger
 
 MASK_STREAM = 1   # keeps the mask RNG stream apart from the data stream that shares the run seed
 
@@ -124,7 +124,8 @@ class Trainer:
                 for block in getattr(module, "blocks", ()):
                     block.compile(dynamic=True)
         self.masks = build_mask_generator(cfg.mask, self.objective.encoder.grid)
-        self.start_step, self.flops, self.decode_failures = 0, 0.0, 0
+        self.start_step, self.flops = 0, 0.0
+        self.data_counts = dict.fromkeys(DATA_COUNTERS, 0)   # unreadable files skipped, decodes that could not seek
         existing = self.layout.latest_checkpoint()
         if existing is not None and not resume:
             raise RuntimeError(f"run folder {self.run_dir} already has checkpoints: pass --resume to continue it, "
@@ -181,8 +182,8 @@ class Trainer:
         self.optimizer.step()
         # Costs are linear in the batch: world_size x this rank's costs = the global batch's.
         self.flops += self.dist.world_size * flops
-        failures = batch["decode_failures"].sum() if "decode_failures" in batch else 0
-        self.decode_failures += self.dist.sum(failures, self.device)
+        for key in DATA_COUNTERS:
+            self.data_counts[key] += self.dist.sum(batch[key].sum() if key in batch else 0, self.device)
         metrics.update(lr=lr, weight_decay=wd, grad_norm=float(grad_norm))
         self.objective.after_step(step, metrics)
         self.next_step = step + 1
@@ -198,19 +199,22 @@ class Trainer:
         log = MetricsLog(self.layout.metrics, self.start_step) if main else None
         wandb = (WandbLogger(cfg.wandb, run_dir=self.run_dir, run_id=run_id(cfg), config=to_dict(cfg),
                              resume=self.start_step > 0) if cfg.wandb.enabled and main else None)
-        sampler = StepBatchSampler(len(self.dataset), cfg.train.batch_size, cfg.train.seed, self.start_step,
-                                   cfg.train.steps)
+        sampler = step_sampler(cfg.data, self.dataset, cfg.train.batch_size, cfg.train.seed, self.start_step,
+                               cfg.train.steps)
         loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=ShardedBatchSampler(sampler, self.dist),
-                                             num_workers=cfg.data.num_workers, pin_memory=self.device.type == "cuda")
+                                             num_workers=cfg.data.num_workers, pin_memory=self.device.type == "cuda",
+                                             collate_fn=collate)
+        timer = StepTimer(cfg.data.num_workers)   # data_s / step_s: waiting for batches vs computing steps
         bar = tqdm(total=cfg.train.steps, initial=self.start_step, disable=not (cfg.train.progress and main),
                    desc=f"{cfg.objective.method} {run_id(cfg)}", dynamic_ncols=True)
         t0, metrics = time.perf_counter(), {}
         try:
-            for step, batch in zip(range(self.start_step, cfg.train.steps), loader):
-                metrics = self.step(step, batch)
+            for step, batch in zip(range(self.start_step, cfg.train.steps), timer.batches(loader)):
+                with timer.step():
+                    metrics = self.step(step, batch)
                 last = step + 1 == cfg.train.steps
                 if step % cfg.train.log_every == 0 or last:
-                    record = {"step": step, **metrics, "flops": self.flops, "decode_failures": self.decode_failures,
+                    record = {"step": step, **metrics, "flops": self.flops, **self.data_counts, **timer.window(),
                               "elapsed_s": time.perf_counter() - t0}
                     if log:
                         log.write(record)
@@ -260,7 +264,7 @@ class Trainer:
             "optimizer": optimizer,
             "flops": self.flops,
             "flops_total": self.flops + self.objective.upstream_flops,   # this run plus its teacher chain
-            "decode_failures": self.decode_failures,
+            **self.data_counts,
             "rng": {"torch": torch.get_rng_state()},
             # Data order and masks are pure functions of (seed, step): their whole state is this.
             "data": {"seed": self.cfg.train.seed, "next_step": next_step},
@@ -274,7 +278,8 @@ class Trainer:
             load_matching(module, state["models"][name], f"resume {self.run_dir} ({name})")
         torch.set_rng_state(state["rng"]["torch"])
         self.start_step, self.flops = state["step"], state["flops"]
-        self.decode_failures = state["decode_failures"]
+        # (checkpoints from before seek_fallbacks was counted lack it)
+        self.data_counts = {key: state[key] if key in state else 0 for key in DATA_COUNTERS}
 
     def _summary(self, metrics: dict, wall_time: float) -> dict:
         o = self.cfg.objective
@@ -286,7 +291,7 @@ class Trainer:
             "final_metrics": metrics,
             "flops": {"run": self.flops, "teacher_stage": teacher_flops, "total": self.flops + teacher_flops},
             "params": {name: num_params(m) for name, m in self.objective.saved().items()},
-            "decode_failures": self.decode_failures,
+            **self.data_counts,
             "wall_time_s": wall_time,
             "device": str(self.device),
             "checkpoint": str(self.layout.latest_checkpoint()),

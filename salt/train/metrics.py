@@ -1,8 +1,11 @@
-"""Per-step metrics: one JSON-lines file per run (one writer), and wandb when enabled."""
+"""Per-step metrics: one JSON-lines file per run (one writer), and wandb when enabled; data-wait timing."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import time
+import warnings
 from pathlib import Path
 
 
@@ -50,3 +53,52 @@ class WandbLogger:
 
     def close(self) -> None:
         self.run.finish()
+
+
+class DataWaitWarning(UserWarning):
+    """The loop waited for data longer than a fifth of its step time over a log window."""
+
+
+class StepTimer:
+    """Seconds the loop waited for each batch (`data_s`) and spent in each step (`step_s`), as means over the steps
+    since the last log line. `window()` gives them and warns (once a run: the log has the numbers of every
+    window) when the waiting exceeded `threshold` of the step time, except in the first window, which includes
+    the DataLoader's start-up."""
+
+    def __init__(self, num_workers: int, threshold: float = 0.2):
+        self.num_workers, self.threshold = num_workers, threshold
+        self.data_s = self.step_s = 0.0
+        self.steps, self.first, self.warned = 0, True, False
+
+    def batches(self, loader):
+        """`loader`'s batches, timing how long each took to arrive."""
+        batches = iter(loader)
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            self.data_s += time.perf_counter() - start
+            yield batch
+
+    @contextlib.contextmanager
+    def step(self):
+        start = time.perf_counter()
+        yield
+        self.step_s += time.perf_counter() - start
+        self.steps += 1
+
+    def window(self) -> dict[str, float]:
+        steps = max(self.steps, 1)
+        times = {"data_s": self.data_s / steps, "step_s": self.step_s / steps}
+        if not (self.first or self.warned) and self.data_s > self.threshold * self.step_s:
+            self.warned = True
+            warnings.warn(f"the loop waited for data {self.data_s / max(self.step_s, 1e-9):.0%} of its step time "
+                          f"over the last {self.steps} steps ({times['data_s']:.3g} s a step against "
+                          f"{times['step_s']:.3g} s of compute): decoding does not keep up; raise data.num_workers "
+                          f"(now {self.num_workers}). data_s and step_s in metrics.jsonl give every log window",
+                          DataWaitWarning, stacklevel=2)
+        self.data_s = self.step_s = 0.0
+        self.steps, self.first = 0, False
+        return times
