@@ -279,3 +279,27 @@ def test_analysis_takes_one_benchmark_at_a_time():
     final = final_records(frame)
     assert sorted(zip(final["run_key"], final["benchmark"], final["checkpoint_step"])) == [
         ("a", "default", 2), ("a", "k400", 4), ("b", "k400", 2), ("b", "ssv2", 4)]
+
+
+def test_a_study_evaluates_every_run_on_every_benchmark(bench_dir, tmp_path, monkeypatch):
+    import pdb
+    from salt.eval.record import load_records
+    from salt.study import LaunchOptions, run_plan
+    from salt.study.launch import is_done
+    from salt.study.spec import PlanBuilder, read_plan, with_benchmarks
+    monkeypatch.setattr(pdb, "post_mortem", lambda *args, **kwargs: None)   # submitit's debug executor
+    builder = PlanBuilder("bench", "t", tmp_path / "study", evaluation="smoke",
+                          overrides=[*VIDEO_OVERRIDES, f"data.video.list_path={bench_dir / 'train.txt'}",
+                                     "train.steps=2", "train.batch_size=4", "train.checkpoint_every=2"])
+    teacher = builder.run("micro_teacher")
+    builder.baseline("random_init", teacher)
+    builder.baseline("raw_pixels", teacher)
+    plan = with_benchmarks(builder.plan(), [str(write_bench(bench_dir))])
+    run_plan(plan, LaunchOptions(executor="debug"))
+    frame = load_records([tmp_path / "study"])
+    got = sorted(zip(frame["method"], frame["benchmark"]))
+    assert got == [("pixel", "colours"), ("pixel", "default"), ("random_init", "colours"),
+                   ("random_init", "default"), ("raw_pixels", "default")]
+    again = read_plan(tmp_path / "study")   # the benchmarks travel in study.json: a rerun finds everything done
+    assert [s.benchmark_names() for s in again.runs] == [["colours"], ["colours"], []]
+    assert all(is_done(spec) for spec in again.runs)

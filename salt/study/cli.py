@@ -16,7 +16,7 @@ from typing import Callable
 from salt.config import load_config
 from salt.study.estimate import fit_advice, step_flops, step_memory
 from salt.study.launch import EXECUTORS, LaunchOptions, run_plan, run_states
-from salt.study.spec import StudyError, StudyPlan, read_plan
+from salt.study.spec import StudyError, StudyPlan, read_plan, with_benchmarks
 from salt.study.state import RunState
 
 # flag -> LaunchOptions key; a flag left unset keeps the profile's (or the default) value
@@ -49,6 +49,9 @@ def parser(study: str, presets: dict) -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="slurm: submit and return (then use `status`)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override every run's config (salt config keys), e.g. --set data.video.list_path=k400.csv")
+    p.add_argument("--benchmark", dest="benchmarks", action="append", default=[], metavar="NAME",
+                   help="also evaluate every run on this benchmark (a YAML file or packaged name: k400, ssv2); "
+                        "repeatable")
     p.add_argument("--gpu-tflops", type=float, default=400.0,
                    help="achieved TFLOP/s per GPU assumed for the dry run's GPU-hours (default 400, bf16 H100-class)")
     p.add_argument("--gpu-mem-gb", type=float,
@@ -151,6 +154,7 @@ def study_main(study: str, presets: dict, build: Callable[..., StudyPlan], argv:
                 hooks.results(plan)
             return 0 if all(s["state"].is_healthy for s in states.values()) else 1
         plan = build(presets[args.preset], args.preset, root, args.overrides)
+        plan = with_benchmarks(plan, args.benchmarks)
         if args.dry_run:
             print(describe(plan, options, args.gpu_tflops, args.gpu_mem_gb))
             return 0

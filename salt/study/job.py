@@ -17,6 +17,12 @@ import submitit
 from salt.study.spec import RunSpec
 
 
+def _benchmarks(spec: RunSpec) -> list:
+    from salt.config import from_dict
+    from salt.eval.benchmark import BenchmarkConfig
+    return [from_dict(BenchmarkConfig, b).check() for b in spec.benchmarks]
+
+
 def _job_id() -> str:
     try:
         return str(submitit.JobEnvironment().job_id)
@@ -41,6 +47,8 @@ class RunJob(submitit.helpers.Checkpointable):
     def _baseline(self, spec: RunSpec) -> dict:
         from salt.eval.evaluate import evaluate_baseline
         record = evaluate_baseline(spec.method, spec.config, spec.config.out_dir, spec.evaluation)
+        for bench in _benchmarks(spec):
+            evaluate_baseline(spec.method, spec.config, spec.config.out_dir, spec.evaluation, benchmark=bench)
         return {"run_id": spec.run_id, "record": str(record.run_id)}
 
     def _train_and_evaluate(self, spec: RunSpec) -> dict:
@@ -63,6 +71,9 @@ class RunJob(submitit.helpers.Checkpointable):
         for step in sorted(set(spec.eval_steps) | {spec.config.train.steps}):
             if not layout.record(step, spec.evaluation).exists():
                 evaluate_run(spec.run_dir, step, spec.evaluation)
+            for bench in _benchmarks(spec):   # and on every benchmark the study names
+                if not layout.record(step, spec.evaluation, bench.name).exists():
+                    evaluate_run(spec.run_dir, step, spec.evaluation, benchmark=bench)
         return summary
 
     def _log_attempt(self, spec: RunSpec, start_step: int) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import submitit
 
 from salt.io import atomic_write_json
-from salt.layout import StudyLayout
+from salt.layout import DEFAULT_BENCHMARK, StudyLayout
 from salt.study.job import RunJob
 from salt.study.spec import RunSpec, StudyError, StudyPlan, write_plan
 from salt.study.state import RunState, process_alive, slurm_outcome, slurm_queue
@@ -70,12 +70,14 @@ def read_job(spec: RunSpec) -> dict:
 
 def is_done(spec: RunSpec) -> bool:
     """Trained (done.json) and evaluated (its records exist); baselines only need their record."""
+    benchmarks = [DEFAULT_BENCHMARK, *spec.benchmark_names()]   # every benchmark the run is evaluated on
     if spec.role == "baseline":
-        return spec.layout.record(0, spec.evaluation).exists()
+        return all(spec.layout.record(0, spec.evaluation, b).exists() for b in benchmarks)
     if spec.external:   # made outside the study: finished is all it can be (its evaluation is the user's)
         return spec.layout.is_done()
     steps = set(spec.eval_steps) | {spec.config.train.steps}
-    return spec.layout.is_done() and all(spec.layout.record(step, spec.evaluation).exists() for step in steps)
+    return spec.layout.is_done() and all(spec.layout.record(step, spec.evaluation, b).exists()
+                                         for step in steps for b in benchmarks)
 
 
 def _local_job_alive(job: dict) -> bool:

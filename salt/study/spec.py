@@ -56,6 +56,11 @@ class RunSpec:
     estimated_flops_total: float = 0.0      # plus its teacher chain
     teacher_step: int = -1                  # student: the teacher checkpoint it starts from (-1: the teacher's last)
     external: bool = False                  # a finished run outside the study (an imported encoder): never run here
+    # named benchmarks (resolved salt.eval.benchmark configs) each evaluation also runs on, besides the default
+    benchmarks: list[dict] = field(default_factory=list)
+
+    def benchmark_names(self) -> list[str]:
+        return [b["name"] for b in self.benchmarks]
 
     @property
     def layout(self) -> RunLayout:
@@ -71,7 +76,8 @@ class RunSpec:
         return {"run_id": self.run_id, "role": self.role, "method": self.method, "depends_on": self.depends_on,
                 "labels": self.labels, "evaluation": self.evaluation, "eval_steps": self.eval_steps,
                 "estimated_flops": self.estimated_flops, "estimated_flops_total": self.estimated_flops_total,
-                "teacher_step": self.teacher_step, "external": self.external, "config": to_dict(self.config)}
+                "teacher_step": self.teacher_step, "external": self.external, "config": to_dict(self.config),
+                "benchmarks": self.benchmarks}
 
     @classmethod
     def from_json(cls, data: dict) -> "RunSpec":
@@ -217,6 +223,21 @@ def _placed(cfg: RunConfig, run_id: str, root: Path, eval_steps, group: str) -> 
         cfg.train.checkpoint_every = math.gcd(*eval_steps, cfg.train.steps)
         cfg.train.keep_checkpoints = cfg.train.steps // cfg.train.checkpoint_every
     return cfg
+
+
+def with_benchmarks(plan: StudyPlan, benchmarks: list[str]) -> StudyPlan:
+    """The plan with every run also evaluated on these benchmarks (salt.eval.benchmark names or YAML files, loaded
+    and checked now: a bad one fails before anything is submitted): trained runs and the random-init baseline;
+    the raw-pixel baseline stays on the default benchmark, and external runs are the user's to evaluate."""
+    from salt.eval.benchmark import load_benchmark
+    loaded = [to_dict(load_benchmark(name)) for name in benchmarks]
+    names = [b["name"] for b in loaded]
+    if len(set(names)) != len(names):
+        raise StudyError(f"benchmarks named twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
+    for spec in plan.runs:
+        if not spec.external and spec.method != "raw_pixels":
+            spec.benchmarks = copy.deepcopy(loaded)
+    return plan
 
 
 def write_plan(plan: StudyPlan) -> Path:
