@@ -30,7 +30,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from salt.eval.probes import ProbeResult, _as_labels, _holdout_split, check_selection
-from salt.eval.cache import TokenRows
+from salt.eval.cache import TokenRows, device_autocast, resolve_device
 from salt.models.tokens import init_weights
 from salt.models.vit import LayerNorm
 from salt.io import atomic_write_bytes
@@ -218,17 +218,6 @@ def as_view_tokens(tokens, name: str) -> torch.Tensor:
     return tokens
 
 
-def _resolve_device(device) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _autocast(device: torch.device):
-    """bf16 on CUDA only; CPU runs in fp32 (CPU bf16 matmuls are slow and change the numbers)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def _batch(tokens: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Rows `idx` of [N, V, T, D] as float32 [B*V, T, D] on `device` (views become extra batch rows)."""
     return tokens[idx].to(device, torch.float32, non_blocking=True).flatten(0, 1)
@@ -252,7 +241,7 @@ def train_parallel_probes(probes: ParallelAttentiveProbes, tokens: torch.Tensor,
                          f"{len(rows)} rows")
     if epochs <= 0 or batch_size <= 0:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
-    device = _resolve_device(device)
+    device = resolve_device(device)
     probes.to(device).train()
     optimizer = torch.optim.AdamW(probes.param_groups())
     steps_per_epoch = math.ceil(len(rows) / batch_size)
@@ -270,7 +259,7 @@ def train_parallel_probes(probes: ParallelAttentiveProbes, tokens: torch.Tensor,
             factor = lr_factor(step, warmup_steps, total_steps, final_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
-            with _autocast(device):
+            with device_autocast(device):
                 logits = probes(_batch(tokens, idx, device))
             losses = F.cross_entropy(logits.float().flatten(0, 1), targets.repeat(num_heads),
                                      reduction="none").view(num_heads, -1).mean(dim=1)
@@ -293,11 +282,11 @@ def view_averaged_logits(model: Callable[[torch.Tensor], torch.Tensor], tokens: 
     """
     tokens = as_view_tokens(tokens, "tokens")
     rows = torch.arange(len(tokens)) if indices is None else torch.as_tensor(indices).long().cpu()
-    device = _resolve_device(device)
+    device = resolve_device(device)
     views, outputs = tokens.shape[1], []
     for start in range(0, len(rows), batch_size):
         idx = rows[start:start + batch_size]
-        with _autocast(device):
+        with device_autocast(device):
             logits = model(_batch(tokens, idx, device))
         outputs.append(logits.float().unflatten(-2, (len(idx), views)).mean(dim=-2).cpu())
     return torch.cat(outputs, dim=-2)

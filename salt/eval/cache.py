@@ -108,7 +108,15 @@ class _Rows(torch.utils.data.Dataset):
         return self.dataset[self.rows[i]]
 
 
-def _autocast(device: torch.device):
+def resolve_device(device=None) -> torch.device:
+    """`device`, or CUDA when available else CPU when None."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def device_autocast(device: torch.device):
+    """bf16 on CUDA only; CPU runs in fp32 (CPU bf16 matmuls are slow and change the numbers)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
@@ -146,8 +154,7 @@ def extract_split(encode: Callable[[torch.Tensor], torch.Tensor], grid: tuple[in
                          f"{batch_size}, {num_workers}, {views}")
     if cache.manifest.is_file():
         return load_split(cache)
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available()
-                                                                          else "cpu")
+    device = resolve_device(device)
     atomic_write_json(cache.key, description)
     shards = math.ceil(len(rows) / shard_size)
     missing = [s for s in range(shards) if not cache.shard(s).is_file()]
@@ -167,7 +174,7 @@ def extract_split(encode: Callable[[torch.Tensor], torch.Tensor], grid: tuple[in
                 flat = clips.flatten(0, 1)
                 outputs = []
                 for start in range(0, len(flat), batch_size):
-                    with _autocast(device):
+                    with device_autocast(device):
                         outputs.append(encode(flat[start:start + batch_size].to(device)).float())
                 tokens = torch.cat(outputs)
                 if not torch.isfinite(tokens).all():

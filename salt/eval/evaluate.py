@@ -30,7 +30,7 @@ from salt.data.video import VideoListDataset
 from salt.eval.attentive import fit_attentive_probes
 from salt.eval.benchmark import (BenchmarkConfig, check_fits, draw_count, load_benchmark, probe_rows,
                                  read_lists)
-from salt.eval.cache import cache_key, encoder_fingerprint, extract_split
+from salt.eval.cache import cache_key, encoder_fingerprint, extract_split, resolve_device
 from salt.eval.knn import knn_probe
 from salt.eval.probes import (ProbeResult, check_selection, extract_features, low_shot_probe, pool_tokens,
                               stratified_subset)
@@ -359,8 +359,7 @@ def benchmark_scores(encoder: VideoViT, bench: BenchmarkConfig, protocol: EvalPr
     n_attentive = 0 if protocol.attentive == "none" else draw_count(p.attentive_train_clips,
                                                                     protocol.attentive_train_clips, n_train)
     train_rows, val_rows, m = probe_rows(lists, bench, n_train, n_test, n_attentive)
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available()
-                                                                          else "cpu")
+    device = resolve_device(device)
     encoder = encoder.eval().to(device)
     fingerprint = encoder_fingerprint(encoder)
     cached = {}
