@@ -25,7 +25,7 @@ import torch
 
 from salt.checkpoint import load_checkpoint, load_matching
 from salt.config import config_hash, from_dict
-from salt.data import ClipGeometry, LabelSpec, build_dataset, label_specs
+from salt.data import DATA_COUNTERS, ClipGeometry, LabelSpec, build_dataset, label_specs
 from salt.data.video import VideoListDataset
 from salt.eval.attentive import fit_attentive_probes
 from salt.eval.benchmark import (BenchmarkConfig, check_fits, draw_count, load_benchmark, probe_rows,
@@ -126,7 +126,7 @@ def clips_and_labels(dataset, rows) -> tuple[torch.Tensor, dict[str, torch.Tenso
     rows = range(min(rows, len(dataset))) if isinstance(rows, int) else rows
     items = [dataset[(int(i), 0)] for i in rows]
     videos = torch.stack([it["video"] for it in items])
-    labels = {k: torch.stack([it[k] for it in items]) for k in items[0] if k not in ("video", "decode_failures")}
+    labels = {k: torch.stack([it[k] for it in items]) for k in items[0] if k != "video" and k not in DATA_COUNTERS}
     return videos, labels
 
 

@@ -27,7 +27,8 @@ BASELINES = ("random_init", "raw_pixels")
 # weights and optimizer state live and the order of the gradient sums differ, as with train.accumulate.)
 SCHEDULING_KEYS = ("train.progress", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
                    "train.device", "train.accumulate", "train.compile", "train.shard", "model.activation_checkpointing",
-                   "train.eval_every", "train.eval_protocol", "data.num_workers", "data.moving_digits.cache_dir")
+                   "train.eval_every", "train.eval_protocol", "data.num_workers", "data.video.decode_threads",
+                   "data.moving_digits.cache_dir")
 
 
 class StudyError(ValueError):
