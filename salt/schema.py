@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from salt.config import ADDED_LATER
+from salt.data import items_per_step
 from salt.data.moving_digits import MovingDigitsConfig
 from salt.data.video import VideoListConfig
 from salt.masks import MaskConfig
@@ -188,6 +189,7 @@ class RunConfig:
     def __post_init__(self):
         if get_method(self.objective.method).needs_teacher and not self.objective.teacher_checkpoint:
             raise ValueError(f"objective.teacher_checkpoint is required for method {self.objective.method!r}")
+        items_per_step(self.data, self.train.batch_size)   # several clips per video must fill the batch evenly
 
 
 # Keys that do not change what a run computes: left out of the run id's hash.

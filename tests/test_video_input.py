@@ -303,9 +303,11 @@ def test_new_fields_are_checked(fields, message):
         VideoListConfig(**fields)
 
 
-def test_a_bad_mixture_override_names_the_key(micro_config):
+def test_bad_video_overrides_fail_when_the_config_loads(micro_config):
     with pytest.raises(ConfigError, match="data.video"):
         micro_config("teacher", "bad", "data.video.list_weights=[1.0]", "data.video.lists=[a.txt,b.txt]")
+    with pytest.raises(ConfigError, match="batch_size=8 is not a multiple of data.video.num_clips=3"):
+        micro_config("teacher", "bad", "data.source=video_list", "data.video.num_clips=3")
 
 
 def test_data_wait_is_timed_and_a_slow_loader_is_named():

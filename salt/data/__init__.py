@@ -65,14 +65,20 @@ def clips_per_sample(data_cfg) -> int:
     return data_cfg.video.num_clips if data_cfg.source == "video_list" else 1
 
 
-def step_sampler(data_cfg, dataset, batch_size: int, seed: int, start_step: int, end_step: int) -> StepBatchSampler:
-    """The batch sampler of steps [start_step, end_step) for `batch_size` clips a step: batch_size / num_clips
-    items (each gives num_clips clips), drawn by the mixture's weights when the data is a weighted mixture."""
+def items_per_step(data_cfg, batch_size: int) -> int:
+    """Dataset items a step of `batch_size` clips reads (each item gives `clips_per_sample` clips)."""
     per_item = clips_per_sample(data_cfg)
     if batch_size % per_item:
         raise ValueError(f"train.batch_size={batch_size} is not a multiple of data.video.num_clips={per_item}")
+    return batch_size // per_item
+
+
+def step_sampler(data_cfg, dataset, batch_size: int, seed: int, start_step: int, end_step: int) -> StepBatchSampler:
+    """The batch sampler of steps [start_step, end_step) for `batch_size` clips a step: batch_size / num_clips
+    items (each gives num_clips clips), drawn by the mixture's weights when the data is a weighted mixture."""
     mixture = dataset.mixture if data_cfg.source == "video_list" else None
-    return StepBatchSampler(len(dataset), batch_size // per_item, seed, start_step, end_step, mixture=mixture)
+    return StepBatchSampler(len(dataset), items_per_step(data_cfg, batch_size), seed, start_step, end_step,
+                            mixture=mixture)
 
 
 def collate(samples: list[dict]) -> dict:
