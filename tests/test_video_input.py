@@ -20,7 +20,7 @@ from salt.data import collate, step_sampler
 from salt.data.sampler import Mixture, batch_for_step
 from salt.data.video import (
     SeekFallbackWarning, VideoInfo, VideoListConfig, VideoListDataset, crop_resize_normalise, decoded_clip,
-    read_frames, read_video)
+    read_frames, read_video, thread_count)
 from salt.layout import RunLayout, read_metrics
 from salt.train.loop import Trainer, run_dir_for, train
 from salt.train.metrics import DataWaitWarning, StepTimer
@@ -146,6 +146,29 @@ def test_a_file_without_timestamps_falls_back_to_a_full_decode_and_is_counted(tm
     assert dataset[(1, 3)]["seek_fallbacks"].item() == 0
 
 
+def test_one_open_per_sample(counting, monkeypatch):
+    import salt.data.video as video
+    opened, real_open = [], av.open
+    monkeypatch.setattr(video.av, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    cfg = VideoListConfig(list_path=write_list(counting / "once.txt", ["count40.mkv 0"]), frames_per_clip=4,
+                          frame_step=3, resolution=16)   # matroska: no frame count in the header, counted by demuxing
+    VideoListDataset(cfg, train=True)[(0, 5)]
+    assert len(opened) == 1
+
+
+class _ThreadPolicy(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> int:
+        return thread_count(0)
+
+
+def test_decode_threads_default_to_one_per_worker_and_ffmpegs_choice_in_the_main_process():
+    assert thread_count(0) == 0 and thread_count(3) == 3
+    assert [int(t) for t in DataLoader(_ThreadPolicy(), num_workers=1)] == [1, 1]
+
+
 def smooth(num_frames: int, height: int, width: int) -> list[np.ndarray]:
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     return [np.stack([128 + 90 * np.sin(xs / 23 + k / 5), 128 + 90 * np.cos(ys / 17 - k / 7),
@@ -185,6 +208,7 @@ def counting(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("counting")
     write_video(root / "count40.mp4", counting_frames(40), fps=25)
     write_video(root / "count40_30fps.mp4", counting_frames(40), fps=30)
+    write_video(root / "count40.mkv", counting_frames(40))
     return root
 
 
