@@ -18,7 +18,9 @@ import pandas as pd
 
 from analysis.collect import final_records, seed_mean
 from analysis.fits import FitError, PowerLawFit
+from analysis.replicates import Replicates, interval_text, replicate_means
 from analysis.resample import LEVEL, bootstrap_counts, percentile_interval
+from analysis.words import group_name
 
 
 def share_column(frame: pd.DataFrame) -> str:
@@ -136,14 +138,79 @@ def flops_to_match(final: pd.DataFrame, target: str, fits: dict | None = None, *
     return out
 
 
-def allocation_table(frame: pd.DataFrame, target: str) -> pd.DataFrame:
-    """The study's summary: accuracy (mean over seeds) vs total FLOPs per group, budget and teacher share,
-    with `best_share` marking each group's best configuration in a budget and `pareto` the frontier.
-    `frame` may hold every checkpoint; the final one of each run is used (one evaluation only)."""
+def allocation_table(frame: pd.DataFrame, target: str, replicates: Replicates | None = None) -> pd.DataFrame:
+    """The study's summary: accuracy (mean over seeds, with the interval of `replicates`, computed here when not
+    given) vs total FLOPs per group, budget and teacher share, with `best_share` marking each group's best
+    configuration in a budget and `pareto` the frontier. `frame` may hold every checkpoint; the final one of
+    each run is used (one evaluation only)."""
     final = final_records(frame)
     evaluations = final["evaluation"].unique()
     if len(evaluations) > 1:
         raise ValueError(f"allocation_table needs one evaluation; the frame has {', '.join(map(str, evaluations))}")
     table = pareto_frontier(final, target)
     table["best_share"] = table["accuracy"] == table.groupby(["group", "budget"])["accuracy"].transform("max")
-    return table
+    rep = replicates or replicate_means(final, target)
+    return table.merge(rep.settings[rep.keys + ["lo", "hi"]], on=rep.keys, how="left")
+
+
+def share_comparisons(rep: Replicates, *, candidate: str = "salt", reference: str = "vjepa",
+                      share: str = "teacher_share") -> pd.DataFrame:
+    """Per budget and candidate share: the candidate's mean minus the reference's at that budget, and minus the
+    budget's best candidate share, each with its interval and verdict (ahead / behind / not distinguishable)."""
+    settings = rep.settings
+    rows = []
+    candidates = settings[(settings["group"] == candidate) & settings[share].notna()] if share in settings else settings[:0]
+    for budget, members in candidates.groupby("budget", sort=True):
+        refs = rep.matching(group=reference, budget=budget)
+        missing = f"{'no' if not refs else 'several'} {reference} settings at this budget"
+        best = members["accuracy"].idxmax()
+        for i, r in members.sort_values(share).iterrows():
+            vs_ref = rep.difference(i, refs[0]) if len(refs) == 1 else {}
+            vs_best = rep.difference(i, best) if i != best else {}
+            rows.append({"budget": budget, "share": r[share], "accuracy": r["accuracy"], "lo": r["lo"], "hi": r["hi"],
+                         "n_seeds": r["n_seeds"], "best": i == best,
+                         **{f"vs_{reference}_{k}": vs_ref.get(k, math.nan) for k in ("diff", "lo", "hi")},
+                         f"vs_{reference}": vs_ref.get("verdict", missing),
+                         **{f"vs_best_{k}": vs_best.get(k, math.nan) for k in ("diff", "lo", "hi")},
+                         "vs_best": vs_best.get("verdict", "best" if i == best else "")})
+    return pd.DataFrame(rows)
+
+
+def allocation_verdict(rep: Replicates, *, candidate: str = "salt", reference: str = "vjepa",
+                       share: str = "teacher_share") -> list[str]:
+    """The study's answer in words, per budget: the candidate's best share against the reference at the same
+    budget (ahead, behind, or not distinguishable, with the difference's interval), and which other shares the
+    study cannot tell from the best. The best of several shares is picked on the same runs, so its lead is
+    slightly flattered; "not distinguishable" is the statement that does not suffer from that."""
+    table = share_comparisons(rep, candidate=candidate, reference=reference, share=share)
+    if table.empty:
+        return [f"No {candidate} runs with a {share}: nothing to compare."]
+    lines = []
+    if not rep.has_intervals:
+        lines.append("One seed per setting: no intervals, so no difference below can be told from seed noise "
+                     "(run the study with --seeds 2 or more).")
+    for budget, rows in table.groupby("budget", sort=True):
+        best = rows[rows["best"]].iloc[0]
+        name = f"{group_name(candidate)} (teacher share {best['share']:.3g})"
+        reference_name = group_name(reference)
+        acc = interval_text(best["accuracy"], best["lo"], best["hi"])
+        verdict = best[f"vs_{reference}"]
+        if verdict in ("ahead", "behind", "not distinguishable"):
+            diff = interval_text(best[f"vs_{reference}_diff"], best[f"vs_{reference}_lo"], best[f"vs_{reference}_hi"],
+                                 signed=True)
+            ref_word = {"ahead": f"ahead of {reference_name}", "behind": f"behind {reference_name}",
+                        "not distinguishable": f"not distinguishable from {reference_name}"}[verdict]
+            text = f"Budget {budget:g}: the best {name}, {acc}, is {ref_word} (difference {diff})."
+        elif verdict.startswith("no interval"):
+            text = (f"Budget {budget:g}: the best {name}, {acc}, minus {reference_name}: "
+                    f"{best[f'vs_{reference}_diff']:+.3f} (one seed: not judged).")
+        else:
+            text = f"Budget {budget:g}: the best {name}, {acc}; {verdict}."
+        others = rows[~rows["best"]]
+        if len(others) and rep.has_intervals:
+            tied = others[others["vs_best"] == "not distinguishable"]["share"]
+            text += (f" Shares {', '.join(f'{s:.3g}' for s in tied)} are not distinguishable from it." if len(tied)
+                     else " Every other share is distinguishably worse.")
+        lines.append(text)
+    return lines
+

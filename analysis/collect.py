@@ -25,7 +25,7 @@ from salt.layout import DEFAULT_BENCHMARK, LayoutError, RunLayout, StudyLayout, 
 
 # Label keys the analysis uses; a missing key is a NaN column so code can rely on them existing.
 LABEL_KEYS = ("group", "total_steps", "teacher_steps", "student_steps", "teacher_size", "student_size",
-              "teacher_share", "teacher_mask", "teacher_run_id", "seed")
+              "teacher_share", "teacher_mask", "teacher_lr", "teacher_run_id", "seed", "total_flops")
 # Columns this module adds; a label with one of these names (or a record field's name) gets a "label." prefix.
 DERIVED_COLUMNS = ("study", "study_dir", "run_key", "teacher_key", "role", "depends_on", "estimated_flops",
                    "estimated_flops_total", "budget", "teacher_flops_share", "done", "device", "train_hours", "gpu_hours", "cpu_hours",
@@ -33,7 +33,7 @@ DERIVED_COLUMNS = ("study", "study_dir", "run_key", "teacher_key", "role", "depe
 RESERVED = frozenset(SCALAR_COLUMNS) | frozenset(DERIVED_COLUMNS)
 # Averaging over seeds keeps these design columns apart (those present in the frame).
 CONFIG_COLUMNS = ("study_dir", "group", "method", "budget", "teacher_share", "teacher_steps", "student_steps",
-                  "teacher_size", "student_size")
+                  "teacher_size", "student_size", "teacher_mask", "teacher_lr")
 MAX_LISTED = 30            # runs named in an incompleteness message
 TRAIN_LOSS_KEYS = ("train", "train_early")   # losses.* of salt.eval.record.train_losses
 
@@ -212,9 +212,11 @@ def _add_derived(frame: pd.DataFrame) -> pd.DataFrame:
     frame["teacher_key"] = np.where(teacher != "", frame["study_dir"] + "::" + teacher, None)
     total = frame["flops_total"].astype(float)
     frame["teacher_flops_share"] = np.where(total > 0, frame["flops_teacher_stage"] / total.where(total > 0), np.nan)
-    # A run's budget in steps: the total_steps label, else its own steps plus its teacher's.
+    # A run's budget: the total_steps label (steps), else the total_flops label (a study budgeted in FLOPs),
+    # else its own steps plus its teacher's.
     fallback = frame["steps_total"] + frame["teacher_step"].clip(lower=0)
-    budget = pd.to_numeric(frame["total_steps"], errors="coerce").fillna(fallback)
+    budget = (pd.to_numeric(frame["total_steps"], errors="coerce")
+              .fillna(pd.to_numeric(frame["total_flops"], errors="coerce")).fillna(fallback))
     frame["budget"] = budget.astype("int64") if (budget == budget.round()).all() else budget
     return frame
 

@@ -19,6 +19,7 @@ from matplotlib.ticker import NullFormatter
 
 from analysis.fits import PowerLawFit
 from analysis.correlate import CANDIDATES, interval, verdict
+from analysis.words import column_name, group_name, share_name
 
 PALETTE = {"salt": "#1f77b4", "vjepa": "#d62728", "pixel": "#2ca02c"}
 _OTHER = "#7f7f7f"
@@ -61,59 +62,124 @@ def _message(ax, text: str):
     ax.set_yticks([])
 
 
+EMPTY = "salt_nothing_to_draw"   # attribute of a Figure that only says why it is empty: all_figures leaves it out
+
+
+def _empty(reason: str) -> Figure:
+    """A figure with nothing to draw: one line saying why (notebooks show it; the report leaves it out)."""
+    fig, axes = new_figure(size=(6, 1.2))
+    _message(axes[0, 0], reason)
+    axes[0, 0].grid(False)
+    setattr(fig, EMPTY, reason)
+    return fig
+
+
+FLOPS_AXIS = column_name("flops_total")
+
+
+def _fit_label(group: str, d) -> str:
+    """Legend entry of a curve's fit, or of why it is not drawn (analysis.fits.FitDiagnostics)."""
+    if d is None:
+        return f"{group_name(group)}: no fit"
+    return f"{group_name(group)}: fit not drawn ({d.why})" if not d.identified else ""
+
+
+def _setting_points(ax, a, group: str, x: str, c) -> None:
+    """A curve's settings: each run faint, the mean over seeds with its 95% interval as an error bar."""
+    runs = a.final[a.final["group"] == group]
+    ax.scatter(runs[x], runs[a.target], s=10, alpha=0.25, color=c, lw=0)
+    rep = a.replicates
+    if rep is None:
+        return
+    settings = rep.settings[rep.settings["group"] == group]
+    err = np.vstack([settings["accuracy"] - settings["lo"], settings["hi"] - settings["accuracy"]])
+    ax.errorbar(settings[x], settings["accuracy"], yerr=None if np.isnan(err).all() else err, fmt="o", ms=4,
+                color=c, capsize=2, lw=1, label=f"{group_name(group)} (mean over seeds"
+                + (", 95% interval)" if rep.has_intervals else "; one seed: no interval)"))
+
+
 def compute_curves(a) -> Figure:
-    """Accuracy vs total FLOPs per curve: runs, fitted curve with its 95% band, Pareto frontier."""
+    """Accuracy vs total FLOPs per curve: settings (mean over seeds with intervals; runs faint), the fitted curve
+    with its 95% band where its diagnostics say the data identify it, and the Pareto frontier."""
+    if a.final.empty:
+        return _empty("no trained runs with the target accuracy")
     with style():
         fig, axes = new_figure(size=(7, 4.5))
         ax = axes[0, 0]
         for group, rows in a.final.groupby("group"):
             c = colour(group)
-            ax.scatter(rows["flops_total"], rows[a.target], s=12, alpha=0.35, color=c, label=f"{group} runs")
-            fit = a.curves.get(group)
-            if isinstance(fit, PowerLawFit):
+            _setting_points(ax, a, group, "flops_total", c)
+            fit, d = a.curves.get(group), a.diagnostics.get(group)
+            if isinstance(fit, PowerLawFit) and d is not None and d.identified:
                 x = np.geomspace(rows["flops_total"].min(), rows["flops_total"].max() * 2, 100)
                 band = fit.band(x)
                 ax.plot(x, 1 - band["estimate"], color=c, lw=1.8,
-                        label=f"{group} fit: E={fit.params['E']:.3f}, c={fit.params['c']:.2f}")
+                        label=f"{group_name(group)} fit: 1 - acc = {fit.params['E']:.3f} + k C^-{fit.params['c']:.2f}")
                 ax.fill_between(x, 1 - band["lo"], 1 - band["hi"], color=c, alpha=0.15, lw=0)
+            elif _fit_label(group, d):
+                ax.plot([], [], color=c, ls=":", label=_fit_label(group, d))
         front = a.table[a.table["pareto"]].sort_values("flops_total")
         for group, rows in front.groupby("group"):
             ax.plot(rows["flops_total"], rows["accuracy"], marker="D", ms=6, mfc="none", mec="black",
                     color=colour(group), lw=1, ls="--", drawstyle="steps-post")
-        ax.plot([], [], marker="D", mfc="none", mec="black", ls="--", color="black", label="Pareto frontier")
+        ax.plot([], [], marker="D", mfc="none", mec="black", ls="--", color="black",
+                label="Pareto frontier (nothing cheaper is as accurate)")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("total FLOPs (teacher + student)")
-        ax.set_ylabel(a.target)
-        ax.set_title("Accuracy vs compute (fits: 1 - acc = E + k C^-c, 95% bootstrap band)")
-        ax.legend(fontsize="x-small", loc="lower right")
+        ax.set_xlabel(FLOPS_AXIS)
+        ax.set_ylabel(column_name(a.target))
+        ax.set_title("Accuracy vs compute (fits: 1 - accuracy = E + k C^-c, with its 95% band)")
+        ax.legend(fontsize="x-small", loc="best")
     return fig
 
 
 def share_curves(a) -> Figure:
-    """Accuracy vs teacher share, one line per budget, with the fitted optimum and its interval."""
+    """Accuracy vs teacher share, one line per budget (settings: mean over seeds with intervals), V-JEPA at the
+    same budget as a level with its interval, and the fitted optimum with its interval."""
+    share = a.shares["share_column"].iloc[0] if len(a.shares) else "teacher_share"
+    rows = a.final[a.final["group"] == "salt"].copy()
+    if rows.empty or share not in rows or pd.to_numeric(rows[share], errors="coerce").isna().all():
+        return _empty("no SALT runs with a teacher share: nothing to draw against the share")
+    rows[share] = pd.to_numeric(rows[share], errors="coerce")
+    rep = a.replicates
+    settings = rep.settings if rep is not None else pd.DataFrame(columns=["group", "budget"])
     with style():
         fig, axes = new_figure(size=(7, 4.5))
         ax = axes[0, 0]
-        share = a.shares["share_column"].iloc[0] if len(a.shares) else "teacher_share"
-        rows = a.final[a.final["group"] == "salt"].copy()
-        if rows.empty or share not in rows:
-            _message(ax, "no SALT runs with a teacher share")
-            return fig
-        rows[share] = pd.to_numeric(rows[share], errors="coerce")
         budgets = sorted(rows["budget"].unique())
         colours = dict(zip(budgets, sns.color_palette("viridis", len(budgets))))
-        sns.lineplot(data=rows, x=share, y=a.target, hue="budget", palette=colours, marker="o", errorbar="sd",
-                     ax=ax, legend="full")
-        for _, r in a.shares.iterrows():
-            c = colours.get(r["budget"], _OTHER)
-            ax.axvline(r["share_opt"], color=c, lw=1, ls=":")
+        for budget in budgets:
+            c = colours[budget]
+            runs = rows[rows["budget"] == budget]
+            ax.scatter(runs[share], runs[a.target], s=10, alpha=0.25, color=c, lw=0)
+            mine = settings[(settings["group"] == "salt") & (settings["budget"] == budget)]
+            if share in mine:
+                mine = mine.sort_values(share)
+                err = np.vstack([mine["accuracy"] - mine["lo"], mine["hi"] - mine["accuracy"]])
+                ax.errorbar(mine[share], mine["accuracy"], yerr=None if np.isnan(err).all() else err, marker="o",
+                            ms=4, color=c, capsize=2, lw=1.2, label=f"SALT student, budget {budget:g}")
+            ref = settings[(settings["group"] == "vjepa") & (settings["budget"] == budget)]
+            if len(ref) == 1:
+                r = ref.iloc[0]
+                ax.axhline(r["accuracy"], color=c, lw=1, ls="--",
+                           label=f"V-JEPA, budget {budget:g}" + (" (band: 95% interval)" if np.isfinite(r["lo"]) else ""))
+                if np.isfinite(r["lo"]):
+                    ax.axhspan(r["lo"], r["hi"], color=c, alpha=0.08, lw=0)
+        along = ax.get_xaxis_transform()   # x in data, y in axes: the optima as bars along the bottom
+        for k, (_, r) in enumerate(a.shares.iterrows()):
+            c, y = colours.get(r["budget"], _OTHER), 0.03 + 0.035 * k
             if np.isfinite(r["lo"]):
-                ax.axvspan(r["lo"], r["hi"], color=c, alpha=0.08, lw=0)
+                ax.plot([r["lo"], r["hi"]], [y, y], color=c, lw=3, alpha=0.6, transform=along, solid_capstyle="butt")
+            ax.plot([r["share_opt"]], [y], marker="|", ms=12, mew=2, color=c, transform=along)
+        ax.plot([], [], color="black", lw=3, alpha=0.6, marker="|", ms=12,
+                label="fitted best share per budget (bar: its 95% interval)")
         ax.set_xscale("log")
-        ax.set_xlabel(f"{share} (dotted: fitted optimum, shaded: 95% interval)")
-        ax.set_ylabel(a.target)
-        ax.set_title("Compute allocation: accuracy vs teacher share per budget")
+        for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+            axis(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.2g}"))
+        ax.set_xlabel(share_name(a.final, share))
+        ax.set_ylabel(column_name(a.target))
+        ax.set_title("Compute allocation: accuracy vs the teacher's share, per budget")
+        ax.legend(fontsize="x-small", loc="best")
     return fig
 
 
@@ -138,7 +204,7 @@ def _teacher_panel(ax, a, metric: str, colours: dict[str, tuple], legend_size: s
     data = sel[["teacher", "teacher_name", "run_key", "checkpoint_step", metric, a.target]].dropna(subset=[metric, a.target])
     source, column = CANDIDATES.get(metric, ("", metric))
     ax.set_xlabel(f"{metric} ({source} {column or a.target})", fontsize="x-small")
-    ax.set_ylabel(a.target, fontsize="x-small")
+    ax.set_ylabel(column_name(a.target, short=True), fontsize="x-small")
     if data.empty:
         _message(ax, f"{metric}\n{ranking.at[metric, 'reason'] if metric in ranking.index else 'no values'}")
         return
@@ -195,17 +261,21 @@ def loss_vs_accuracy(a, metric: str | None = None) -> Figure:
     return fig
 
 
+PARAM_WORDS = {"E": "E (irreducible error)", "k": "log10 k (scale)", "c": "c (exponent)"}
+
+
 def bootstrap_params(a) -> Figure:
-    """Bootstrap distributions of each curve's parameters (E, k on a log axis, c)."""
+    """Bootstrap distributions of each fitted curve's parameters (E, k on a log axis, c); curves without a
+    bootstrapped fit are left out (the report's fit table says why)."""
     fits = {g: f for g, f in a.curves.items() if isinstance(f, PowerLawFit) and f.boot.size}
+    if not fits:
+        return _empty("no bootstrapped fits (too few budgets, or --bootstrap 0)")
     with style():
-        fig, axes = new_figure(max(1, len(fits)), 3, size=(3.4, 2.6))
-        if not fits:
-            _message(axes[0, 0], "no bootstrapped fits")
-            return fig
+        fig, axes = new_figure(len(fits), 3, size=(3.4, 2.6))
         for row, (group, fit) in zip(axes, fits.items()):
             nat = fit.natural(fit.boot)
             table = fit.intervals().set_index("param")
+            d = a.diagnostics.get(group)
             for ax, (i, name) in zip(row, enumerate(fit.names)):
                 values = nat[:, i][np.isfinite(nat[:, i])]
                 log = name == "k"
@@ -213,28 +283,29 @@ def bootstrap_params(a) -> Figure:
                 for v, ls in ((table.at[name, "estimate"], "-"), (table.at[name, "lo"], ":"),
                               (table.at[name, "hi"], ":")):
                     ax.axvline(np.log10(v) if log else v, color="black", lw=1, ls=ls)
-                ax.set_xlabel(f"log10 {name}" if log else name)
-                ax.set_title(f"{group}: {name}", fontsize="small")
+                ax.set_xlabel(PARAM_WORDS[name])
+                ax.set_ylabel("bootstrap resamples")
+                flag = "" if d is None or d.identified else " (not identified)"
+                ax.set_title(f"{group_name(group)}{flag}: {name}", fontsize="small")
     return fig
 
 
 def residuals(a) -> Figure:
     """Log residuals of each curve fit against compute (a trend means the form misses the data)."""
     fits = {g: f for g, f in a.curves.items() if isinstance(f, PowerLawFit)}
+    if not fits:
+        return _empty("no fitted curves (each needs 3 or more budgets)")
     with style():
-        fig, axes = new_figure(1, max(1, len(fits)), size=(3.6, 3.0))
-        if not fits:
-            _message(axes[0, 0], "no fits")
-            return fig
+        fig, axes = new_figure(1, len(fits), size=(3.6, 3.0))
         for ax, (group, fit) in zip(axes[0], fits.items()):
             r = fit.residuals()
             ax.scatter(r[fit.inputs[0]], r["log_residual"], s=12, alpha=0.6, color=colour(group))
             ax.axhline(0, color="black", lw=1)
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set_xlabel(fit.inputs[0])
-            ax.set_ylabel("log error - log fitted")
-            ax.set_title(f"{group} residuals", fontsize="small")
+            ax.set_xlabel(column_name(fit.inputs[0]))
+            ax.set_ylabel("log error - log fitted error")
+            ax.set_title(f"{group_name(group)}: residuals of the fit", fontsize="small")
     return fig
 
 
@@ -247,7 +318,15 @@ FIGURES = {"accuracy_vs_flops": compute_curves, "accuracy_vs_share": share_curve
 FIGURES_BY_KIND = {"teacher_selection": ("student_loss_vs_accuracy", "metric_panels")}
 
 
-def all_figures(a, out_dir) -> list[Path]:
-    """Draw and save the figures of the analysis' study kind into out_dir; returns the PNG paths."""
+def all_figures(a, out_dir) -> tuple[list[Path], dict[str, str]]:
+    """Draw and save the figures of the analysis' study kind into out_dir. Returns the PNG paths and the figures
+    left out because they had nothing to draw (name -> why)."""
     names = FIGURES_BY_KIND.get(getattr(a, "kind", ""), tuple(FIGURES))
-    return [save(FIGURES[name](a), Path(out_dir) / name) for name in names]
+    paths, left_out = [], {}
+    for name in names:
+        fig = FIGURES[name](a)
+        if hasattr(fig, EMPTY):
+            left_out[name] = getattr(fig, EMPTY)
+        else:
+            paths.append(save(fig, Path(out_dir) / name))
+    return paths, left_out

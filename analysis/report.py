@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.allocation import allocation_table, flops_to_match, optimal_share
+from analysis.allocation import allocation_table, allocation_verdict, flops_to_match, optimal_share, share_comparisons
 from analysis.collect import StudyDataError, check_complete, final_records, load_study, one_benchmark
 from analysis.correlate import CANDIDATES, interval, rank_metrics, verdict
-from analysis.fits import (MIN_DISTINCT, FitError, curve_fits, fit_ld, fit_loss_vs_compute, fit_table,
-                           holdout_error)
+from analysis.fits import MIN_DISTINCT, FitError, curve_fits, diagnose, fit_ld, fit_loss_vs_compute, fit_table
+from analysis.replicates import Replicates, interval_text, replicate_means, setting_names, tuned_comparison
 from analysis.resample import one_blas_thread
+from analysis.words import column_name
 from salt.io import atomic_write_text
 
 DEFAULT_TARGET = "probe.linear.time.motion.10"   # the headline on the embedded moving-digits data
@@ -87,6 +88,10 @@ class Analysis:
     n_boot: int = 0
     notes: list[str] = field(default_factory=list)
     kind: str = ""                          # study_kind: SELECTION computes and reports the selection only
+    replicates: Replicates | None = None    # setting means over seeds with intervals (analysis.replicates)
+    comparisons: pd.DataFrame = field(default_factory=pd.DataFrame)   # allocation.share_comparisons
+    verdict: list[str] = field(default_factory=list)                  # allocation.allocation_verdict, in words
+    diagnostics: dict = field(default_factory=dict)   # group -> FitDiagnostics of its error-vs-FLOPs fit
     benchmark: str = "default"              # the records' benchmark analysed (analysis.collect.one_benchmark)
 
 
@@ -135,8 +140,14 @@ def analyze(frame: pd.DataFrame, target: str | None = None, *, evaluation: str |
             out.ld[group] = (_try(fit_ld, rows, target, "params.encoder", "checkpoint_step", n_boot=n_boot, seed=seed)
                              if sizes >= MIN_DISTINCT
                              else FitError(f"{sizes} encoder size(s): L(N, D) needs {MIN_DISTINCT} or more"))
-        out.holdout = pd.DataFrame([{"group": g, **holdout_error(rows, target)} for g, rows in final.groupby("group")])
-        out.table = allocation_table(frame[frame["flops_total"] > 0], target)
+        out.replicates = replicate_means(final, target, n_boot=n_boot, seed=seed)
+        out.comparisons = share_comparisons(out.replicates)
+        out.verdict = study_verdict(out.kind, out.replicates)
+        out.diagnostics = {g: diagnose(out.curves[g], rows, target, curve=g, seed_sd=out.replicates.pooled_sd,
+                                       setting_of=dict(zip(rows["run_key"], setting_names(rows))))
+                           for g, rows in final.groupby("group")}
+        out.holdout = pd.DataFrame([{"group": g, **d.holdout} for g, d in out.diagnostics.items()])
+        out.table = allocation_table(frame[frame["flops_total"] > 0], target, out.replicates)
         out.shares = optimal_share(final, target, n_boot=n_boot, seed=seed)
         out.match = flops_to_match(final, target, out.curves)
         out.selection = rank_metrics(frame, target, n_boot=n_boot, n_perm=n_boot, seed=seed)
@@ -144,13 +155,30 @@ def analyze(frame: pd.DataFrame, target: str | None = None, *, evaluation: str |
     return out
 
 
+# Study kinds (study.json "study") whose question is a tuned comparison of one factor (analysis.replicates):
+# kind -> (factor, tuning). Other kinds get the compute-allocation verdict.
+TUNED = {"teacher_masks": ("teacher_mask", "teacher_lr")}
+
+
+def study_verdict(kind: str, rep: Replicates) -> list[str]:
+    """The study's answer in words: a tuned comparison for the kinds in TUNED, else the allocation verdict."""
+    if kind in TUNED:
+        return tuned_comparison(rep, *TUNED[kind])
+    return allocation_verdict(rep)
+
+
 def summary_table(table: pd.DataFrame) -> pd.DataFrame:
-    """allocation_table as budget x curve cells "accuracy @ FLOPs" (curve: group, with share when set)."""
+    """allocation_table as budget x curve cells "accuracy [95% interval] @ FLOPs" (curve: group, with share when
+    set; the interval over seeds, absent with one seed per setting)."""
     t = table.copy()
     share = pd.to_numeric(t["teacher_share"], errors="coerce") if "teacher_share" in t else pd.Series(np.nan, t.index)
     t["curve"] = np.where(share.notna(), t["group"] + " share=" + share.map("{:.3g}".format), t["group"])
-    t["cell"] = [f"{a:.4f} @ {f:.3g}" + (" *" if best and s == s else "")
-                 for a, f, best, s in zip(t["accuracy"], t["flops_total"], t["best_share"], share)]
+    for key, label in (("teacher_mask", "mask"), ("teacher_lr", "lr")):   # the teacher-mask study's settings
+        if key in t and t[key].nunique() > 1:
+            t["curve"] = t["curve"] + np.where(t[key].notna(), f" {label}=" + t[key].astype(str), "")
+    t["cell"] = [f"{interval_text(a, lo, hi)} @ {f:.3g}" + (" *" if best and s == s else "")
+                 for a, lo, hi, f, best, s in zip(t["accuracy"], t["lo"], t["hi"], t["flops_total"], t["best_share"],
+                                                  share)]
     pivot = t.pivot_table(index="budget", columns="curve", values="cell", aggfunc="first").fillna("")
     pivot.columns.name = None
     return pivot.reset_index()
@@ -173,9 +201,37 @@ def summarize(study_dir, target: str | None = None, *, evaluation: str | None = 
                              verdict_text(verdict(result), target, markdown=False),
                              ranking_table(result["ranking"]).to_string(index=False)])
     frame = frame[frame["flops_total"] > 0]
-    table = summary_table(allocation_table(frame, target))
-    header = f"{target} ({evaluation}), mean over seeds @ total FLOPs; * best teacher share in the budget"
-    return header + "\n" + table.to_string(index=False)
+    final = final_records(frame)
+    rep = replicate_means(final[final[target].notna()], target, n_boot=n_boot, seed=seed)
+    table = summary_table(allocation_table(frame, target, rep))
+    kind = study_kind(frame)
+    header = (f"{column_name(target)} = {target} ({evaluation}): mean over seeds [95% interval] @ total FLOPs"
+              + ("" if kind in TUNED else "; * best teacher share in the budget"))
+    return "\n\n".join([header + "\n" + table.to_string(index=False), "\n".join(study_verdict(kind, rep)),
+                         "What this study can show:\n" + "\n".join(f"- {line}" for line in scope_lines(final, rep, kind))])
+
+
+def scope_lines(final: pd.DataFrame, rep: Replicates, kind: str = "") -> list[str]:
+    """What a study's data can and cannot show, from its design: seeds per setting, and (allocation studies)
+    budgets."""
+    seeds = rep.settings["n_seeds"]
+    lines = [f"{int(seeds.min())}{'-' + str(int(seeds.max())) if seeds.max() > seeds.min() else ''} seed(s) per "
+             f"setting, {len(rep.settings)} settings: " + (
+                 f"a run's accuracy moves by sd {rep.pooled_sd:.3f} from seed to seed ({rep.df} degrees of freedom "
+                 f"pooled over settings), so differences much below {2 * rep.pooled_sd:.3f} cannot be told apart."
+                 if rep.df else "one seed per setting: no intervals, and no difference can be told from seed noise "
+                 "(run the study with --seeds 2 or more).")]
+    lines += rep.notes
+    if kind in TUNED:
+        return lines
+    budgets = final[final["group"] == "salt"]["budget"].nunique() if "group" in final else 0
+    lines.append(f"{budgets} budget(s): " + (
+        "accuracy-vs-compute curves can be fitted (report.md: fits with their diagnostics; a fit is drawn only where "
+        "they say the data identify it)." if budgets >= MIN_DISTINCT else
+        f"an accuracy-vs-compute curve needs {MIN_DISTINCT} or more, so the study compares settings but cannot say "
+        "how accuracy scales with compute (SALT's curve pools its shares, so report.md may still fit one across "
+        "them; its diagnostics say whether to trust it)."))
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -282,7 +338,47 @@ def verdict_text(v: dict, target: str, markdown: bool = True) -> str:
     return " ".join(lines)
 
 
-def render_selection(a: Analysis, study_dirs: list[str], completeness: list[str], figures: list[Path]) -> str:
+def _replicates_text(rep: Replicates | None) -> str:
+    if rep is None or not rep.df:
+        return ("One seed per setting: no intervals, so no two settings can be told apart from seed noise (run the "
+                "study with --seeds 2 or more).")
+    return (f"Intervals: 95% bootstrap over runs (seeds nested in settings; run deviations pooled over settings, "
+            f"{rep.df} degrees of freedom, t-scaled: analysis/replicates.py). Seed-to-seed sd of one run's accuracy: "
+            f"{rep.pooled_sd:.4f}. Two settings are distinguishable when the interval of their difference excludes "
+            "zero." + "".join(f" Note: {n}." for n in rep.notes))
+
+
+def _diagnostics_table(diagnostics: dict) -> pd.DataFrame:
+    rows = []
+    for group, d in diagnostics.items():
+        gain, lo, hi = d.gain
+        rows.append({"curve": group, "identified": d.identified, "gain [95% CI]": interval_text(gain, lo, hi, signed=True)
+                     if np.isfinite(gain) else "n/a", "band half-width": d.band_halfwidth, "seed sd": d.seed_sd,
+                     "residual sd": d.residual_sd, "holdout bias": d.holdout.get("bias", math.nan),
+                     "max drop-one shift": d.max_shift, "why not identified": d.reason, "notes": "; ".join(d.notes)})
+    return pd.DataFrame(rows)
+
+
+def _influence_table(diagnostics: dict, limit: int = 10) -> pd.DataFrame:
+    """Per curve, the settings with the largest drop-one shifts (at most `limit` each)."""
+    parts = []
+    for group, d in diagnostics.items():
+        if len(d.influence):
+            top = d.influence.reindex(d.influence["shift"].abs().sort_values(ascending=False).index).head(limit)
+            parts.append(top.assign(curve=group)[["curve", "setting", "runs", "shift", "gain_without", "c_without"]])
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _figures_section(figures: list[Path], left_out: dict[str, str]) -> list[str]:
+    if not figures and not left_out:
+        return []
+    lines = [f"![{p.stem}](figures/{p.name})" for p in figures]
+    lines += [f"- `{name}` left out: {why}." for name, why in left_out.items()]
+    return ["## Figures\n" + "\n".join(lines)]
+
+
+def render_selection(a: Analysis, study_dirs: list[str], completeness: list[str], figures: list[Path],
+                     left_out: dict[str, str] | None = None) -> str:
     """report.md of a teacher-selection study: the verdict, the compact ranking, per-teacher R^2, figures."""
     sel = a.selection
     r2 = sel["r2"]
@@ -307,15 +403,15 @@ def render_selection(a: Analysis, study_dirs: list[str], completeness: list[str]
         "\n".join(f"- {line}" for line in completeness),
         "## Cost per curve\n" + markdown_table(a.costs),
     ]
-    if figures:
-        sections.append("## Figures\n" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in figures))
+    sections += _figures_section(figures, left_out or {})
     return "\n\n".join(sections) + "\n"
 
 
-def render(a: Analysis, study_dirs: list[str], completeness: list[str], figures: list[Path]) -> str:
+def render(a: Analysis, study_dirs: list[str], completeness: list[str], figures: list[Path],
+           left_out: dict[str, str] | None = None) -> str:
     """report.md for an Analysis (a teacher-selection study gets its own: render_selection)."""
     if a.kind == SELECTION:
-        return render_selection(a, study_dirs, completeness, figures)
+        return render_selection(a, study_dirs, completeness, figures, left_out)
     counts = a.final.groupby(["group", "role"]).size().rename("runs").reset_index()
     sections = [
         f"# Study analysis: {', '.join(sorted(a.frame['study'].astype(str).unique()))}",
@@ -328,17 +424,28 @@ def render(a: Analysis, study_dirs: list[str], completeness: list[str], figures:
         sections.append("Zero-compute references: " + ", ".join(
             f"{r.run_id} {r[a.target]:.4f}" for _, r in a.baselines.iterrows()))
     sections += [
-        "## Summary: accuracy @ total FLOPs (mean over seeds; * best teacher share)\n"
+        f"## Summary: {column_name(a.target)} @ total FLOPs (mean over seeds [95% interval]; * best teacher share)\n"
         + markdown_table(summary_table(a.table)),
+        "## Verdict: which settings can be told apart\n" + _replicates_text(a.replicates) + "\n\n"
+        + "\n".join(f"- {line}" for line in a.verdict) + "\n\n"
+        + markdown_table(a.comparisons),
         "## Accuracy vs compute: error = E + k * C^-c per curve\n" + _fits_table(a.curves),
+        "### Fit diagnostics: is each curve identified by its data?\nGain: the fitted accuracy gain over the "
+        "observed compute range [95% interval]; band: half-width of the fit's 95% band at the largest compute, next "
+        "to the seed spread (sd of one run's accuracy) and the residual sd; holdout: the largest budget predicted "
+        "from the others (predicted - observed, 4+ budgets; the extrapolation table below has its interval); drop-one: the largest shift of the prediction at the "
+        "largest compute when one setting (all its seeds) is left out. Figures draw identified fits only.\n"
+        + markdown_table(_diagnostics_table(a.diagnostics)),
+        "Drop-one influence of each setting (shift of the predicted accuracy at the largest compute, the fitted gain "
+        "over the compute range and c, refitted without it):\n" + markdown_table(_influence_table(a.diagnostics)),
         "### Extrapolation: fit on the smaller budgets, predict the largest\n"
         + markdown_table(a.holdout, ["group", "heldout_budget", "n_train", "n_heldout", "observed", "predicted",
-                                     "mae", "bias", "reason"]),
+                                     "predicted_lo", "predicted_hi", "mae", "bias", "tolerance", "reason"]),
         "## Held-out loss vs compute: loss = E + k * C^-c\n" + _fits_table(a.loss_curves),
         "## L(N, D) = E + A/N^alpha + B/D^beta (N = params.encoder, D = checkpoint step)\n" + _fits_table(a.ld),
-        "## Pareto frontier (accuracy vs total FLOPs)\n"
+        "## Pareto frontier (accuracy vs total FLOPs; lo, hi: 95% interval over seeds)\n"
         + markdown_table(a.table[a.table["pareto"]], ["group", "budget", "teacher_share", "flops_total", "accuracy",
-                                                      "accuracy_sd", "n_seeds"]),
+                                                      "lo", "hi", "accuracy_sd", "n_seeds"]),
         "## Compute-optimal teacher share per budget\nQuadratic in log(share) over the budget's runs, argmax "
         "within the shares tried; interval: bootstrap (column `interval`).\n" + markdown_table(a.shares),
         "## FLOPs SALT needs to reach V-JEPA's best accuracy\n" + _match_text(a.match),
@@ -351,23 +458,22 @@ def render(a: Analysis, study_dirs: list[str], completeness: list[str], figures:
             "pearson_p", "median_within_teacher_r2", "loto_rmse", "loto_skill", "status", "reason", "loto_reason"]),
         "## Cost per curve\n" + markdown_table(a.costs),
     ]
-    if figures:
-        sections.append("## Figures\n" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in figures))
+    sections += _figures_section(figures, left_out or {})
     return "\n\n".join(sections) + "\n"
 
 
 def write_report(a: Analysis, out: Path, study_dirs: list[str], completeness: list[str],
                  figures: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    pngs = []
+    pngs, left_out = [], {}
     if figures:
         from analysis.figures import all_figures   # matplotlib only when figures are drawn
-        pngs = all_figures(a, out / "figures")
+        pngs, left_out = all_figures(a, out / "figures")
     if a.kind == SELECTION:
         atomic_write_text(out / RANKING_CSV, a.selection["ranking"].to_csv(index=False))
         atomic_write_text(out / R2_CSV, a.selection["r2"].to_csv(index=False))
     path = out / "report.md"
-    path.write_text(render(a, study_dirs, completeness, pngs), encoding="utf-8")
+    path.write_text(render(a, study_dirs, completeness, pngs, left_out), encoding="utf-8")
     return path
 
 

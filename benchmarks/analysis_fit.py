@@ -30,8 +30,8 @@ from analysis.synthetic import SyntheticSpec, write_synthetic_study  # noqa: E40
 SPEC = SyntheticSpec(budgets=(1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000),
                      shares=(0.05, 0.1, 0.2, 0.3, 0.4, 0.6), seeds=3, vjepa_seeds=17,
                      teacher_sizes=("tiny", "mini", "small"), checkpoints=(0.5, 1.0))
-PARTS = ("curve_fits", "fit_loss_vs_compute", "fit_ld", "holdout_error", "allocation_table", "optimal_share",
-         "flops_to_match", "rank_metrics")
+PARTS = ("curve_fits", "fit_loss_vs_compute", "fit_ld", "replicate_means", "diagnose", "allocation_table",
+         "optimal_share", "flops_to_match", "rank_metrics")
 
 
 def _timed_parts() -> dict[str, float]:

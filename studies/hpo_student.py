@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from salt.layout import StudyLayout
-from salt.study.cli import describe, launch_options, parser
+from salt.study.cli import describe, launch_options, parser, with_seeds
 from salt.study.launch import make_executor, preflight_slurm, run_plan
 from salt.study.spec import PlanBuilder, StudyError, StudyPlan
 from salt.study.state import RunState
@@ -71,13 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="jobs sharing the optuna storage (array tasks)")
     args = p.parse_args(argv)
     root = args.out or Path("runs") / "studies" / f"{STUDY}-{args.preset}"
-    dials = PRESETS[args.preset]
     try:
+        dials = with_seeds(PRESETS[args.preset], args.seeds)   # HpoDials have no seeds: --seeds is refused by name
         options = launch_options(args)
         plan = teacher_plan(dials, args.preset, root, args.overrides)
         recipe = student_recipe(dials, plan, args.overrides)
         if args.dry_run:
-            print(describe(plan, options, args.gpu_tflops, args.gpu_mem_gb))
+            print(describe(plan, options, args.gpu_tflops, args.gpu_mem_gb, args.cpu_gflops))
             print(f"then {args.trials} student trials over {args.workers} workers: {recipe.space}")
             return 0
         states = run_plan(plan, options)

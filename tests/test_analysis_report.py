@@ -57,8 +57,10 @@ def test_cli_refuses_a_partial_study_unless_asked(tmp_path, capsys):
 
 def test_summarize_prints_accuracy_at_flops_per_budget_and_curve(study):
     text = summarize(study)
-    assert text.splitlines()[0].startswith(f"{DEFAULT_TARGET} (fast)")
+    assert text.splitlines()[0].startswith(f"10-shot motion accuracy (linear probe, per-time-step pooled features) = "
+                                           f"{DEFAULT_TARGET} (fast)")
     assert "salt share=0.2" in text and "vjepa" in text and "*" in text
+    assert "What this study can show:" in text and "seed(s) per setting" in text and "sd 0.0" in text
     assert "random_init" not in text                     # zero-compute references are not curves
 
 

@@ -297,3 +297,76 @@ def test_a_study_names_an_imported_teacher_never_runs_it_and_analyses_its_studen
     (run_dir_for(outside) / "done.json").unlink()
     with pytest.raises(StudyError, match="imported runs are not finished run folders"):
         run_plan(read_plan(tmp_path / "s"), LaunchOptions(executor="debug"))
+
+
+# -- replicates, budgets in FLOPs, the teacher-mask study ---------------------------------------------------------
+
+def test_seeds_dial_adds_replicates_and_keeps_the_seed_zero_run_ids(tmp_path, capsys):
+    from salt.study.cli import with_seeds
+    one = smoke_plan(tmp_path / "s", tmp_path / "cache")
+    two = build(with_seeds(SMOKE, 2), "smoke", tmp_path / "s", [f"data.moving_digits.cache_dir={tmp_path / 'cache'}"])
+    assert [s.run_id for s in build(with_seeds(SMOKE, 1), "smoke", tmp_path / "s",
+                                    [f"data.moving_digits.cache_dir={tmp_path / 'cache'}"]).runs] == [s.run_id for s in one.runs]
+    trained = [s for s in one.runs if s.role != "baseline"]
+    assert {s.run_id for s in one.runs} < {s.run_id for s in two.runs}     # seed 0 keeps its ids: nothing renamed
+    assert len([s for s in two.runs if s.role != "baseline"]) == 2 * len(trained)
+    seed1 = [s for s in two.runs if s.labels.get("seed") == 1]
+    assert {s.config.train.seed for s in seed1} == {1} and len(seed1) == len(trained)
+    # seed 0 is the default train.seed: a seed-0 run's id is that of its config without any seed override
+    teacher = next(s for s in one.runs if s.role == "teacher")
+    plain = load_config(RunConfig, [resolve_config("micro_teacher")],
+                        [f"model.size=micro", f"train.steps={teacher.config.train.steps}",
+                         f"data.moving_digits.cache_dir={tmp_path / 'cache'}"])
+    assert spec_run_id(plain) == teacher.run_id
+    assert compute_allocation.main(["--preset", "smoke", "--dry-run", "--seeds", "2", "--out", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert all(s.run_id in out for s in seed1) and "estimated wall time on a CPU" in out
+    assert compute_allocation.main(["--preset", "smoke", "--dry-run", "--seeds", "0", "--out", str(tmp_path / "d")]) == 2
+    assert "--seeds must be >= 1" in capsys.readouterr().err
+
+
+def test_hpo_has_no_seeds_dial_and_says_so(tmp_path, capsys):
+    from studies import hpo_student
+    assert hpo_student.main(["--preset", "smoke", "--dry-run", "--seeds", "2", "--out", str(tmp_path / "h")]) == 2
+    assert "have no seeds" in capsys.readouterr().err
+
+
+def test_budgets_in_flops_give_every_curve_the_same_compute(tmp_path):
+    """The small preset: one FLOPs budget split 10-60% to the teacher, V-JEPA at the same compute, 2 seeds."""
+    dials = PRESETS["small"]
+    plan = build(dials, "small", tmp_path / "s")
+    total = dials.total_flops[0]
+    salt = [s for s in plan.runs if s.method == "salt"]
+    vjepa = [s for s in plan.runs if s.method == "vjepa"]
+    teachers = [s for s in plan.runs if s.role == "teacher"]
+    assert len(salt) == len(dials.teacher_shares) * 2 and len(vjepa) == 2 and len(teachers) == len(salt)
+    for spec in salt + vjepa:   # steps from seed 0's estimate; another seed's 16 sampled multiblock steps differ ~5%
+        assert spec.estimated_flops_total == pytest.approx(total, rel=0.03 if spec.labels["seed"] == 0 else 0.07)
+        assert spec.labels["total_flops"] == total
+    by_id = plan.by_id()
+    for student in salt:
+        teacher = by_id[student.depends_on[0]]
+        assert teacher.estimated_flops / total == pytest.approx(student.labels["teacher_share"], rel=0.03)
+    steps = {(s.labels["teacher_share"], s.labels["seed"]): (s.labels["teacher_steps"], s.config.train.steps) for s in salt}
+    assert all(steps[(share, 0)] == steps[(share, 1)] for share in dials.teacher_shares)   # seeds: same design
+    assert max(t.config.train.steps for t in teachers) > 400 * 2                 # teachers well past the plateau
+    with pytest.raises(StudyError, match="not both"):
+        build(AllocationDials(total_steps=[8], teacher_steps=[2], total_flops=[1e9], teacher_shares=[0.5]), "x",
+              tmp_path / "x")
+
+
+def test_teacher_masks_study_gives_each_mask_the_same_teacher_compute(tmp_path):
+    from studies import teacher_masks
+    dials = teacher_masks.PRESETS["default"]
+    plan = teacher_masks.build(dials, "default", tmp_path / "m")
+    teachers = [s for s in plan.runs if s.role == "teacher"]
+    students = [s for s in plan.runs if s.method == "salt"]
+    assert len(teachers) == len(students) == 2 * 2 * 2                           # masks x learning rates x seeds
+    assert {(t.config.mask.kind, t.config.optim.lr) for t in teachers} == {
+        (m, lr) for m in ("multiblock", "random") for lr in dials.teacher_lrs}
+    for t in teachers:          # steps from seed 0's estimate; another seed's 16 sampled multiblock steps differ ~5%
+        assert t.estimated_flops == pytest.approx(dials.teacher_flops, rel=0.03 if t.labels["seed"] == 0 else 0.07)
+    steps = {t.config.mask.kind: t.config.train.steps for t in teachers}
+    assert steps["multiblock"] != steps["random"]                                # a multiblock step costs more
+    assert {s.config.train.steps for s in students} == {dials.student_steps}
+    assert {s.config.mask.kind for s in students} == {"multiblock"}              # one student recipe

@@ -8,6 +8,7 @@ derived, nothing submitted) and `status`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,14 @@ from salt.study.estimate import fit_advice, step_flops, step_memory
 from salt.study.launch import EXECUTORS, LaunchOptions, run_plan, run_states
 from salt.study.spec import StudyError, StudyPlan, read_plan, with_benchmarks
 from salt.study.state import RunState
+
+# The dry run's CPU wall-time estimate, from the 2-core machine (benchmarks/README.md, idle): tiny steps at batch 32
+# ran at 66-70 GFLOP/s in this code's accounting (pixel 231 ms, SALT 474 ms, V-JEPA 484 ms a step); one evaluation
+# of a tiny checkpoint took ~8 s (smoke) and 47 s (fast; benchmarks/eval_fast.py); each run adds ~10 s of process
+# start, data and model setup. Rough by design: it says whether a preset takes minutes or hours.
+CPU_GFLOPS = 66.0
+CPU_EVAL_S = {"smoke": 8.0, "fast": 47.0}
+CPU_RUN_OVERHEAD_S = 10.0
 
 # flag -> LaunchOptions key; a flag left unset keeps the profile's (or the default) value
 LAUNCH_FLAGS = {"executor": "executor", "partition": "partition", "account": "account", "qos": "qos",
@@ -31,6 +40,10 @@ def parser(study: str, presets: dict) -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", default="run", choices=("run", "status"),
                    help="run (default): train/evaluate what is not done; status: a table of the runs")
     p.add_argument("--preset", default="default", choices=sorted(presets))
+    p.add_argument("--seeds", type=int, metavar="K",
+                   help="replicates: seeds 0..K-1 of every run (train.seed: initialisation, data order and masks); "
+                        "default: the preset's seeds. Seed 0 keeps the run ids it has without this flag, so "
+                        "--seeds 2 on a finished study adds only the seed-1 runs")
     p.add_argument("--out", type=Path, help="study folder (default runs/studies/<study>-<preset>)")
     p.add_argument("--dry-run", action="store_true", help="print the runs, dependencies, FLOPs and GPU-hours")
     p.add_argument("--profile", type=Path, help="cluster profile YAML (slurm/profiles/): LaunchOptions keys")
@@ -54,6 +67,9 @@ def parser(study: str, presets: dict) -> argparse.ArgumentParser:
                         "repeatable")
     p.add_argument("--gpu-tflops", type=float, default=400.0,
                    help="achieved TFLOP/s per GPU assumed for the dry run's GPU-hours (default 400, bf16 H100-class)")
+    p.add_argument("--cpu-gflops", type=float, default=CPU_GFLOPS,
+                   help=f"achieved GFLOP/s (this code's accounting) assumed for the dry run's CPU wall time "
+                        f"(default {CPU_GFLOPS:g}: tiny steps on the 2-core machine, benchmarks/README.md)")
     p.add_argument("--gpu-mem-gb", type=float,
                    help="dry run: memory per GPU; runs whose step does not fit are named, with a setting that fits")
     return p
@@ -71,25 +87,38 @@ def _used_fraction(student, teacher) -> float:
     return student.teacher_step / teacher.config.train.steps if student.teacher_step > 0 else 1.0
 
 
-def describe(plan: StudyPlan, options: LaunchOptions, gpu_tflops: float, gpu_mem_gb: float | None = None) -> str:
+def cpu_seconds(spec, cpu_gflops: float = CPU_GFLOPS) -> float:
+    """Rough wall seconds of one run on a CPU (CPU_GFLOPS): training FLOPs at `cpu_gflops`, its evaluations
+    (CPU_EVAL_S of its protocol; NaN for a protocol not measured there) and the per-run overhead."""
+    evaluations = 1 + len([s for s in spec.eval_steps if s != spec.config.train.steps])
+    train = 0.0 if spec.role == "baseline" else spec.estimated_flops / (cpu_gflops * 1e9)
+    return train + evaluations * CPU_EVAL_S.get(spec.evaluation, float("nan")) + CPU_RUN_OVERHEAD_S
+
+
+def describe(plan: StudyPlan, options: LaunchOptions, gpu_tflops: float, gpu_mem_gb: float | None = None,
+             cpu_gflops: float = CPU_GFLOPS) -> str:
     """The dry run: every run with what was derived for it, then totals. "paper" columns use the paper's
     accounting (predictor charged every token); "run" is what this code will compute and log. "mem GB" is the
-    estimated memory of a step per GPU (bf16; salt.study.estimate.step_memory) on the profile's GPUs."""
+    estimated memory of a step per GPU (bf16; salt.study.estimate.step_memory) on the profile's GPUs; "CPU min"
+    the rough wall time of the run and its evaluations on a CPU (`cpu_seconds`)."""
     devices = max(1, options.gpus_per_node) * options.nodes
     lines = [f"study {plan.study}, preset {plan.preset}: {len(plan.runs)} runs in {len(plan.stages())} stages, "
              f"folder {plan.root}, executor {options.executor}", ""]
     header = (f"{'run id':<38} {'role':<8} {'size':<6} {'steps':>7} {'batch':>5} {'step run':>9} {'step paper':>10} "
-              f"{'run paper':>9} {'+teachers':>9} {'GPU-h':>7} {'mem GB':>7}  stage: depends on | labels")
+              f"{'run paper':>9} {'+teachers':>9} {'GPU-h':>7} {'mem GB':>7} {'CPU min':>8}  stage: depends on | labels")
     lines += [header, "-" * len(header)]
     paper_total: dict[str, float] = {}   # run id -> paper-accounting FLOPs of the run and its teacher chain
     by_id = plan.by_id()
-    total_run = total_paper = 0.0
+    total_run = total_paper = cpu_total = 0.0
     misfits = []
     for stage_index, stage in enumerate(plan.stages()):
         for spec in stage:
             cfg = spec.config
+            wall = cpu_seconds(spec, cpu_gflops)
+            cpu_total += wall
             if spec.role == "baseline":
-                lines.append(f"{spec.run_id:<38} {'baseline':<8} {cfg.model.size:<6}  evaluated, not trained")
+                lines.append(f"{spec.run_id:<38} {'baseline':<8} {cfg.model.size:<6}  evaluated, not trained "
+                             f"(~{wall / 60:.1f} CPU min)")
                 continue
             per_step, paper = step_flops(cfg), step_flops(cfg, accounting="paper")
             own = paper * cfg.train.steps
@@ -101,13 +130,18 @@ def describe(plan: StudyPlan, options: LaunchOptions, gpu_tflops: float, gpu_mem
             memory = step_memory(cfg, devices=devices).total
             lines.append(f"{spec.run_id:<38} {spec.role:<8} {cfg.model.size:<6} {cfg.train.steps:>7} "
                          f"{cfg.train.batch_size:>5} {per_step:>9.3e} {paper:>10.3e} {own:>9.3e} "
-                         f"{paper_total[spec.run_id]:>9.3e} {own / (gpu_tflops * 1e12) / 3600:>7.1f} {memory:>7.1f}  "
+                         f"{paper_total[spec.run_id]:>9.3e} {own / (gpu_tflops * 1e12) / 3600:>7.1f} {memory:>7.1f} "
+                         f"{wall / 60:>8.3g}  "
                          f"{stage_index}: {','.join(spec.depends_on) or '-'} | {labels}")
             if gpu_mem_gb is not None and memory > gpu_mem_gb:
                 misfits.append(f"  {spec.run_id}: {memory:.1f} GB; {fit_advice(cfg, devices, gpu_mem_gb)}")
     lines += ["", f"total training FLOPs (each run once): {total_run:.3e} as this code counts, {total_paper:.3e} in "
               f"the paper's accounting; ~{total_paper / (gpu_tflops * 1e12) / 3600:,.0f} GPU-hours at "
               f"{gpu_tflops:g} TFLOP/s achieved per GPU"]
+    lines.append(f"estimated wall time on a CPU, one run at a time (the local executor): ~{cpu_total / 3600:.2f} h "
+                 f"at {cpu_gflops:g} GFLOP/s achieved + {', '.join(f'{k} {v:g} s' for k, v in CPU_EVAL_S.items())} "
+                 f"per evaluation + {CPU_RUN_OVERHEAD_S:g} s per run (rates of the idle 2-core machine; shared "
+                 "cores are several times slower)")
     if gpu_mem_gb is not None:
         lines += ([f"{len(misfits)} runs do not fit {gpu_mem_gb:g} GB per GPU ({devices} GPUs per run):", *misfits]
                   if misfits else [f"every run fits {gpu_mem_gb:g} GB per GPU ({devices} GPUs per run)"])
@@ -127,6 +161,17 @@ def status_table(plan: StudyPlan, options: LaunchOptions, states: dict[str, dict
         lines.append(f"{spec.run_id:<40} {spec.role:<8} {s['state']:<13} {s['attempts']:>5} {s['job_id']:>10}  {detail}")
     lines.append(", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
     return "\n".join(lines)
+
+
+def with_seeds(dials, seeds: int | None):
+    """The preset's dials with seeds 0..seeds-1 (`--seeds K`); None keeps the preset's own seeds."""
+    if seeds is None:
+        return dials
+    if seeds < 1:
+        raise StudyError(f"--seeds must be >= 1, got {seeds}")
+    if not dataclasses.is_dataclass(dials) or "seeds" not in {f.name for f in dataclasses.fields(dials)}:
+        raise StudyError(f"--seeds: this study's dials ({type(dials).__name__}) have no seeds")
+    return dataclasses.replace(dials, seeds=list(range(seeds)))
 
 
 @dataclass(frozen=True)
@@ -153,10 +198,10 @@ def study_main(study: str, presets: dict, build: Callable[..., StudyPlan], argv:
             if hooks.results:
                 hooks.results(plan)
             return 0 if all(s["state"].is_healthy for s in states.values()) else 1
-        plan = build(presets[args.preset], args.preset, root, args.overrides)
+        plan = build(with_seeds(presets[args.preset], args.seeds), args.preset, root, args.overrides)
         plan = with_benchmarks(plan, args.benchmarks)
         if args.dry_run:
-            print(describe(plan, options, args.gpu_tflops, args.gpu_mem_gb))
+            print(describe(plan, options, args.gpu_tflops, args.gpu_mem_gb, args.cpu_gflops))
             return 0
         states = run_plan(plan, options)
     except StudyError as error:

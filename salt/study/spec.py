@@ -130,7 +130,8 @@ class PlanBuilder:
         self.group = f"{study}-{preset}"   # wandb group of every run
         self._runs: dict[str, RunSpec] = {}
 
-    def _config(self, base: str, overrides: list[str]) -> RunConfig:
+    def config(self, base: str, overrides: list[str] = ()) -> RunConfig:
+        """The resolved config of packaged `base` + `overrides` + the study's overrides (not yet placed)."""
         return load_config(RunConfig, [resolve_config(base)], [*overrides, *self.overrides])
 
     def _add(self, spec: RunSpec) -> RunSpec:
@@ -147,7 +148,7 @@ class PlanBuilder:
             eval_steps: list[int] = ()) -> RunSpec:
         """A run with no teacher (pixel teacher, V-JEPA); its role defaults to its method's stage."""
         from salt.study.estimate import run_flops
-        cfg = self._config(base, list(overrides))
+        cfg = self.config(base, list(overrides))
         method = get_method(cfg.objective.method)
         if method.needs_teacher:
             raise StudyError(f"{base}: method {method.name!r} learns from a teacher; add it with PlanBuilder.student")
@@ -172,8 +173,7 @@ class PlanBuilder:
                                  "step in eval_steps so its checkpoint is kept")
             source = teacher.layout.checkpoint(teacher_step)
             teacher_id = f"{teacher.run_id}@{teacher_step}"
-        model = [f"objective.teacher.{k}={v}" for k, v in to_dict(t.model).items()]
-        cfg = self._config(base, [*model, *overrides, f"objective.teacher_checkpoint={source}"])
+        cfg = self._student_config(base, t, list(overrides), source)
         if not get_method(cfg.objective.method).needs_teacher:
             raise StudyError(f"{base}: method {cfg.objective.method!r} has no teacher; add it with PlanBuilder.run")
         run_id = spec_run_id(cfg, teacher_id)
@@ -182,6 +182,18 @@ class PlanBuilder:
         share = teacher.estimated_flops_total * ((teacher_step or t.train.steps) / t.train.steps)
         return self._add(RunSpec(run_id, "student", cfg.objective.method, cfg, [teacher.run_id], dict(labels or {}),
                                  self.evaluation, sorted(eval_steps), flops, flops + share, teacher_step or -1))
+
+    def _student_config(self, base: str, teacher: RunConfig, overrides: list[str], source) -> RunConfig:
+        model = [f"objective.teacher.{k}={v}" for k, v in to_dict(teacher.model).items()]
+        return self.config(base, [*model, *overrides, f"objective.teacher_checkpoint={source}"])
+
+    def step_flops(self, base: str, overrides: list[str] = (), *, teacher: RunConfig | None = None) -> float:
+        """FLOPs of one training step ("run" accounting) of the config `run` (or `student`, given its teacher's
+        config) would build from these arguments: studies that size runs by compute divide a budget by it."""
+        from salt.study.estimate import step_flops
+        cfg = (self._student_config(base, teacher, list(overrides), "teacher") if teacher is not None
+               else self.config(base, list(overrides)))
+        return step_flops(cfg)
 
     def imported(self, run_dir: str | Path, *, labels: dict | None = None) -> RunSpec:
         """A finished run made outside this study as a teacher: a released encoder imported with
