@@ -47,6 +47,9 @@ def test_resume_mid_run_gives_identical_weights(micro_config, stage, accumulate)
     summary = train(interrupted, resume=True)
     assert summary["steps"] == 6
     _assert_same_models(_weights(run_dir_for(straight)), _weights(run_dir_for(interrupted)))
+    # ... and the same global RNG state (the DataLoader draws its workers' seed from its own generator)
+    assert torch.equal(load_checkpoint(run_dir_for(straight))["rng"]["torch"],
+                       load_checkpoint(run_dir_for(interrupted))["rng"]["torch"])
     # The metrics log has each step once, even though step 2 was logged before the crash and again after.
     steps = [r["step"] for r in read_metrics(run_dir_for(interrupted) / "metrics.jsonl")]
     assert steps == list(range(6))

@@ -203,7 +203,10 @@ class Trainer:
                                cfg.train.steps)
         loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=ShardedBatchSampler(sampler, self.dist),
                                              num_workers=cfg.data.num_workers, pin_memory=self.device.type == "cuda",
-                                             collate_fn=collate)
+                                             collate_fn=collate,
+                                             # its own generator: the workers' base seed is not drawn from the
+                                             # global RNG, whose saved state then matches an uninterrupted run's
+                                             generator=torch.Generator().manual_seed(cfg.train.seed))
         timer = StepTimer(cfg.data.num_workers)   # data_s / step_s: waiting for batches vs computing steps
         bar = tqdm(total=cfg.train.steps, initial=self.start_step, disable=not (cfg.train.progress and main),
                    desc=f"{cfg.objective.method} {run_id(cfg)}", dynamic_ncols=True)
