@@ -138,9 +138,14 @@ def test_rope_attention_matches_timm_eva_attention():
     from timm.models.eva import EvaAttention
     from salt.models.tokens import RopeAttention, rope_operands, rope_table_3d, rotate_pairs
     from timm.layers import apply_rot_embed_cat
-    table = rope_table_3d(16, (2, 3, 3))
-    x = torch.randn(2, 3, 18, 16)
-    torch.testing.assert_close(rotate_pairs(x, rope_operands(table)), apply_rot_embed_cat(x, table))
+    x = torch.randn(2, 3, 18, 18)
+    for layout, kind in (("salt", torch.complex64), ("vjepa2", torch.float32)):   # a rotation, or V-JEPA 2's
+        table = rope_table_3d(18, (2, 3, 3), layout=layout)
+        assert rope_operands(table).dtype == kind
+        torch.testing.assert_close(rotate_pairs(x, rope_operands(table)), apply_rot_embed_cat(x, table))
+        half = rotate_pairs(x.bfloat16(), rope_operands(table))
+        assert half.dtype == torch.bfloat16
+        torch.testing.assert_close(half, apply_rot_embed_cat(x.bfloat16(), table))
     for key_bias in (False, True):
         m = _vit(pos_embed="rope", rope_layout="vjepa2" if key_bias else "salt", rope_key_bias=key_bias)
         assert all(type(b.attn) is RopeAttention for b in m.blocks)

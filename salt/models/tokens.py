@@ -131,24 +131,33 @@ class TokenPositions(nn.Module):
         return x + self._rows(index, x.shape[0]) if self.kind == "sincos" else x
 
     def rope(self, index: torch.Tensor | None, batch: int) -> torch.Tensor | None:
-        """Rotary rows [B, 1, K, 2*head_dim] (`rope_operands`) for the blocks, or None for sin-cos positions."""
+        """Rotary rows [B, 1, K, ...] (`rope_operands`) for the blocks, or None for sin-cos positions."""
         return self._rows(index, batch).unsqueeze(1) if self.kind == "rope" else None
 
 
 def rope_operands(table: torch.Tensor) -> torch.Tensor:
-    """[..., 2*head_dim] = [sin | cos] (timm's `apply_rot_embed_cat` layout) -> [..., 2*head_dim] = [signed sin | cos],
-    the operands `rotate_pairs` needs: the sign of timm's pair rotation (x0, x1) -> (-x1, x0) moved into the table,
-    so rotating a tensor is one pair swap, one multiply and one multiply-add instead of slices, a negation, a stack,
-    two multiplies, an add and timm's concatenation with the (here absent) prefix tokens."""
+    """timm's [..., 2*head_dim] = [sin | cos] table (`apply_rot_embed_cat` layout) -> what `rotate_pairs` takes.
+
+    Where each channel pair turns by one angle (layout "salt": a rotation), the unit complex numbers
+    cos + i*sin [..., head_dim/2] (complex64): rotating is one complex multiply. Otherwise (layout "vjepa2", whose
+    tiled frequencies give a pair's two channels different angles: not a rotation, kept as V-JEPA 2 computes it)
+    [..., 2*head_dim] = [signed sin | cos]: the sign of timm's (x0, x1) -> (-x1, x0) folded into the table, so it is
+    one pair swap, one multiply and one multiply-add (timm: slices, a negation, a stack, two multiplies, an add and a
+    concatenation with the absent prefix tokens)."""
     sin, cos = table.chunk(2, -1)
+    if torch.equal(sin[..., 0::2], sin[..., 1::2]) and torch.equal(cos[..., 0::2], cos[..., 1::2]):
+        return torch.complex(cos[..., 0::2].contiguous(), sin[..., 0::2].contiguous())
     sign = torch.ones(sin.shape[-1], dtype=sin.dtype, device=sin.device)
     sign[0::2] = -1
     return torch.cat([sin * sign, cos], -1)
 
 
 def rotate_pairs(x: torch.Tensor, operands: torch.Tensor) -> torch.Tensor:
-    """RoPE on x [..., N, head_dim] with `rope_operands` rows [..., N, 2*head_dim]: equal to timm's
-    `apply_rot_embed_cat(x, table)` (the product in the table's precision, the result in x's dtype)."""
+    """RoPE on x [..., N, head_dim] with `rope_operands` rows [..., N, head_dim/2 complex or 2*head_dim real]: equal
+    to timm's `apply_rot_embed_cat(x, table)` (the product in float32, the result in x's dtype)."""
+    if operands.is_complex():
+        pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+        return torch.view_as_real(pairs * operands).flatten(-2).to(x.dtype)
     signed_sin, cos = operands.chunk(2, -1)
     swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)   # (x1, x0, x3, x2, ...)
     return torch.addcmul(x * cos, swapped, signed_sin).to(x.dtype)
