@@ -141,11 +141,16 @@ def test_rope_attention_matches_timm_eva_attention():
     x = torch.randn(2, 3, 18, 18)
     for layout, kind in (("salt", torch.complex64), ("vjepa2", torch.float32)):   # a rotation, or V-JEPA 2's
         table = rope_table_3d(18, (2, 3, 3), layout=layout)
-        assert rope_operands(table).dtype == kind
-        torch.testing.assert_close(rotate_pairs(x, rope_operands(table)), apply_rot_embed_cat(x, table))
-        half = rotate_pairs(x.bfloat16(), rope_operands(table))
+        sin, cos = table.chunk(2, -1)   # the salt layout turns each pair by one angle; V-JEPA 2's does not
+        assert torch.equal(sin[:, 0::2], sin[:, 1::2]) == (layout == "salt")
+        operands = rope_operands(table, layout)
+        assert operands.dtype == kind
+        torch.testing.assert_close(rotate_pairs(x, operands), apply_rot_embed_cat(x, table))
+        half = rotate_pairs(x.bfloat16(), operands)
         assert half.dtype == torch.bfloat16
         torch.testing.assert_close(half, apply_rot_embed_cat(x.bfloat16(), table))
+        with torch.device("meta"):   # estimates build encoders without memory
+            assert _vit(pos_embed="rope", rope_layout=layout).positions.table.dtype == kind
     for key_bias in (False, True):
         m = _vit(pos_embed="rope", rope_layout="vjepa2" if key_bias else "salt", rope_key_bias=key_bias)
         assert all(type(b.attn) is RopeAttention for b in m.blocks)

@@ -115,7 +115,7 @@ class TokenPositions(nn.Module):
         self.kind = "rope" if kind == "rope" else "sincos"   # how the table is used: rotated or added
         src = tuple(table_grid or grid)
         if kind == "rope":
-            table = rope_operands(rope_table_3d(dim // num_heads, grid, layout=rope_layout))
+            table = rope_operands(rope_table_3d(dim // num_heads, grid, layout=rope_layout), rope_layout)
         elif kind == "sincos":
             table = resize_table(sincos_pos_embed_3d(dim, src), src, grid)
         else:
@@ -135,8 +135,9 @@ class TokenPositions(nn.Module):
         return self._rows(index, batch).unsqueeze(1) if self.kind == "rope" else None
 
 
-def rope_operands(table: torch.Tensor) -> torch.Tensor:
-    """timm's [..., 2*head_dim] = [sin | cos] table (`apply_rot_embed_cat` layout) -> what `rotate_pairs` takes.
+def rope_operands(table: torch.Tensor, layout: str) -> torch.Tensor:
+    """timm's [..., 2*head_dim] = [sin | cos] table (`apply_rot_embed_cat` layout) of `layout` -> what `rotate_pairs`
+    takes (decided by the layout, not the values, so it also builds on the meta device).
 
     Where each channel pair turns by one angle (layout "salt": a rotation), the unit complex numbers
     cos + i*sin [..., head_dim/2] (complex64): rotating is one complex multiply. Otherwise (layout "vjepa2", whose
@@ -145,7 +146,9 @@ def rope_operands(table: torch.Tensor) -> torch.Tensor:
     one pair swap, one multiply and one multiply-add (timm: slices, a negation, a stack, two multiplies, an add and a
     concatenation with the absent prefix tokens)."""
     sin, cos = table.chunk(2, -1)
-    if torch.equal(sin[..., 0::2], sin[..., 1::2]) and torch.equal(cos[..., 0::2], cos[..., 1::2]):
+    if layout not in ROPE_LAYOUTS:
+        raise ValueError(f"rope_layout must be one of {', '.join(ROPE_LAYOUTS)}; got {layout!r}")
+    if layout == "salt":
         return torch.complex(cos[..., 0::2].contiguous(), sin[..., 0::2].contiguous())
     sign = torch.ones(sin.shape[-1], dtype=sin.dtype, device=sin.device)
     sign[0::2] = -1
