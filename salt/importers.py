@@ -31,10 +31,10 @@ from salt.config import ConfigError, load_config, resolve_config, to_dict
 from salt.data import clip_geometry
 from salt.flops import num_params
 from salt.io import atomic_write_text
-from salt.layout import RunLayout
+from salt.layout import LayoutError, RunLayout
 from salt.models import CUSTOM_SIZE
 from salt.objectives import build_objective
-from salt.schema import RunConfig
+from salt.schema import RunConfig, finished_run
 
 FAMILIES = ("videomae", "vjepa2")
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]   # both releases' input statistics
@@ -438,11 +438,11 @@ def teacher_overrides(cfg: RunConfig, run_dir: Path) -> list[str]:
 def run_teacher_overrides(run_dir: str | Path) -> list[str]:
     """`teacher_overrides` of a finished run folder (an import, or any earlier run), from its config.yaml: what
     `python -m salt student --teacher RUN_DIR` expands to."""
-    layout = RunLayout(Path(run_dir))
-    if not layout.config.is_file() or not layout.is_done():
-        raise ValueError(f"--teacher {run_dir}: not a finished run folder (needs {layout.config.name} and "
-                         f"{layout.done.name}; import an encoder with `python -m salt import-encoder` or finish the run)")
-    return teacher_overrides(load_config(RunConfig, [layout.config]), layout.root)
+    try:
+        layout, cfg = finished_run(run_dir)
+    except LayoutError as e:
+        raise ValueError(f"--teacher {run_dir}: {e}") from e
+    return teacher_overrides(cfg, layout.root)
 
 
 def import_encoder(family: str, source: str | Path, out_dir: str | Path, *, configs: list[str] = (),

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from salt.config import ADDED_LATER
+from pathlib import Path
+
+from salt.config import ADDED_LATER, load_config
 from salt.data import items_per_step
 from salt.data.moving_digits import MovingDigitsConfig
 from salt.data.video import VideoListConfig
+from salt.layout import LayoutError, RunLayout
 from salt.masks import MaskConfig
 from salt.objectives.registry import get_method
 
@@ -194,3 +197,16 @@ class RunConfig:
 
 # Keys that do not change what a run computes: left out of the run id's hash.
 NON_SEMANTIC_KEYS = ("name", "out_dir", "wandb")
+
+
+def finished_run(run_dir: str | Path) -> tuple[RunLayout, RunConfig]:
+    """A finished run folder (an imported encoder, or any earlier run) and its resolved config, placed where the
+    folder is now (so a moved folder still names its own checkpoints). A folder that is not a finished run is
+    refused by name: LayoutError."""
+    layout = RunLayout(Path(run_dir).resolve())
+    if not layout.config.is_file() or not layout.is_done():
+        raise LayoutError(f"{layout.root} is not a finished run folder (needs {layout.config.name} and "
+                          f"{layout.done.name}): import the encoder with `python -m salt import-encoder` or finish "
+                          "the run first")
+    cfg = load_config(RunConfig, [layout.config], [f"name={layout.root.name}", f"out_dir={layout.root.parent}"])
+    return layout, cfg

@@ -329,7 +329,7 @@ def test_input_normalisation_converts_the_data_statistics(tmp_path):
 
 # -- a student of an imported teacher -------------------------------------------------------------------------------
 
-def test_salt_student_trains_from_an_imported_teacher(tmp_path):
+def test_salt_student_trains_from_an_imported_teacher(tmp_path, capsys):
     from salt.train.loop import train
     rng = np.random.default_rng(0)
     lines = []
@@ -351,6 +351,7 @@ def test_salt_student_trains_from_an_imported_teacher(tmp_path):
     cfg = load_config(RunConfig, [tmp_path / "runs" / "student" / "config.yaml"])
     assert cfg.objective.teacher.pos_embed == "rope" and cfg.objective.teacher.rope_layout == "vjepa2"
     assert main(["student", "--config", "micro_student", "--teacher", str(tmp_path / "hf"), *student]) == 2
+    assert "is not a finished run folder (needs config.yaml and done.json)" in capsys.readouterr().err
     assert summary["steps"] == 2 and np.isfinite(summary["final_metrics"]["loss"])
     assert summary["flops"]["teacher_stage"] == 0.0 and summary["teacher_checkpoint"] == str(tmp_path / "teacher")
     state = load_checkpoint(tmp_path / "runs" / "student")

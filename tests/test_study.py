@@ -297,6 +297,13 @@ def test_a_study_names_an_imported_teacher_never_runs_it_and_analyses_its_studen
     (run_dir_for(outside) / "done.json").unlink()
     with pytest.raises(StudyError, match="imported runs are not finished run folders"):
         run_plan(read_plan(tmp_path / "s"), LaunchOptions(executor="debug"))
+    teacher_selection.PRESETS = dials   # planning it again is refused by name, before anything runs
+    try:
+        capsys.readouterr()
+        assert teacher_selection.main([*argv, "--dry-run"]) == 2
+    finally:
+        teacher_selection.PRESETS = original
+    assert "released is not a finished run folder (needs config.yaml and done.json)" in capsys.readouterr().err
 
 
 # -- replicates, budgets in FLOPs, the teacher-mask study ---------------------------------------------------------

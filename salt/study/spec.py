@@ -15,9 +15,9 @@ from pathlib import Path
 
 from salt.config import config_hash, from_dict, load_config, resolve_config, to_dict
 from salt.io import atomic_write_json
-from salt.layout import RunLayout, StudyLayout
+from salt.layout import LayoutError, RunLayout, StudyLayout
 from salt.objectives import get_method
-from salt.schema import NON_SEMANTIC_KEYS, RunConfig
+from salt.schema import NON_SEMANTIC_KEYS, RunConfig, finished_run
 
 PLAN_SCHEMA_VERSION = 1
 ROLES = ("teacher", "student", "baseline")
@@ -200,11 +200,10 @@ class PlanBuilder:
         `python -m salt import-encoder`, or any earlier run. It is never trained or submitted here, costs the study
         no FLOPs, and stays where it is; its students depend on it like on any teacher. Evaluate it yourself
         (`python -m salt eval RUN_DIR`) for its records to enter the analysis."""
-        layout = RunLayout(Path(run_dir).resolve())
-        if not layout.is_done():
-            raise StudyError(f"{layout.root} is not a finished run folder (no {layout.done.name}): import the encoder "
-                             "with `python -m salt import-encoder` or finish the run first")
-        cfg = load_config(RunConfig, [layout.config], [f"name={layout.root.name}", f"out_dir={layout.root.parent}"])
+        try:
+            layout, cfg = finished_run(run_dir)
+        except LayoutError as e:
+            raise StudyError(str(e)) from e
         run_id = layout.root.name
         return self._add(RunSpec(run_id, "teacher", cfg.objective.method, cfg, [], dict(labels or {}),
                                  self.evaluation, external=True))
