@@ -156,7 +156,8 @@ def allocation_table(frame: pd.DataFrame, target: str, replicates: Replicates | 
 def share_comparisons(rep: Replicates, *, candidate: str = "salt", reference: str = "vjepa",
                       share: str = "teacher_share") -> pd.DataFrame:
     """Per budget and candidate share: the candidate's mean minus the reference's at that budget, and minus the
-    budget's best candidate share, each with its interval and verdict (ahead / behind / not distinguishable)."""
+    budget's best candidate share, each with its interval and verdict (ahead / behind / not distinguishable);
+    `vs_<reference>_family*`: against the reference with every share of the budget at once (Replicates.against)."""
     settings = rep.settings
     rows = []
     candidates = settings[(settings["group"] == candidate) & settings[share].notna()] if share in settings else settings[:0]
@@ -164,13 +165,16 @@ def share_comparisons(rep: Replicates, *, candidate: str = "salt", reference: st
         refs = rep.matching(group=reference, budget=budget)
         missing = f"{'no' if not refs else 'several'} {reference} settings at this budget"
         best = members["accuracy"].idxmax()
+        family = dict(zip(members.index, rep.against(list(members.index), refs[0]))) if len(refs) == 1 else {}
         for i, r in members.sort_values(share).iterrows():
-            vs_ref = rep.difference(i, refs[0]) if len(refs) == 1 else {}
+            vs_ref = family.get(i, {})
             vs_best = rep.difference(i, best) if i != best else {}
             rows.append({"budget": budget, "share": r[share], "accuracy": r["accuracy"], "lo": r["lo"], "hi": r["hi"],
                          "n_seeds": r["n_seeds"], "best": i == best,
                          **{f"vs_{reference}_{k}": vs_ref.get(k, math.nan) for k in ("diff", "lo", "hi")},
                          f"vs_{reference}": vs_ref.get("verdict", missing),
+                         **{f"vs_{reference}_family_{k}": vs_ref.get(f"family_{k}", math.nan) for k in ("lo", "hi")},
+                         f"vs_{reference}_family": vs_ref.get("family_verdict", missing),
                          **{f"vs_best_{k}": vs_best.get(k, math.nan) for k in ("diff", "lo", "hi")},
                          "vs_best": vs_best.get("verdict", "best" if i == best else "")})
     return pd.DataFrame(rows)
@@ -179,9 +183,10 @@ def share_comparisons(rep: Replicates, *, candidate: str = "salt", reference: st
 def allocation_verdict(rep: Replicates, *, candidate: str = "salt", reference: str = "vjepa",
                        share: str = "teacher_share") -> list[str]:
     """The study's answer in words, per budget: the candidate's best share against the reference at the same
-    budget (ahead, behind, or not distinguishable, with the difference's interval), and which other shares the
-    study cannot tell from the best. The best of several shares is picked on the same runs, so its lead is
-    slightly flattered; "not distinguishable" is the statement that does not suffer from that."""
+    budget (ahead, behind, or not distinguishable), and which other shares the study cannot tell from the best.
+    The best of several shares is picked on the same runs, which flatters it, so with several shares the verdict
+    is the family's (every share against the reference at once: Replicates.against) and the interval of the best
+    share alone is shown beside it."""
     table = share_comparisons(rep, candidate=candidate, reference=reference, share=share)
     if table.empty:
         return [f"No {candidate} runs with a {share}: nothing to compare."]
@@ -194,13 +199,21 @@ def allocation_verdict(rep: Replicates, *, candidate: str = "salt", reference: s
         name = f"{group_name(candidate)} (teacher share {best['share']:.3g})"
         reference_name = group_name(reference)
         acc = interval_text(best["accuracy"], best["lo"], best["hi"])
-        verdict = best[f"vs_{reference}"]
+        several = len(rows) > 1
+        verdict = best[f"vs_{reference}_family" if several else f"vs_{reference}"]
         if verdict in ("ahead", "behind", "not distinguishable"):
-            diff = interval_text(best[f"vs_{reference}_diff"], best[f"vs_{reference}_lo"], best[f"vs_{reference}_hi"],
-                                 signed=True)
             ref_word = {"ahead": f"ahead of {reference_name}", "behind": f"behind {reference_name}",
                         "not distinguishable": f"not distinguishable from {reference_name}"}[verdict]
-            text = f"Budget {budget:g}: the best {name}, {acc}, is {ref_word} (difference {diff})."
+            alone = interval_text(best[f"vs_{reference}_diff"], best[f"vs_{reference}_lo"],
+                                  best[f"vs_{reference}_hi"], signed=True)
+            if several:
+                family = interval_text(best[f"vs_{reference}_diff"], best[f"vs_{reference}_family_lo"],
+                                       best[f"vs_{reference}_family_hi"], signed=True)
+                text = (f"Budget {budget:g}: the best {name}, {acc}, is {ref_word} once the choice among {len(rows)} "
+                        f"shares is allowed for (difference {family}, every share against {reference_name} at once; "
+                        f"this share alone: {alone}, which the choice flatters).")
+            else:
+                text = f"Budget {budget:g}: the best {name}, {acc}, is {ref_word} (difference {alone})."
         elif verdict.startswith("no interval"):
             text = (f"Budget {budget:g}: the best {name}, {acc}, minus {reference_name}: "
                     f"{best[f'vs_{reference}_diff']:+.3f} (one seed: not judged).")

@@ -18,6 +18,14 @@ pooled one. One run per setting everywhere: no intervals (nothing says how much 
 
 Two settings are *distinguishable* when the 95% interval of the difference of their means (the same
 resamples; settings are drawn independently) excludes zero; otherwise the study cannot tell them apart.
+
+Picking the best of several settings and then comparing it alone flatters it: in 1,000 simulated studies of four
+equal teacher shares and an equal V-JEPA (2 seeds, seed sd 0.06), the best share alone was called ahead of
+V-JEPA in 6.5% (a one-sided call of a 95% interval should be 2.5%), and with every share at once in 2.8%.
+`Replicates.against` compares several settings with one reference at once: simultaneous intervals from the
+bootstrap distribution of the largest standardised deviation over the family (Dunnett's max-|t| idea, with the
+reference's shared resample giving the correlation), so that every statement about any member, the best
+included, holds at 95% together.
 """
 from __future__ import annotations
 
@@ -67,6 +75,28 @@ class Replicates:
             lo, hi = percentile_interval(self.boot[:, i] - self.boot[:, j], self.level)
             out.update(lo=float(lo), hi=float(hi), distinguishable=bool(lo > 0 or hi < 0))
             out["verdict"] = ("ahead" if lo > 0 else "behind" if hi < 0 else "not distinguishable")
+        return out
+
+    def against(self, candidates: list[int], reference: int) -> list[dict]:
+        """Each candidate's mean minus the reference's, as `difference`, plus a simultaneous interval over the
+        whole family (`family_lo`, `family_hi`, `family_verdict`): the differences +- the 95% quantile of the
+        largest |resampled difference - observed| / sd over the candidates, times each one's sd. With one
+        candidate it is that difference's symmetric interval."""
+        out = [self.difference(i, reference) for i in candidates]
+        for d in out:
+            d.update(family_lo=math.nan, family_hi=math.nan, family_verdict=d["verdict"])
+        if not self.has_intervals or not candidates:
+            return out
+        drawn = self.boot[:, candidates] - self.boot[:, [reference]]
+        observed = np.array([d["diff"] for d in out])
+        sd = np.nanstd(drawn, axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            largest = np.nanmax(np.abs(drawn - observed) / np.where(sd > 0, sd, np.nan), axis=1)
+        q = float(np.nanquantile(largest, self.level))
+        for d, diff, s in zip(out, observed, sd):
+            lo, hi = diff - q * s, diff + q * s
+            d.update(family_lo=float(lo), family_hi=float(hi),
+                     family_verdict="ahead" if lo > 0 else "behind" if hi < 0 else "not distinguishable")
         return out
 
 
