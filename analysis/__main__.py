@@ -1,5 +1,5 @@
 """python -m analysis STUDY_DIR [STUDY_DIR ...] [--out DIR] [--target COLUMN] [--bootstrap N] [--evaluation NAME]
-[--benchmark NAME]"""
+[--benchmark NAME|all]"""
 from __future__ import annotations
 
 import argparse
@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="bootstrap resamples, also the permutations of the p-values (default 1000; 0: none)")
     parser.add_argument("--evaluation", help="evaluation name (default: the one covering the most runs)")
     parser.add_argument("--benchmark", help="the records' benchmark to analyse (default: 'default', the runs' own "
-                                            "data, when there; else the one covering the most runs)")
+                                            "data, when there; else the one covering the most runs); 'all': one "
+                                            "report per benchmark in OUT/<benchmark>/ and OUT/report.md indexing "
+                                            "their answers")
     parser.add_argument("--seed", type=int, default=0, help="seed of the resampling")
     parser.add_argument("--allow-partial", action="store_true",
                         help="analyse what is there when runs lack done.json or records (default: refuse)")

@@ -21,6 +21,7 @@ from analysis.replicates import Replicates, interval_text, replicate_means, sett
 from analysis.resample import one_blas_thread
 from analysis.words import column_name
 from salt.io import atomic_write_text
+from salt.layout import ALL_BENCHMARKS
 
 DEFAULT_TARGET = "probe.linear.time.motion.10"   # the headline on the embedded moving-digits data
 EVALUATION_PREFERENCE = ("systematic", "fast")
@@ -473,17 +474,51 @@ def write_report(a: Analysis, out: Path, study_dirs: list[str], completeness: li
         atomic_write_text(out / RANKING_CSV, a.selection["ranking"].to_csv(index=False))
         atomic_write_text(out / R2_CSV, a.selection["r2"].to_csv(index=False))
     path = out / "report.md"
-    path.write_text(render(a, study_dirs, completeness, pngs, left_out), encoding="utf-8")
+    atomic_write_text(path, render(a, study_dirs, completeness, pngs, left_out))
     return path
+
+
+def headline(a: Analysis) -> str:
+    """An analysis's answer in a few lines of markdown: a selection study's verdict; else the summary table
+    (accuracy [interval] @ FLOPs per budget and curve) and the verdict in words."""
+    if a.kind == SELECTION:
+        return verdict_text(verdict(a.selection), a.target)
+    return (markdown_table(summary_table(a.table)) + "\n\n" + "\n".join(f"- {line}" for line in a.verdict))
+
+
+def render_index(analyses: dict[str, Analysis], study_dirs: list[str]) -> str:
+    """report.md of `--benchmark all`: per benchmark its target, answer and the path of its full report."""
+    studies = sorted({str(s) for a in analyses.values() for s in a.frame["study"].unique()})
+    sections = [f"# Study analysis across benchmarks: {', '.join(studies)}",
+                f"Study folder(s): {', '.join(study_dirs)}  \nBenchmarks: {', '.join(analyses)}. Scores of different "
+                "benchmarks never share a fit, a table or a verdict: each has its own report (linked below)."]
+    for name, a in analyses.items():
+        sections.append(f"## Benchmark `{name}`: {column_name(a.target)}\n`{a.target}` (evaluation `{a.evaluation}`); "
+                        f"full report: [{name}/report.md]({name}/report.md)\n\n" + headline(a))
+    return "\n\n".join(sections) + "\n"
 
 
 def run(study_dirs, out=None, *, target: str | None = None, evaluation: str | None = None, n_boot: int = 1000,
         seed: int = 0, allow_partial: bool = False, figures: bool = True, benchmark: str | None = None) -> Path:
-    """Load, analyse and write report.md (+ figures/) into `out` (default STUDY_DIR/analysis)."""
+    """Load, analyse and write report.md (+ figures/) into `out` (default STUDY_DIR/analysis). `benchmark`
+    "all": each benchmark's report in out/<benchmark>/, and out/report.md indexing their answers."""
     dirs = [Path(study_dirs)] if isinstance(study_dirs, (str, Path)) else [Path(d) for d in study_dirs]
+    out = Path(out) if out else dirs[0] / "analysis"
     frame = load_study(dirs, allow_partial=allow_partial)
-    a = analyze(frame, target, evaluation=evaluation, n_boot=n_boot, seed=seed, benchmark=benchmark)
-    completeness = [check_complete(d, target=a.target, evaluation=a.evaluation, benchmark=a.benchmark).message
-                    .replace("\n", "  \n")
-                    for d in dirs]
-    return write_report(a, Path(out) if out else dirs[0] / "analysis", [str(d) for d in dirs], completeness, figures)
+    names = [benchmark] if benchmark != ALL_BENCHMARKS else (
+        sorted(frame["benchmark"].unique()) if "benchmark" in frame and not frame.empty else [None])
+    analyses, paths = {}, []
+    for name in names:   # every benchmark is analysed before anything is written: a bad one loses nothing
+        a = analyze(frame, target, evaluation=evaluation, n_boot=n_boot, seed=seed, benchmark=name)
+        analyses[a.benchmark] = a
+    for name, a in analyses.items():
+        completeness = [check_complete(d, target=a.target, evaluation=a.evaluation, benchmark=a.benchmark).message
+                        .replace("\n", "  \n")
+                        for d in dirs]
+        paths.append(write_report(a, out / name if benchmark == ALL_BENCHMARKS else out, [str(d) for d in dirs],
+                                  completeness, figures))
+    if benchmark != ALL_BENCHMARKS:
+        return paths[0]
+    index = out / "report.md"
+    atomic_write_text(index, render_index(analyses, [str(d) for d in dirs]))
+    return index

@@ -33,6 +33,7 @@ BASELINES = "baselines"
 EVALS = "evals"
 FEATURES = "features"
 DEFAULT_BENCHMARK = "default"   # the run's own data (the embedded moving digits of the packaged configs)
+ALL_BENCHMARKS = "all"           # not a benchmark: `python -m analysis --benchmark all` (every benchmark)
 EVALUATION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")   # an evaluation's name becomes part of a file name
 _CHECKPOINT_NAME = re.compile(r"^step_(\d{8})\.pt$")
 

@@ -165,3 +165,36 @@ def test_report_and_figures_speak_in_words_and_leave_out_what_they_cannot_draw(t
     paths, left_out = all_figures(a, tmp_path / "figures")
     assert left_out == {"accuracy_vs_share": "no SALT runs with a teacher share: nothing to draw against the share"}
     assert "accuracy_vs_share" not in {p.stem for p in paths}
+
+
+def test_benchmark_all_writes_one_report_per_benchmark_and_an_index_of_their_answers(tmp_path):
+    """`python -m analysis STUDY --benchmark all`: the same runs probed on two benchmarks (the second's records are
+    the first's, renamed and 0.2 lower) give two reports, each with its own numbers, and one index of both."""
+    import json
+
+    from analysis.__main__ import main
+    from salt.layout import RunLayout
+    worse = Saturating(LAW.E + 0.06, LAW.k, LAW.c)
+    study = write_synthetic_study(tmp_path / "s", _spec(worse, seeds=2), seed=1)
+    copies = 0
+    for path in sorted(study.glob("runs/**/evals/*.json")):
+        record = json.loads(path.read_text())
+        record["benchmark"] = "ssv2"
+        for probe in record["probes"]:
+            probe["test_accuracy"] -= 0.2
+        layout = RunLayout(path.parent.parent)
+        layout.record(record["checkpoint_step"], record["evaluation"], "ssv2").write_text(json.dumps(record))
+        copies += 1
+    assert copies
+    assert main([str(study), "--benchmark", "all", "--no-figures", "--bootstrap", "100", "--out", str(tmp_path / "a")]) == 0
+    index = (tmp_path / "a" / "report.md").read_text()
+    assert "Benchmarks: default, ssv2" in index and "(default/report.md)" in index and "(ssv2/report.md)" in index
+    default, ssv2 = (index.split("## Benchmark `ssv2`")[i] for i in (0, 1))
+    assert "is ahead of V-JEPA" in default and "is ahead of V-JEPA" in ssv2   # 0.2 lower everywhere: same verdict
+    means = {}
+    for name in ("default", "ssv2"):
+        report = (tmp_path / "a" / name / "report.md").read_text()
+        assert f"benchmark `{name}`" in report
+        means[name] = summarize(study, benchmark=name, n_boot=0)
+    first = lambda text: float(text.split("\n")[2].split()[1])   # the first cell of the summary table
+    assert abs(first(means["default"]) - first(means["ssv2"]) - 0.2) < 1e-6, means

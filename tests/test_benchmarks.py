@@ -144,6 +144,9 @@ def test_bad_benchmarks_fail_before_any_encoding(bench_dir, micro_config, no_enc
         evaluate_baseline("random_init", digits, tmp_path, "smoke", benchmark=load_benchmark(write_bench(bench_dir)))
     with pytest.raises(ValueError, match="unknown config key 'probe.shots'"):
         load_benchmark(write_bench(bench_dir, "typo"), ["probe.shots=3"])
+    for reserved in ("default", "all"):   # the run's own data; `python -m analysis --benchmark all`
+        with pytest.raises(ValueError, match=f"not 'default' or 'all', got '{reserved}'"):
+            load_benchmark(write_bench(bench_dir, reserved))
 
 
 def test_killed_extraction_resumes_to_the_same_features(bench_dir, tmp_path):

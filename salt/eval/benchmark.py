@@ -25,7 +25,7 @@ import torch
 from salt.config import PACKAGED_CONFIGS, ConfigError, load_config
 from salt.data.video import VideoEntry, VideoListConfig, read_video_list
 from salt.eval.probes import stratified_subset
-from salt.layout import DEFAULT_BENCHMARK, EVALUATION_NAME
+from salt.layout import ALL_BENCHMARKS, DEFAULT_BENCHMARK, EVALUATION_NAME
 
 PACKAGED_BENCHMARKS = PACKAGED_CONFIGS / "benchmarks"
 
@@ -85,9 +85,9 @@ class BenchmarkConfig:
 
     def check(self) -> "BenchmarkConfig":
         """The checks that need the whole file (the defaults alone are no benchmark); returns self."""
-        if not EVALUATION_NAME.match(self.name) or self.name == DEFAULT_BENCHMARK:
+        if not EVALUATION_NAME.match(self.name) or self.name in (DEFAULT_BENCHMARK, ALL_BENCHMARKS):
             raise ValueError(f"benchmark name must be file-name-safe ([A-Za-z0-9_.-]) and not "
-                             f"{DEFAULT_BENCHMARK!r}, got {self.name!r}")
+                             f"{DEFAULT_BENCHMARK!r} or {ALL_BENCHMARKS!r}, got {self.name!r}")
         for key in ("train_list", "val_list"):
             if not getattr(self, key):
                 raise ValueError(f"benchmark {self.name}: {key} is empty (a 'path label' list file)")
