@@ -149,34 +149,48 @@ def test_bad_benchmarks_fail_before_any_encoding(bench_dir, micro_config, no_enc
             load_benchmark(write_bench(bench_dir, reserved))
 
 
-def test_killed_extraction_resumes_to_the_same_features(bench_dir, tmp_path):
+EXTRACT_ROWS = [8, 0, 3, 5, 1, 7, 2]
+
+
+def extract_val(bench_dir: Path, root: Path, kill_after: int | None = None):
+    """The val split's features (2 clips x 3 crops, 7 videos, shards of 2) into the cache `root`; -> (split,
+    videos encoded per call). `kill_after`: SIGKILL this process when encoding the batch after that many."""
+    import os
+    import signal
+
     from salt.data.video import VideoListDataset
     bench = load_benchmark(write_bench(bench_dir), ["test_views.clips=2", "test_views.crops=3", "clip.frame_step=1"])
-    clip_cfg = bench.split_config("val")
-    dataset = VideoListDataset(clip_cfg, train=False)
-    rows = [8, 0, 3, 5, 1, 7, 2]
+    dataset = VideoListDataset(bench.split_config("val"), train=False)
     encoder = micro_encoder()
-    kwargs = dict(views=6, token_rows=5, shard_size=2, batch_size=6, num_workers=0, device="cpu")
+    calls = []
 
-    def run(root: Path, fail_after: int | None = None):
-        calls = []
+    def encode(x):
+        if kill_after is not None and len(calls) == kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)   # no handler, no finally: the process is gone mid-write
+        calls.append(len(x))
+        return encoder(x)
+    split = extract_split(encode, encoder.grid, dataset, EXTRACT_ROWS, FeatureCacheLayout(root), {"test": 1},
+                          views=6, token_rows=5, shard_size=2, batch_size=6, num_workers=0, device="cpu")
+    return split, calls
 
-        def encode(x):
-            if fail_after is not None and len(calls) == fail_after:
-                raise KeyboardInterrupt("killed")
-            calls.append(len(x))
-            return encoder(x)
-        cache = FeatureCacheLayout(root)
-        return extract_split(encode, encoder.grid, dataset, rows, cache, {"test": 1}, **kwargs), calls
 
-    whole, calls = run(tmp_path / "whole")
+def test_killed_extraction_resumes_to_the_same_features(bench_dir, tmp_path, one_thread):
+    """A real SIGKILL (another process, killed while encoding its 4th video) leaves shard 0 only; the rerun
+    encodes only the missing videos and its features equal an uninterrupted extraction's bit for bit."""
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parent.parent
+    script = ("import sys, torch; from pathlib import Path; sys.path.insert(0, sys.argv[1]); torch.set_num_threads(1); "
+              "from tests.test_benchmarks import extract_val; extract_val(Path(sys.argv[2]), Path(sys.argv[3]), 3)")
+    killed = subprocess.run([sys.executable, "-c", script, str(root), str(bench_dir), str(tmp_path / "resumed")],
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    whole, calls = extract_val(bench_dir, tmp_path / "whole")
     assert sum(calls) == 7 * 6
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "resumed", fail_after=3)   # killed while encoding the 4th video (shard 1 of 4)
     done = sorted(p.name for p in (tmp_path / "resumed").glob("shard_*.pt"))
     assert done == ["shard_00000.pt"] and not (tmp_path / "resumed" / "complete.json").exists()
     (tmp_path / "resumed" / ".shard_00001.pt.torn.tmp").write_bytes(b"half a shard")   # a write cut short
-    resumed, calls = run(tmp_path / "resumed")
+    resumed, calls = extract_val(bench_dir, tmp_path / "resumed")
     assert sum(calls) == 5 * 6   # only the videos of the missing shards were encoded again
     assert torch.equal(whole.labels, resumed.labels)
     for how in ("time", "mean"):
