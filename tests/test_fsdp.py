@@ -39,11 +39,18 @@ def _rank_main(rank, ports, runs):
 
 
 def _stopper(stop_at):
+    seen = []   # dtypes of a block's weight as its forward computes with it (after FSDP's all-gather)
+
     def stop(trainer, step, record):
         if step == stop_at:
             raise Stop
         if trainer.cfg.train.shard == "fsdp":
             _assert_holds_what_the_estimate_says(trainer)
+            fc1 = trainer.objective.encoder.blocks[0].mlp.fc1
+            if step == 0:
+                fc1.register_forward_pre_hook(lambda module, args: seen.append(module.weight.dtype))
+            else:   # bf16 runs gather and compute in bf16; fp32 runs in fp32
+                assert seen and set(seen) == {trainer.amp_dtype or torch.float32}, (seen, trainer.amp_dtype)
     return stop
 
 
@@ -108,6 +115,7 @@ def test_fsdp_matches_one_process_and_unsharded_processes_and_resumes_exactly(mi
         runs[stage, "fsdp"] = (cfg(stage, "fsdp", "train.shard=fsdp"), None)
         runs[stage, "fsdp_resumed"] = (cfg(stage, "fsdp_resumed", "train.shard=fsdp"), STOP)
         runs[stage, "ddp"] = (cfg(stage, "ddp"), None)
+        runs[stage, "fsdp_bf16"] = (cfg(stage, "fsdp_bf16", "train.shard=fsdp", "train.precision=bf16"), None)
     ports = [(_free_port(), _free_port()) for _ in runs]
     mp.start_processes(_rank_main, args=(ports, list(runs.values())), nprocs=2, start_method="spawn")
 
@@ -133,6 +141,16 @@ def test_fsdp_matches_one_process_and_unsharded_processes_and_resumes_exactly(mi
             worst = max(abs(rb["loss"] - ra["loss"]) / abs(ra["loss"]) for ra, rb in zip(a, b))
             print(f"{stage}, fsdp vs {other.name}: max relative loss difference {worst:.1e}, "
                   f"max weight difference {_max_difference(wa, wb):.1e}")
+        # bf16: weights gathered and used in bf16 (the hook in _stopper), gradients reduced in fp32, sharded weights
+        # fp32; the same run as one bf16 process within bf16 rounding (norm weights and embeddings are rounded to
+        # bf16 too, which autocast alone leaves in fp32)
+        bf16 = cfg(stage, "single_bf16", "train.precision=bf16")
+        train(bf16)
+        worst = max(abs(b - a) / abs(a) for a, b in zip(_losses(bf16), _losses(runs[stage, "fsdp_bf16"][0])))
+        print(f"{stage}, bf16 fsdp vs one bf16 process: max relative loss difference {worst:.1e}")
+        assert worst < 1e-2, worst   # measured 1.1e-3 (salt), 1.3e-3 (vjepa)
+        weights = load_checkpoint(run_dir_for(runs[stage, "fsdp_bf16"][0]))["models"]
+        assert all(v.dtype == torch.float32 for m in weights.values() for v in m.values() if v.is_floating_point())
         # 2. Exact resume under sharding: stopped after step 2, resumed from the step-2 checkpoint = uninterrupted.
         assert _losses(resumed) == _losses(fsdp)
         # (not the saved global RNG: each start draws the DataLoader's base seed from it, so a resumed run's is one

@@ -29,7 +29,11 @@ def test_states_are_16_bytes_a_trained_parameter_and_frozen_networks_4(stage):
     assert sharded.optimizer == pytest.approx(m.optimizer / 4) and sharded.grads == pytest.approx(m.grads / 4)
     assert sharded.frozen == pytest.approx(m.frozen / 4 if stage == "vjepa" else m.frozen)
     blocks = [num_params(b) for net in objective.trainable().values() for b in net.blocks]   # gathered one at a time
-    assert sharded.gathered == pytest.approx(4 * (trained - sum(blocks) + 3 * max(blocks)) / GB) and m.gathered == 0
+    root, block = trained - sum(blocks), max(blocks)
+    # bf16 (the default): the root and two blocks gathered in bf16, one block's gradient in fp32 before its reduce
+    assert sharded.gathered == pytest.approx((2 * (root + 2 * block) + 4 * block) / GB) and m.gathered == 0
+    fp32 = step_memory(cfg, devices=4, shard=True, precision="fp32")
+    assert fp32.gathered == pytest.approx(4 * (root + 3 * block) / GB)
     assert step_memory(cfg, devices=4, shard=None) == step_memory(cfg, devices=4)   # the config's own: none
     assert step_memory(_cfg(stage, "train.shard=fsdp"), devices=4) == sharded
     assert step_memory(cfg, devices=1, shard=True) == m   # one process is never sharded

@@ -110,6 +110,7 @@ def _parameter_counts(cfg_json: str) -> _Parameters:
 # and a log-sum-exp per head and query, so no seq_len^2 term. Under bf16 autocast LayerNorm runs in fp32 (its 4
 # elements at 4 bytes), the rest in bf16.
 _KEPT_BYTES = {"fp32": 16 * 4, "bf16": 4 * 4 + 12 * 2}
+_GATHERED_BYTES = {"fp32": 4, "bf16": 2}   # a weight FSDP gathers: cast to the autocast dtype first
 GB = 1e9
 
 
@@ -139,7 +140,8 @@ def step_memory(cfg: RunConfig, *, devices: int = 1, precision: str = "bf16", ac
     on several devices, the trained networks' 16 bytes and the EMA target's 4 bytes a parameter are split over
     the devices (a frozen teacher stays whole), plus what FSDP2 holds whole at a time (`gathered`): the trained
     networks' parameters outside the blocks, from forward to backward, and the largest block three times (the one
-    running, the next one prefetched, the unsharded gradient before its reduce-scatter)."""
+    running, the next one prefetched, the unsharded gradient before its reduce-scatter); under bf16 the gathered
+    weights are bf16 (salt.train.distributed.shard_modules), the gradient reduced in fp32."""
     if precision not in _KEPT_BYTES:
         raise ValueError(f"precision must be one of {tuple(_KEPT_BYTES)}, got {precision!r}")
     accumulate = accumulate or cfg.train.accumulate
@@ -170,7 +172,8 @@ def step_memory(cfg: RunConfig, *, devices: int = 1, precision: str = "bf16", ac
     state = params.trained / split
     return MemoryEstimate(weights=4 * state / GB, grads=4 * state / GB, optimizer=8 * state / GB,
                           frozen=4 * (params.frozen + params.ema / split) / GB, activations=activations / GB,
-                          gathered=4 * (params.root + 3 * params.block) / GB if shard else 0.0)
+                          gathered=(_GATHERED_BYTES[precision] * (params.root + 2 * params.block) + 4 * params.block)
+                          / GB if shard else 0.0)
 
 
 def run_flops(cfg: RunConfig, accounting: str = "run") -> float:

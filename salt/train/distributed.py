@@ -193,21 +193,25 @@ class DistributedContext:
         return torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
 
     # -- sharding (FSDP2; see the module docstring) ----------------------------------------------------------
-    def shard_modules(self, modules: dict[str, torch.nn.Module]) -> None:
+    def shard_modules(self, modules: dict[str, torch.nn.Module], param_dtype: torch.dtype | None = None) -> None:
         """`fully_shard` each module over all processes: every block of its `blocks` a unit, then the module
         (the root: the remaining parameters). A module without trained parameters (an EMA target, run under
         no_grad) frees its root's gathered weights after each forward too; a trained root keeps them for backward.
-        One process: nothing to shard (its step is the unsharded step)."""
+        `param_dtype` (the run's autocast dtype, bf16): weights are cast to it before they are gathered and
+        computed with in it (half the all-gather traffic and gathered memory); gradients are reduced in fp32 and
+        the sharded weights, AdamW moments and checkpoints stay fp32. One process: nothing to shard (its step is
+        the unsharded step)."""
         if not self.enabled:
             return
         from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
         mesh = init_device_mesh(self._collective_device().type, (self.world_size,))
+        policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
         for module in modules.values():
             trained = any(p.requires_grad for p in module.parameters())
             for block in getattr(module, "blocks", ()):
-                fully_shard(block, mesh=mesh)
-            fully_shard(module, mesh=mesh, reshard_after_forward=None if trained else True)
+                fully_shard(block, mesh=mesh, mp_policy=policy)
+            fully_shard(module, mesh=mesh, reshard_after_forward=None if trained else True, mp_policy=policy)
 
     def full_state(self, state):
         """A state dict (a module's or an optimizer's) with each sharded tensor gathered whole, on CPU: what one

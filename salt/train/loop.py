@@ -137,7 +137,7 @@ class Trainer:
         self.dist.broadcast_modules(self.objective.saved())
         self.sharded = cfg.train.shard == "fsdp" and self.dist.enabled
         if self.sharded:   # each rank keeps its slice of the (now identical) weights
-            self.dist.shard_modules(self.objective.saved())
+            self.dist.shard_modules(self.objective.saved(), param_dtype=self.amp_dtype)
         self.optimizer = build_optimizer(self.objective, cfg.optim)   # over the parameters as sharded
         if state is not None:
             self.optimizer.load_state_dict(self.dist.shard_optimizer_state(self.optimizer, state["optimizer"]))
