@@ -68,6 +68,23 @@ def encode(path: Path, frames: list[np.ndarray], *, gop: int, bframes: int, open
     return path
 
 
+def cut(source: Path, path: Path, keyframe: int, first: int) -> Path:
+    """What `ffmpeg -ss <frame first> -c copy` writes: the packets from the keyframe at frame `keyframe` on, shifted
+    so frame `first` is at time 0, into an mp4 whose edit list starts there. The frames before `first` are still in
+    the file (the later ones need them to decode), flagged as discarded on reading; a decode from the start gives
+    frame `first` first, and the header counts every packet (it overstates the frame count)."""
+    with av.open(str(source)) as inp, av.open(str(path), "w") as out:
+        stream = inp.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        packets = [p for p in inp.demux(stream) if p.size]
+        order = sorted(p.pts for p in packets)
+        start, zero = order[keyframe], order[first]
+        for packet in packets[next(i for i, p in enumerate(packets) if p.pts == start):]:
+            packet.pts, packet.dts, packet.stream = packet.pts - zero, packet.dts - zero, copy
+            out.mux(packet)
+    return path
+
+
 def full_decode(path: Path) -> list[np.ndarray]:
     """The reference, with PyAV alone: every frame of a decode from the start, as RGB."""
     with av.open(str(path)) as container:
@@ -84,6 +101,7 @@ def coded(tmp_path_factory) -> dict[str, Path]:
         "open_gop": encode(root / "open.mp4", textured(60), gop=12, bframes=3, open_gop=True),
         "vfr_mp4": encode(root / "vfr.mp4", textured(60), gop=12, bframes=2, vfr=True),
         "vfr_mkv": encode(root / "vfr.mkv", textured(60), gop=12, bframes=2, vfr=True),
+        "edit_list": cut(encode(root / "whole.mp4", textured(72), gop=12, bframes=3), root / "cut.mp4", 12, 17),
     }
 
 
@@ -97,7 +115,7 @@ def plans(num_frames: int) -> list[list[int]]:
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("name", ["gop1", "gop12_b3", "gop250_b3", "open_gop", "vfr_mp4", "vfr_mkv"])
+@pytest.mark.parametrize("name", ["gop1", "gop12_b3", "gop250_b3", "open_gop", "vfr_mp4", "vfr_mkv", "edit_list"])
 def test_seek_path_gives_the_frames_of_a_full_decode(coded, name, threads):
     path = coded[name]
     reference = full_decode(path)
@@ -120,6 +138,14 @@ def test_the_test_videos_have_what_they_claim(coded):
         assert any(p.pts != p.dts for p in packets), f"{name} has no reordered (B) frames"
         keyframes = [i for i, p in enumerate(sorted(packets, key=lambda p: p.pts)) if p.is_keyframe]   # frame numbers
         assert keyframes[:2] == ([0, 12] if name != "gop250_b3" else [0, 250])
+    with av.open(str(coded["edit_list"])) as container:
+        stream = container.streams.video[0]
+        packets = [p for p in container.demux(stream) if p.size]
+        header = stream.frames
+    discarded = [p for p in packets if p.is_discard]
+    assert len(discarded) == 5 and discarded[0].is_keyframe and header == 60   # its first keyframe is discarded
+    whole = full_decode(coded["edit_list"].with_name("whole.mp4"))
+    assert len(full_decode(coded["edit_list"])) == 55 and np.array_equal(full_decode(coded["edit_list"])[0], whole[17])
 
 
 def test_seeking_decodes_fewer_frames(coded):

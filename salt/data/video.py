@@ -292,7 +292,11 @@ def _index_frames(container: av.container.InputContainer, stream, last: int | No
     pts: list[int] = []
     keyframes, count, usable = [], 0, True
     for packet in container.demux(stream):
-        if packet.size == 0 or packet.is_discard:  # the end-of-stream flush; frames the decoder drops
+        if packet.size == 0:  # the end-of-stream flush
+            continue
+        if packet.is_discard:  # before an edit list's start: the decoder drops its frame, but a discarded
+            if packet.is_keyframe and packet.pts is not None:  # keyframe is where the first kept frames decode from
+                keyframes.append((packet.pts, packet.pts if packet.dts is None else packet.dts))
             continue
         count += 1
         if packet.pts is None or not usable:
