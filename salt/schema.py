@@ -5,7 +5,6 @@ Loaded through `salt.config.load_config(RunConfig, files, overrides)`; YAML pres
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
 from pathlib import Path
 
 from salt.config import ADDED_LATER, load_config
