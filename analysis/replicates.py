@@ -21,7 +21,8 @@ resamples; settings are drawn independently) excludes zero; otherwise the study 
 
 Picking the best of several settings and then comparing it alone flatters it: in 1,000 simulated studies of four
 equal teacher shares and an equal V-JEPA (2 seeds, seed sd 0.06), the best share alone was called ahead of
-V-JEPA in 6.5% (a one-sided call of a 95% interval should be 2.5%), and with every share at once in 2.8%.
+V-JEPA in 6.5% (a one-sided call of a 95% interval should be 2.5%), and with every share at once in 2.8%
+(`python benchmarks/verdict_calibration.py`).
 `Replicates.against` compares several settings with one reference at once: simultaneous intervals from the
 bootstrap distribution of the largest standardised deviation over the family (Dunnett's max-|t| idea, with the
 reference's shared resample giving the correlation), so that every statement about any member, the best
