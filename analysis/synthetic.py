@@ -7,7 +7,8 @@ written by salt.eval.record.write_record). The truth:
 - SALT student error = E + k*(C/1e15)^-c + kappa*(ln share - ln optimum_share)^2: a known optimal share;
 - student held-out loss = loss_offset + loss_slope * error (+ noise): a known monotone metric -> accuracy
   relation; teacher RankMe / LiDAR / alpha-ReQ are unrelated noise.
-`write_selection_study` writes the other design, a teacher-selection study (SelectionSpec).
+`write_selection_study` writes the other design, a teacher-selection study (SelectionSpec). `share_runs` is no
+folder: one budget's final results as a frame, for calibrating the allocation verdict.
 Noise is multiplicative on the error (log-normal, `noise`), as the log-space fits assume.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from salt.layout import RunLayout, StudyLayout
 
@@ -343,3 +345,18 @@ def write_selection_study(out_dir, spec: SelectionSpec | None = None, seed: int 
         _write_done(layout, run, spec.device)
     StudyLayout(out).plan.write_text(json.dumps(study, indent=1))
     return out
+
+
+SHARE_RUNS_TARGET = "acc"
+
+
+def share_runs(seed: int, gap: float, shares=(0.1, 0.2, 0.4, 0.6), seeds: int = 2, sd: float = 0.06,
+               reference: float = 0.6) -> pd.DataFrame:
+    """One budget's final results, one row per run: SALT at each teacher share with true accuracy `reference` +
+    `gap`, and V-JEPA at `reference`, `seeds` runs each with seed sd `sd` (column SHARE_RUNS_TARGET): the input
+    `analysis.replicates.replicate_means` takes."""
+    rng = np.random.default_rng(seed)
+    runs = [("salt", share, reference + gap) for share in shares] + [("vjepa", np.nan, reference)]
+    return pd.DataFrame([{"group": group, "budget": 5e13, "teacher_share": share, "flops_total": 5e13,
+                          "run_key": f"{group}-{share}-{s}", SHARE_RUNS_TARGET: mean + sd * rng.standard_normal()}
+                         for group, share, mean in runs for s in range(seeds)])

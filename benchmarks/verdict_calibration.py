@@ -16,22 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
 from analysis.allocation import share_comparisons  # noqa: E402
 from analysis.replicates import replicate_means  # noqa: E402
-
-SHARES = (0.1, 0.2, 0.4, 0.6)
-
-
-def study(seed: int, gap: float, seeds: int = 2, sd: float = 0.06) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    runs = [("salt", share, 0.6 + gap) for share in SHARES] + [("vjepa", np.nan, 0.6)]
-    return pd.DataFrame([{"group": group, "budget": 5e13, "teacher_share": share, "flops_total": 5e13,
-                          "run_key": f"{group}-{share}-{s}", "acc": mean + sd * rng.standard_normal()}
-                         for group, share, mean in runs for s in range(seeds)])
-
+from analysis.synthetic import SHARE_RUNS_TARGET, share_runs  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -42,7 +29,7 @@ def main() -> None:
     for gap in args.gaps:
         alone = family = 0
         for seed in range(args.studies):
-            table = share_comparisons(replicate_means(study(seed, gap), "acc", n_boot=1000, seed=seed))
+            table = share_comparisons(replicate_means(share_runs(seed, gap), SHARE_RUNS_TARGET, n_boot=1000, seed=seed))
             best = table[table["best"]].iloc[0]
             alone += best["vs_vjepa"] == "ahead"
             family += best["vs_vjepa_family"] == "ahead"

@@ -9,7 +9,7 @@ from analysis.collect import final_records, load_study
 from analysis.fits import diagnose, fit_error_vs_compute
 from analysis.replicates import replicate_means, setting_names, tuned_comparison
 from analysis.report import analyze, summarize
-from analysis.synthetic import TARGET, Saturating, SyntheticSpec, write_synthetic_study
+from analysis.synthetic import SHARE_RUNS_TARGET, TARGET, Saturating, SyntheticSpec, share_runs, write_synthetic_study
 
 LAW = Saturating(0.20, 0.45, 0.40)
 
@@ -76,15 +76,6 @@ def test_pooled_intervals_cover_the_mean_and_seldom_call_equal_settings_differen
     assert called <= 8, called                     # ~5% expected of 60
 
 
-def _shares_frame(seed: int, gap: float, shares=(0.1, 0.2, 0.4, 0.6), seeds: int = 2, sd: float = 0.06):
-    """One budget: SALT at four teacher shares, each `gap` above V-JEPA's true accuracy; 2 seeds each."""
-    rng = np.random.default_rng(seed)
-    runs = [("salt", share, 0.6 + gap) for share in shares] + [("vjepa", np.nan, 0.6)]
-    return pd.DataFrame([{"group": group, "budget": 5e13, "teacher_share": share, "flops_total": 5e13,
-                          "run_key": f"{group}-{share}-{s}", "acc": mean + sd * rng.standard_normal()}
-                         for group, share, mean in runs for s in range(seeds)])
-
-
 def test_the_best_of_several_shares_is_judged_with_every_share_at_once():
     """Picking the best of 4 equal shares flatters it: judged alone it is called ahead of an equal V-JEPA more
     often than a one-sided 2.5%; judged with the family (simultaneous intervals) about as often as 2.5%. A real
@@ -92,7 +83,7 @@ def test_the_best_of_several_shares_is_judged_with_every_share_at_once():
     alone = family = found = 0
     for seed in range(300):
         best = lambda gap: (lambda t: t[t["best"]].iloc[0])(
-            share_comparisons(replicate_means(_shares_frame(seed, gap), "acc", n_boot=500, seed=seed)))
+            share_comparisons(replicate_means(share_runs(seed, gap), SHARE_RUNS_TARGET, n_boot=500, seed=seed)))
         null = best(0.0)
         alone += null["vs_vjepa"] == "ahead"
         family += null["vs_vjepa_family"] == "ahead"
@@ -101,7 +92,7 @@ def test_the_best_of_several_shares_is_judged_with_every_share_at_once():
             found += best(0.25)["vs_vjepa_family"] == "ahead"
     assert family <= 12 and family < alone, (family, alone)    # <= 4% of 300; alone calls more
     assert found >= 51, found                                  # >= 85% of 60
-    rep = replicate_means(_shares_frame(0, 0.0), "acc", n_boot=500)
+    rep = replicate_means(share_runs(0, 0.0), SHARE_RUNS_TARGET, n_boot=500)
     line = allocation_verdict(rep)[0]
     assert "once the choice among 4 shares is allowed for" in line and "this share alone:" in line
 
