@@ -285,6 +285,11 @@ class _FrameIndex:
         return self.keyframes[position]
 
 
+def _seek_point(keyframe: av.Packet) -> tuple[int, int]:
+    """A keyframe packet as _FrameIndex stores it: (pts, dts), dts = pts when the container gives none."""
+    return keyframe.pts, keyframe.pts if keyframe.dts is None else keyframe.dts
+
+
 def _index_frames(container: av.container.InputContainer, stream, last: int | None) -> _FrameIndex:
     """Demux from the start, decoding nothing, until frame `last` is settled (None: to the end). Packets come in
     decoding order with non-decreasing dts and each pts >= its dts, so once a packet's dts exceeds the
@@ -296,7 +301,7 @@ def _index_frames(container: av.container.InputContainer, stream, last: int | No
             continue
         if packet.is_discard:  # before an edit list's start: the decoder drops its frame, but a discarded
             if packet.is_keyframe and packet.pts is not None:  # keyframe is where the first kept frames decode from
-                keyframes.append((packet.pts, packet.pts if packet.dts is None else packet.dts))
+                keyframes.append(_seek_point(packet))
             continue
         count += 1
         if packet.pts is None or not usable:
@@ -310,7 +315,7 @@ def _index_frames(container: av.container.InputContainer, stream, last: int | No
             continue
         pts.insert(position, packet.pts)
         if packet.is_keyframe:
-            keyframes.append((packet.pts, packet.pts if packet.dts is None else packet.dts))
+            keyframes.append(_seek_point(packet))
         if last is not None and packet.dts is not None and len(pts) > last and pts[last] < packet.dts:
             return _FrameIndex(pts, sorted(keyframes), count, complete=False, usable=True)
     else:
