@@ -507,18 +507,19 @@ def run(study_dirs, out=None, *, target: str | None = None, evaluation: str | No
     frame = load_study(dirs, allow_partial=allow_partial)
     names = [benchmark] if benchmark != ALL_BENCHMARKS else (
         sorted(frame["benchmark"].unique()) if "benchmark" in frame and not frame.empty else [None])
-    analyses, paths = {}, []
-    for name in names:   # every benchmark is analysed before anything is written: a bad one loses nothing
-        a = analyze(frame, target, evaluation=evaluation, n_boot=n_boot, seed=seed, benchmark=name)
-        analyses[a.benchmark] = a
-    for name, a in analyses.items():
+    # every benchmark is analysed before anything is written: a bad one loses nothing
+    analyses = {a.benchmark: a for a in (analyze(frame, target, evaluation=evaluation, n_boot=n_boot, seed=seed,
+                                                 benchmark=name) for name in names)}
+
+    def report(a: Analysis, folder: Path) -> Path:
         completeness = [check_complete(d, target=a.target, evaluation=a.evaluation, benchmark=a.benchmark).message
                         .replace("\n", "  \n")
                         for d in dirs]
-        paths.append(write_report(a, out / name if benchmark == ALL_BENCHMARKS else out, [str(d) for d in dirs],
-                                  completeness, figures))
+        return write_report(a, folder, [str(d) for d in dirs], completeness, figures)
     if benchmark != ALL_BENCHMARKS:
-        return paths[0]
+        return report(next(iter(analyses.values())), out)
+    for name, a in analyses.items():
+        report(a, out / name)
     index = out / "report.md"
     atomic_write_text(index, render_index(analyses, [str(d) for d in dirs]))
     return index
