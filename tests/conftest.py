@@ -12,6 +12,13 @@ from tests.slurm_fixture import pytest_configure, slurm_cluster  # noqa: F401  (
 os.environ.setdefault("WANDB_MODE", "disabled")   # never talk to a wandb server from tests
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _video_indexes(tmp_path_factory):
+    """Frame indexes of the tests' videos (salt.data.frame_index) go to a folder of this session, not the user's
+    cache; subprocesses inherit it."""
+    os.environ["SALT_VIDEO_INDEX"] = str(tmp_path_factory.mktemp("video-index"))
+
+
 def micro_overrides(tmp_path, name: str, steps: int = 4) -> list[str]:
     """What a test changes on top of a packaged micro_<stage> config: its own folders (runs and data cache under
     tmp_path), fewer clips to generate, a log line every step and a checkpoint every two steps to read back."""

@@ -68,6 +68,27 @@ def encode(path: Path, frames: list[np.ndarray], *, gop: int, bframes: int, open
     return path
 
 
+def encode_vp9(path: Path, frames: list[np.ndarray], *, gop: int, vfr: bool = False) -> Path:
+    """VP9 in webm (libvpx, alt-ref frames on: hidden frames packed with shown ones), keyframe every `gop` frames;
+    `vfr` as in `encode` (webm's time base is 1/1000)."""
+    rng = np.random.default_rng(2)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libvpx-vp9", rate=25)
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        stream.options = {"g": str(gop), "keyint_min": str(gop), "auto-alt-ref": "1", "lag-in-frames": "16",
+                          "crf": "30", "b": "0", "deadline": "realtime", "cpu-used": "8"}
+        time_base = fractions.Fraction(1, 1000)
+        stream.codec_context.time_base = time_base
+        pts = 0
+        for image in frames:
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = pts, time_base
+            pts += int(rng.integers(20, 60)) if vfr else 40
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
 def cut(source: Path, path: Path, keyframe: int, first: int) -> Path:
     """What `ffmpeg -ss <frame first> -c copy` writes: the packets from the keyframe at frame `keyframe` on, shifted
     so frame `first` is at time 0, into an mp4 whose edit list starts there. The frames before `first` are still in
@@ -102,6 +123,8 @@ def coded(tmp_path_factory) -> dict[str, Path]:
         "vfr_mp4": encode(root / "vfr.mp4", textured(60), gop=12, bframes=2, vfr=True),
         "vfr_mkv": encode(root / "vfr.mkv", textured(60), gop=12, bframes=2, vfr=True),
         "edit_list": cut(encode(root / "whole.mp4", textured(72), gop=12, bframes=3), root / "cut.mp4", 12, 17),
+        "vp9_webm": encode_vp9(root / "vp9.webm", textured(60), gop=12),
+        "vp9_vfr_webm": encode_vp9(root / "vp9_vfr.webm", textured(60), gop=12, vfr=True),
     }
 
 
@@ -115,7 +138,8 @@ def plans(num_frames: int) -> list[list[int]]:
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("name", ["gop1", "gop12_b3", "gop250_b3", "open_gop", "vfr_mp4", "vfr_mkv", "edit_list"])
+@pytest.mark.parametrize("name", ["gop1", "gop12_b3", "gop250_b3", "open_gop", "vfr_mp4", "vfr_mkv", "edit_list",
+                                  "vp9_webm", "vp9_vfr_webm"])
 def test_seek_path_gives_the_frames_of_a_full_decode(coded, name, threads):
     path = coded[name]
     reference = full_decode(path)
@@ -146,6 +170,12 @@ def test_the_test_videos_have_what_they_claim(coded):
     assert len(discarded) == 5 and discarded[0].is_keyframe and header == 60   # its first keyframe is discarded
     whole, cut_file = full_decode(coded["edit_list"].with_name("whole.mp4")), full_decode(coded["edit_list"])
     assert len(cut_file) == 55 and np.array_equal(cut_file[0], whole[17])
+    for name in ("vp9_webm", "vp9_vfr_webm"):   # no frame count in a webm header: the frame index counts them
+        with av.open(str(coded[name])) as container:
+            stream = container.streams.video[0]
+            packets = sorted((p for p in container.demux(stream) if p.size), key=lambda p: p.pts)
+            assert stream.frames == 0 and stream.codec_context.name == "vp9" and len(packets) == 60
+        assert [i for i, p in enumerate(packets) if p.is_keyframe][:3] == [0, 12, 24]
 
 
 def test_seeking_decodes_fewer_frames(coded):

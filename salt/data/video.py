@@ -17,7 +17,6 @@ the start would give.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import itertools
 import math
@@ -33,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from salt.config import ADDED_LATER
+from salt.data.frame_index import FrameIndex, SeekMissed, frame_index
 from salt.data.sampler import Mixture
 
 
@@ -66,6 +66,9 @@ class VideoListConfig:
     decode_threads: int = field(default=0, metadata=ADDED_LATER)
     # spatial crops per clip at evaluation: squares spread evenly along the frame's long side (1 = the centre)
     eval_crops: int = field(default=1, metadata=ADDED_LATER)
+    # fast decoding: skip H.264's deblocking filter and allow FFmpeg's inexact speed-ups (faster, not bit-exact:
+    # benchmarks/README.md gives the speed and PSNR); off keeps every frame exactly as a full decode gives it
+    fast_decode: bool = field(default=False, metadata=ADDED_LATER)
 
     def __post_init__(self) -> None:
         for name in ("frames_per_clip", "frame_step", "resolution", "eval_clips", "eval_crops"):
@@ -202,21 +205,22 @@ def eval_clip_starts(num_frames: int, cfg: VideoListConfig, step: int) -> list[i
 # ---------------------------------------------------------------- decoding
 #
 # "Frame i" of a video is the i-th frame a decode from the start gives. A sample opens its file once: the header
-# gives the frame count, size and rate; demuxing (reading packets, decoding nothing) up to the clip's end gives
-# the presentation timestamps of the frames in order, so frame i's timestamp is exact even when frames are not
-# evenly spaced (variable frame rate). The decoder then seeks to the last keyframe at or before each clip's first
-# frame and decodes forward, keeping the frames whose timestamps were asked for; a non-reference frame that was not
-# asked for is skipped (no other frame is predicted from it). Where the timestamps cannot be trusted (missing or
-# repeated) or the frames after a seek are not the ones asked for, the sample is decoded from the start instead
-# and counted apart from unreadable files (`seek_fallbacks`): a slower clip, never a wrong one.
+# gives the frame count, size and rate; the file's frame index (salt.data.frame_index: every frame's presentation
+# timestamp and the keyframes, from one demux of the whole file, built once per file and kept in memory and on
+# disk) names frame i exactly even when frames are not evenly spaced (variable frame rate), so a clip costs the same
+# whatever the video's length. The decoder then seeks to the last keyframe at or before each clip's first frame and
+# decodes forward, keeping the frames whose timestamps were asked for; a non-reference frame that was not asked for
+# is skipped (no other frame is predicted from it). Where the timestamps cannot be trusted (missing or repeated) or
+# the frames after a seek are not the ones asked for, the sample is decoded from the start instead and counted
+# apart from unreadable files (`seek_fallbacks`): a slower clip, never a wrong one.
+#
+# Fast decoding (`data.video.fast_decode`, off by default) skips H.264's in-loop deblocking filter and allows the
+# decoder's non-spec-compliant speed-ups (FFmpeg's skip_loop_filter=all, flags2=+fast): faster, not bit-exact
+# (benchmarks/README.md measures the speed and the PSNR against exact decoding).
 
 
 class SeekFallbackWarning(UserWarning):
     """A file decoded from the start because seeking in it did not give the clip (same frames, more time)."""
-
-
-class _SeekMissed(Exception):
-    """The frames after a seek are not the ones the timestamps promised."""
 
 
 @dataclass(frozen=True)
@@ -252,12 +256,19 @@ def thread_count(configured: int) -> int:
     return 1 if torch.utils.data.get_worker_info() is not None else 0
 
 
-def _open_stream(container: av.container.InputContainer, threads: int) -> av.video.stream.VideoStream:
+# FFmpeg decoder options of fast decoding (set before the decoder opens)
+FAST_DECODE_OPTIONS = {"skip_loop_filter": "all", "flags2": "+fast"}
+
+
+def _open_stream(container: av.container.InputContainer, threads: int, fast: bool = False
+                 ) -> av.video.stream.VideoStream:
     stream = _video_stream(container)
     count = thread_count(threads)
     stream.codec_context.thread_count = count
     if count != 1:  # frame threading: several frames at once (slice threading alone helps few files)
         stream.codec_context.thread_type = "AUTO"
+    if fast:
+        stream.codec_context.options = dict(FAST_DECODE_OPTIONS)
     return stream
 
 
@@ -265,62 +276,6 @@ def _header_info(stream: av.video.stream.VideoStream) -> VideoInfo:
     rate = stream.average_rate or stream.guessed_rate
     return VideoInfo(num_frames=stream.frames, height=stream.codec_context.height, width=stream.codec_context.width,
                      rate=float(rate) if rate else 0.0)
-
-
-@dataclass
-class _FrameIndex:
-    """Frame i's presentation timestamp is pts[i] (sorted); keyframes are (pts, dts) pairs (dts = pts if unknown)."""
-
-    pts: list[int]
-    keyframes: list[tuple[int, int]]
-    count: int  # frames demuxed (the frame count when complete)
-    complete: bool  # demuxed to the end of the stream
-    usable: bool  # every frame had a timestamp and no two the same
-
-    def keyframe_for(self, target: int) -> tuple[int, int]:
-        """The last keyframe at or before `target` (pts): decoding from it gives every frame from it on."""
-        position = bisect.bisect_right(self.keyframes, (target, math.inf)) - 1
-        if position < 0:
-            raise _SeekMissed(f"no keyframe at or before pts {target}")
-        return self.keyframes[position]
-
-
-def _seek_point(keyframe: av.Packet) -> tuple[int, int]:
-    """A keyframe packet as _FrameIndex stores it: (pts, dts), dts = pts when the container gives none."""
-    return keyframe.pts, keyframe.pts if keyframe.dts is None else keyframe.dts
-
-
-def _index_frames(container: av.container.InputContainer, stream, last: int | None) -> _FrameIndex:
-    """Demux from the start, decoding nothing, until frame `last` is settled (None: to the end). Packets come in
-    decoding order with non-decreasing dts and each pts >= its dts, so once a packet's dts exceeds the
-    (last + 1)-th smallest timestamp seen, no later packet can come before that frame."""
-    pts: list[int] = []
-    keyframes, count, usable = [], 0, True
-    for packet in container.demux(stream):
-        if packet.size == 0:  # the end-of-stream flush
-            continue
-        if packet.is_discard:  # before an edit list's start: the decoder drops its frame, but a discarded
-            if packet.is_keyframe and packet.pts is not None:  # keyframe is where the first kept frames decode from
-                keyframes.append(_seek_point(packet))
-            continue
-        count += 1
-        if packet.pts is None or not usable:
-            usable = False
-            if last is not None:
-                break  # the count is only needed with last=None
-            continue
-        position = bisect.bisect_left(pts, packet.pts)
-        if position < len(pts) and pts[position] == packet.pts:
-            usable = False
-            continue
-        pts.insert(position, packet.pts)
-        if packet.is_keyframe:
-            keyframes.append(_seek_point(packet))
-        if last is not None and packet.dts is not None and len(pts) > last and pts[last] < packet.dts:
-            return _FrameIndex(pts, sorted(keyframes), count, complete=False, usable=True)
-    else:
-        return _FrameIndex(pts, sorted(keyframes), count, complete=True, usable=usable)
-    return _FrameIndex(pts, sorted(keyframes), count, complete=False, usable=False)
 
 
 def _decoded_after_seek(container, stream, keyframe: tuple[int, int], wanted: set[int]):
@@ -334,7 +289,7 @@ def _decoded_after_seek(container, stream, keyframe: tuple[int, int], wanted: se
         if first is not None and first.is_keyframe and first.pts is not None and first.pts <= keyframe[0]:
             break
     else:
-        raise _SeekMissed(f"seeking to the keyframe at pts {keyframe[0]} lands after it")
+        raise SeekMissed(f"seeking to the keyframe at pts {keyframe[0]} lands after it")
     context = stream.codec_context
     for packet in itertools.chain([first], packets):
         # Decided per packet: a non-reference frame nobody asked for is not decoded (others never refer to it).
@@ -342,7 +297,7 @@ def _decoded_after_seek(container, stream, keyframe: tuple[int, int], wanted: se
         yield from context.decode(packet)
 
 
-def _decode_by_seeking(container, stream, index: _FrameIndex, wanted: set[int]
+def _decode_by_seeking(container, stream, index: FrameIndex, wanted: set[int]
                        ) -> tuple[dict[int, av.VideoFrame], int]:
     """pts -> frame for every wanted pts, and how many frames were decoded. A clip whose keyframe lies past what
     was decoded gets its own seek."""
@@ -356,24 +311,25 @@ def _decode_by_seeking(container, stream, index: _FrameIndex, wanted: set[int]
             frames, position = _decoded_after_seek(container, stream, keyframe, wanted), None
         for frame in frames:
             if frame.pts is None:
-                raise _SeekMissed("a decoded frame has no timestamp")
+                raise SeekMissed("a decoded frame has no timestamp")
             position, decoded = frame.pts, decoded + 1
             if frame.pts in wanted and frame.pts not in found:  # (a second seek may show an earlier one again)
                 found[frame.pts] = frame
             if frame.pts >= target:
                 break
         if target not in found:
-            raise _SeekMissed(f"the frame at pts {target} did not come out after seeking to pts {keyframe[0]}")
+            raise SeekMissed(f"the frame at pts {target} did not come out after seeking to pts {keyframe[0]}")
     return found, decoded
 
 
-def _decode_from_start(path: str, wanted: set[int], threads: int) -> tuple[dict[int, av.VideoFrame], int]:
+def _decode_from_start(path: str, wanted: set[int], threads: int, fast: bool = False
+                       ) -> tuple[dict[int, av.VideoFrame], int]:
     """The reference: decode from the start up to the last wanted frame, counting frames. Returns the wanted
     frames and how many frames were decoded (the true count if the stream ended early)."""
     kept: dict[int, av.VideoFrame] = {}
     decoded, last = 0, max(wanted)
     with av.open(path) as container:
-        for frame in container.decode(_open_stream(container, threads)):
+        for frame in container.decode(_open_stream(container, threads, fast)):
             if decoded in wanted:
                 kept[decoded] = frame
             decoded += 1
@@ -382,38 +338,36 @@ def _decode_from_start(path: str, wanted: set[int], threads: int) -> tuple[dict[
     return kept, decoded
 
 
-def read_video(path: str, plan: Callable[[VideoInfo], list[int]], threads: int = 0, seek: bool = True
-               ) -> DecodedFrames:
+def read_video(path: str, plan: Callable[[VideoInfo], list[int]], threads: int = 0, seek: bool = True,
+               fast: bool = False) -> DecodedFrames:
     """The frames ``plan(info)`` asks for (frame indices of a decode from the start), in that order. If the
     header overstates the frame count, the plan is redone against the true count. `seek=False` decodes from the
-    start (the reference the seek path is tested against)."""
+    start (the reference the seek path is tested against); `fast`: fast decoding (not bit-exact)."""
     with av.open(path) as container:
-        stream = _open_stream(container, threads)
+        stream = _open_stream(container, threads, fast)
         info = _header_info(stream)
-        index = None
-        if info.num_frames <= 0:  # no count in the header (e.g. some mkv/webm): count by demuxing
-            index = _index_frames(container, stream, last=None)
+        index = frame_index(path, container, stream) if seek or info.num_frames <= 0 else None
+        if info.num_frames <= 0:  # no count in the header (e.g. some mkv/webm): the index counted the packets
             info = dataclasses.replace(info, num_frames=index.count)
         if info.num_frames == 0:
             raise UnreadableVideoError("no video frames")
         indices = plan(info)
         if seek:
-            if index is None:
-                index = _index_frames(container, stream, last=max(indices))
-            if index.usable and index.complete and max(indices) >= index.count > 0:  # header overstated the count
+            if index.usable and max(indices) >= index.count > 0:  # the header overstated the count
                 info = dataclasses.replace(info, num_frames=index.count)
                 indices = plan(info)
             reason = "its timestamps are missing or repeated"
             if index.usable:
                 try:
-                    found, decoded = _decode_by_seeking(container, stream, index, {index.pts[i] for i in indices})
-                    return _decoded([found[index.pts[i]] for i in indices], info, False, decoded)
-                except (_SeekMissed, av.FFmpegError) as error:
+                    found, decoded = _decode_by_seeking(container, stream, index,
+                                                        {index.timestamp(i) for i in indices})
+                    return _decoded([found[index.timestamp(i)] for i in indices], info, False, decoded)
+                except (SeekMissed, av.FFmpegError) as error:
                     reason = f"{type(error).__name__}: {error}"
             warnings.warn(f"decoding {path} from the start: seeking cannot be trusted ({reason})",
                           SeekFallbackWarning, stacklevel=3)
     for _ in range(2):
-        kept, decoded = _decode_from_start(path, set(indices), threads)
+        kept, decoded = _decode_from_start(path, set(indices), threads, fast)
         if len(kept) == len(set(indices)):
             return _decoded([kept[i] for i in indices], info, seek_fallback=seek, decoded=decoded)
         if decoded == 0:
@@ -429,11 +383,11 @@ def _decoded(frames: list[av.VideoFrame], info: VideoInfo, seek_fallback: bool, 
     return DecodedFrames(frames, info, seek_fallback, decoded)
 
 
-def read_frames(path: str, plan: Callable[[VideoInfo], list[int]], threads: int = 0
+def read_frames(path: str, plan: Callable[[VideoInfo], list[int]], threads: int = 0, fast: bool = False
                 ) -> tuple[list[np.ndarray], bool]:
     """``read_video`` as full-size RGB uint8 [H, W, 3] arrays (every frame at the header's size, so they stack),
     and whether the seek path fell back to a decode from the start."""
-    decoded = read_video(path, plan, threads)
+    decoded = read_video(path, plan, threads, fast=fast)
     size = {"width": decoded.info.width, "height": decoded.info.height}
     return [frame.to_ndarray(format="rgb24", **size) for frame in decoded.frames], decoded.seek_fallback
 
@@ -624,7 +578,7 @@ class VideoListDataset(torch.utils.data.Dataset):
             return [i for clip, u in enumerate(start_draws)
                     for i in clip_indices(train_clip_start(u, n, cfg, step, clip), n, cfg, step)]
 
-        decoded = read_video(path, plan, cfg.decode_threads)
+        decoded = read_video(path, plan, cfg.decode_threads, fast=cfg.fast_decode)
         clips, length = [], cfg.frames_per_clip
         for clip, flip in enumerate(flips):
             box = random_resized_crop_box(decoded.info.height, decoded.info.width, cfg.crop_scale, cfg.crop_aspect,
@@ -639,7 +593,7 @@ class VideoListDataset(torch.utils.data.Dataset):
             step, n = frame_step(cfg, info.rate), info.num_frames
             return [i for start in eval_clip_starts(n, cfg, step) for i in clip_indices(start, n, cfg, step)]
 
-        frames, seek_fallback = read_frames(path, plan, cfg.decode_threads)
+        frames, seek_fallback = read_frames(path, plan, cfg.decode_threads, cfg.fast_decode)
         views = [crop_resize_normalise(frames, box, cfg) for box in eval_crop_boxes(*frames[0].shape[:2], cfg.eval_crops)]
         video = torch.stack(views, dim=1)  # [clips * T, crops, 3, R, R]
         video = video.view(cfg.eval_clips, cfg.frames_per_clip, cfg.eval_crops, 3, cfg.resolution, cfg.resolution)
