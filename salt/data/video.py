@@ -453,28 +453,16 @@ def crop_resize_normalise(
     return _model_input(cropped, cfg, flip=False).transpose(0, 1).contiguous()
 
 
-# Output size / crop size at or below which frames are scaled while they are converted to RGB (decoded_clip).
-DECODE_RESIZE_AT_MOST = 0.5
-
-
 def decoded_clip(frames: list[av.VideoFrame], box: tuple[int, int, int, int], info: VideoInfo,
                  cfg: VideoListConfig, flip: bool = False) -> torch.Tensor:
     """Decoded frames cropped with `box`, resized, flipped if asked, normalised: float32 [3, T, R, R].
 
-    Resize at decode: where the crop is at least twice the output size on both sides, each frame is scaled down
-    while it is converted to RGB (FFmpeg's swscale), so the conversion handles a quarter of the pixels or fewer
-    and the crop needs little resizing after; an unscaled conversion is a fast path of its own that costs
-    several times less per pixel, so smaller reductions convert at full size. Either way the crop is resized
-    to R x R with antialiased bilinear interpolation on uint8 (torch's fast path)."""
+    Each frame is converted to RGB at full size (every frame at the header's size, so they stack), then the crop is
+    resized with antialiased bilinear interpolation on uint8 (torch's fast path). FFmpeg's unscaled YUV-to-RGB
+    conversion is a fast path of its own: scaling inside the conversion, even to a quarter of the pixels, cost
+    more per frame than converting at full size and resizing the crop (benchmarks/video_seek.py)."""
     top, left, h, w = box
-    width, height = info.width, info.height
-    scale = max(cfg.resolution / h, cfg.resolution / w)
-    if scale <= DECODE_RESIZE_AT_MOST:
-        width, height = round(width * scale), round(height * scale)
-        bottom, right = min(round((top + h) * scale), height), min(round((left + w) * scale), width)
-        top, left = round(top * scale), round(left * scale)
-        h, w = bottom - top, right - left
-    crops = np.stack([frame.to_ndarray(format="rgb24", width=width, height=height)[top : top + h, left : left + w]
+    crops = np.stack([frame.to_ndarray(format="rgb24", width=info.width, height=info.height)[top:top + h, left:left + w]
                       for frame in frames])
     return _model_input(crops, cfg, flip)
 

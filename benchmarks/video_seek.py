@@ -1,0 +1,266 @@
+"""Benchmark (not a test): what a training clip costs as videos get longer, and against a plain reader (issue 20).
+
+    python benchmarks/video_seek.py            # lengths 10 s, 1 min, 5 min, 30 min; a long-keyframe set; fast decoding
+    python benchmarks/video_seek.py --quick    # a correctness run: short videos, few clips
+
+Three parts, each timed round robin (every row times --clips / --rounds clips per round, the median round is
+reported), in the main process, 1 decode thread, 1 torch thread, so clips/s is per core:
+  lengths     one encoding (160x120, 30 fps, H.264 keyframe every 60 frames, 2 B-frames), videos of 10 s, 1 min,
+              5 min and 30 min; the same clip settings (16 frames, step 4, random resized crop to 64 px) and the same
+              draws on each. Frame indexes are built in a first pass (timed apart: the once-per-file cost) and then
+              read from memory, as in a training run after its first epoch;
+  long GOP    a Kinetics-like set (320x240, 30 fps, 10 s, keyframe every 300 frames, 2 B-frames): the loader against
+              a plain reader that decodes from frame 0 with PyAV, keeps the wanted frames as RGB at full size, crops
+              and resizes them (the same draws and boxes); the loader, and the loader with its colour conversion
+              as before issue 20 (scaled at decode where the crop is >= 2x the output); frames decoded per clip;
+  fast        the long-GOP set with data.video.fast_decode: clips/s, and the PSNR of its clips' frames against
+              exact decoding.
+The sets are written once with PyAV into --data-dir.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+import salt.data.frame_index as frame_index
+import salt.data.video as video
+from machine import matmul_gflops
+from salt.data.video import VideoListConfig, VideoListDataset, crop_resize_normalise, read_video
+
+
+def scene(rng: np.random.Generator, frames: int, height: int, width: int):
+    """A panning smooth background, a moving blob and cycling noise: content x264 codes with B-frames."""
+    ys, xs = np.mgrid[0:2 * height, 0:2 * width].astype(np.float32)
+    freq, phase = rng.uniform(0.02, 0.08, (3, 2)), rng.uniform(0, 6.3, 3)
+    background = np.stack([127 + 70 * np.sin(freq[c, 0] * xs + freq[c, 1] * ys + phase[c]) for c in range(3)], -1)
+    side = max(8, height // 6)
+    by, bx = np.mgrid[-side:side, -side:side].astype(np.float32)
+    blob = (np.exp(-(bx ** 2 + by ** 2) / (side ** 2 / 3)) * 90)[..., None]
+    noise = [rng.normal(0, 4, (height, width, 3)).astype(np.float32) for _ in range(4)]
+    pan, speed = rng.uniform(-1.5, 1.5, 2), rng.uniform(-3, 3, 2)
+    for k in range(frames):
+        y0, x0 = int(height / 2 + pan[0] * k) % height, int(width / 2 + pan[1] * k) % width
+        image = background[y0:y0 + height, x0:x0 + width] + noise[k % 4]
+        top, left = int(speed[0] * k) % (height - 2 * side), int(speed[1] * k) % (width - 2 * side)
+        image[top:top + 2 * side, left:left + 2 * side] += blob
+        yield image.clip(0, 255).astype(np.uint8)
+
+
+def write_video(path: Path, seconds: float, width: int, height: int, keyint: int, seed: int) -> Path:
+    if path.exists():
+        return path
+    tmp = path.with_name(f".{path.name}.tmp.mp4")
+    with av.open(str(tmp), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"g": str(keyint), "keyint_min": str(keyint), "bf": "2", "preset": "veryfast", "crf": "23",
+                          "x264-params": "b-adapt=0:scenecut=0"}
+        for image in scene(np.random.default_rng(seed), round(seconds * 30), height, width):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    os.replace(tmp, path)
+    return path
+
+
+def write_list(path: Path, videos: list[Path]) -> str:
+    path.write_text("".join(f"{v.name} {i % 4}\n" for i, v in enumerate(videos)))
+    return str(path)
+
+
+def items_for(videos: int, count: int, seed: int) -> list[tuple[int, int]]:
+    rng = np.random.default_rng(seed)
+    return [(int(rng.integers(videos)), int(rng.integers(2 ** 62))) for _ in range(count)]
+
+
+def timed_rounds(rows: dict, items: list, rounds: int) -> dict[str, float]:
+    """rows: name -> callable(item). Median over rounds of seconds per clip, rows in rotating order each round."""
+    per_round = max(1, len(items) // rounds)
+    times: dict[str, list[float]] = {name: [] for name in rows}
+    names = list(rows)
+    for r in range(rounds):
+        chunk = items[r * per_round:(r + 1) * per_round]
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            start = time.perf_counter()
+            for item in chunk:
+                rows[name](item)
+            times[name].append((time.perf_counter() - start) / len(chunk))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+class PlainReader:
+    """The training sample of VideoListDataset (same draws, frames and crop box) read the plain way: decode from
+    frame 0, keep the wanted frames as full-size RGB, crop and resize them."""
+
+    def __init__(self, cfg: VideoListConfig):
+        self.cfg, self.paths = cfg, [e.path for e in VideoListDataset(cfg, train=True).entries]
+
+    def __call__(self, item) -> torch.Tensor:
+        index, seed = item
+        cfg, generator = self.cfg, torch.Generator().manual_seed(seed)
+        draw = video._uniform(generator, 0.0, 1.0)
+        flip = cfg.hflip and video._uniform(generator, 0.0, 1.0) < 0.5
+        with av.open(self.paths[index]) as container:
+            stream = container.streams.video[0]
+            stream.codec_context.thread_count = 1
+            n = stream.frames
+            wanted = video.clip_indices(video.train_clip_start(draw, n, cfg, cfg.frame_step), n, cfg, cfg.frame_step)
+            kept, last = {}, max(wanted)
+            for number, frame in enumerate(container.decode(stream)):
+                if number in wanted:
+                    kept[number] = frame.to_ndarray(format="rgb24")
+                if number >= last:
+                    break
+        frames = [kept[i] for i in wanted]
+        box = video.random_resized_crop_box(*frames[0].shape[:2], cfg.crop_scale, cfg.crop_aspect, generator)
+        clip = crop_resize_normalise(frames, box, cfg)
+        return clip.flip(-1) if flip else clip
+
+
+def lengths_part(root: Path, lengths: list[float], clips: int, rounds: int) -> None:
+    print("\n== lengths: 160x120, 30 fps, H.264 keyframe every 60 frames, 2 B-frames; clip 16 frames, step 4, 64 px")
+    datasets, build_ms = {}, {}
+    for seconds in lengths:
+        start = time.perf_counter()
+        paths = [write_video(root / f"len{seconds:g}s_{i}.mp4", seconds, 160, 120, 60, seed=i) for i in range(2)]
+        written = time.perf_counter() - start
+        cfg = VideoListConfig(list_path=write_list(root / f"len{seconds:g}s.txt", paths), frames_per_clip=16,
+                              frame_step=4, resolution=64, decode_threads=1)
+        dataset = VideoListDataset(cfg, train=True)
+        start = time.perf_counter()
+        for i in range(len(paths)):   # the once-per-file cost: the first sample scans the file for its index
+            dataset[(i, 0)]
+        build_ms[seconds] = (time.perf_counter() - start) * 1e3 / len(paths)
+        datasets[f"{seconds:g} s"] = dataset
+        print(f"  {seconds:g} s videos: {os.path.getsize(paths[0]) / 1e6:.1f} MB each ({written:.0f} s to write or "
+              f"find); first sample of a file (index built) {build_ms[seconds]:.1f} ms")
+    items = items_for(2, clips, seed=1)
+    medians = timed_rounds({name: (lambda item, d=d: d[item]) for name, d in datasets.items()}, items, rounds)
+    reference = medians[f"{lengths[0]:g} s"]
+    print(f"  {'video length':<14} {'ms per clip':>11} {'x shortest':>10}   (median of {rounds} rounds)")
+    for name, seconds_per_clip in medians.items():
+        print(f"  {name:<14} {seconds_per_clip * 1e3:11.1f} {seconds_per_clip / reference:9.2f}x")
+
+
+def long_gop_part(root: Path, videos: int, seconds: float, clips: int, rounds: int) -> tuple[VideoListConfig, list]:
+    print(f"\n== long GOP: {videos} videos x {seconds:g} s, 320x240, 30 fps, keyframe every 300 frames, 2 B-frames; "
+          "clip 16 frames, step 4")
+    paths = [write_video(root / f"gop300_{seconds:g}s_{i}.mp4", seconds, 320, 240, 300, seed=100 + i)
+             for i in range(videos)]
+    list_path = write_list(root / f"gop300_{seconds:g}s.txt", paths)
+    items = items_for(videos, clips, seed=2)
+    for resolution in (64, 224):
+        cfg = VideoListConfig(list_path=list_path, frames_per_clip=16, frame_step=4, resolution=resolution,
+                              decode_threads=1)
+        dataset = VideoListDataset(cfg, train=True)
+        for i in range(videos):
+            dataset[(i, 0)]   # indexes built
+        plain = PlainReader(cfg)
+
+        def scaled(item, d=dataset):
+            with _scaled_conversion():
+                return d[item]
+        rows = {"plain reader (decode from 0)": plain, "loader": lambda item, d=dataset: d[item],
+                "loader, scaled conversion (before)": scaled}
+        medians = timed_rounds(rows, items, rounds)
+        reference = medians["plain reader (decode from 0)"]
+        decoded = statistics.mean(_decoded_per_clip(cfg, dataset, items[:24]))
+        print(f"  {resolution} px output; loader decodes {decoded:.0f} frames per clip")
+        for name, s in medians.items():
+            print(f"    {name:<32} {1 / s:7.1f} clips/s {reference / s:6.2f}x plain")
+    return VideoListConfig(list_path=list_path, frames_per_clip=16, frame_step=4, resolution=224,
+                           decode_threads=1), items
+
+
+def scaled_clip(frames, box, info, cfg, flip=False) -> torch.Tensor:
+    """Reference copy of decoded_clip before issue 20: a crop of at least twice the output size on both sides was
+    scaled inside the YUV-to-RGB conversion (swscale), then resized the rest of the way."""
+    top, left, h, w = box
+    width, height = info.width, info.height
+    scale = max(cfg.resolution / h, cfg.resolution / w)
+    if scale <= 0.5:
+        width, height = round(width * scale), round(height * scale)
+        bottom, right = min(round((top + h) * scale), height), min(round((left + w) * scale), width)
+        top, left = round(top * scale), round(left * scale)
+        h, w = bottom - top, right - left
+    crops = np.stack([frame.to_ndarray(format="rgb24", width=width, height=height)[top:top + h, left:left + w]
+                      for frame in frames])
+    return video._model_input(crops, cfg, flip)
+
+
+class _scaled_conversion:
+    """Within: the loader converts as it did before issue 20 (scaled_clip)."""
+
+    def __enter__(self):
+        self.saved, video.decoded_clip = video.decoded_clip, scaled_clip
+
+    def __exit__(self, *exc):
+        video.decoded_clip = self.saved
+
+
+def _decoded_per_clip(cfg: VideoListConfig, dataset: VideoListDataset, items) -> list[int]:
+    out = []
+    for index, seed in items:
+        draw = video._uniform(torch.Generator().manual_seed(seed), 0.0, 1.0)
+        decoded = read_video(dataset.entries[index].path, lambda info: video.clip_indices(
+            video.train_clip_start(draw, info.num_frames, cfg, cfg.frame_step), info.num_frames, cfg, cfg.frame_step),
+            threads=1)
+        out.append(decoded.decoded)
+    return out
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def fast_part(cfg: VideoListConfig, items: list, rounds: int) -> None:
+    print("\n== fast decoding (data.video.fast_decode: skip_loop_filter=all, flags2=+fast) on the long-GOP set, 224 px")
+    exact = VideoListDataset(cfg, train=True)
+    fast = VideoListDataset(VideoListConfig(**{**vars(cfg), "fast_decode": True}), train=True)
+    medians = timed_rounds({"exact": lambda item: exact[item], "fast": lambda item: fast[item]}, items, rounds)
+    values = []
+    for index, seed in items[:16]:
+        draw = video._uniform(torch.Generator().manual_seed(seed), 0.0, 1.0)
+
+        def plan(info):
+            return video.clip_indices(video.train_clip_start(draw, info.num_frames, cfg, cfg.frame_step),
+                                      info.num_frames, cfg, cfg.frame_step)
+        path = exact.entries[index].path
+        pairs = zip(video.read_frames(path, plan, 1)[0], video.read_frames(path, plan, 1, fast=True)[0])
+        values += [psnr(f, e) for e, f in pairs]
+    print(f"    exact {1 / medians['exact']:7.1f} clips/s; fast {1 / medians['fast']:7.1f} clips/s "
+          f"({medians['exact'] / medians['fast']:.2f}x); PSNR of fast frames against exact: median "
+          f"{statistics.median(values):.1f} dB, min {min(values):.1f} dB over {len(values)} frames")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lengths", type=float, nargs="+", default=[10, 60, 300, 1800], help="video lengths, s")
+    parser.add_argument("--clips", type=int, default=96, help="clips timed per row, over all rounds")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--gop-videos", type=int, default=16)
+    parser.add_argument("--data-dir", default=os.path.join(os.path.expanduser("~"), ".cache", "salt-video-bench"))
+    parser.add_argument("--quick", action="store_true", help="short videos, few clips: checks that it all runs")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.lengths, args.clips, args.rounds, args.gop_videos = [2, 6], 8, 2, 2
+    torch.set_num_threads(1)
+    root = Path(args.data_dir) / "seek"
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} (1 thread), PyAV {av.__version__}, fp32 matmul "
+          f"{matmul_gflops():.0f} GFLOP/s; frame indexes in {frame_index.index_folder()}")
+    lengths_part(root, args.lengths, args.clips, args.rounds)
+    cfg, items = long_gop_part(root, args.gop_videos, 3.0 if args.quick else 10.0, args.clips, args.rounds)
+    fast_part(cfg, items, args.rounds)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
