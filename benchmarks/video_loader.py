@@ -2,6 +2,16 @@
 
     python benchmarks/video_loader.py            # 32 videos of 10 s at 340x256, 30 fps; keyframe intervals 250 and 30
     python benchmarks/video_loader.py --quick    # a correctness run: 4 short videos, a few clips, a smaller FLOP count
+    python benchmarks/video_loader.py --list YOUR_LIST [--config CONFIG] [--out loader_rate.json]   # your files
+
+--list: clips/s per CPU core on your own files, for the study dry run's data budget (`--loader-rate FILE`,
+docs/studies.md). Training samples of VideoListDataset(train=True) from the list, with the clip settings of a run
+config's data.video (--config: a packaged name or a YAML file; default paper_vitl_student), decoded in the main
+process with 1 FFmpeg thread and 1 torch thread: one core. Random (index, seed) items, --rounds rounds, the median
+round. With --workers N (default 2, 0: none) it also times N DataLoader workers, for information. It writes a
+versioned JSON file (format salt-loader-rate: the rate, the list, the clip settings, the machine, the command)
+and prints the clips/s the config's step needs per GPU at --gpu-tflops and the cores that takes at this rate.
+Without --list:
 
 It writes a Kinetics-like set with PyAV once (H.264, 1 Mbit/s, 3 B-frames, a fixed keyframe interval; cached in
 --data-dir) and times training samples (16 frames, frame step 4, random starts, random resized crop to 224 px,
@@ -20,10 +30,14 @@ assumed achieved rate (--gpu-tflops), which does not depend on how many GPUs sha
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
+import shlex
 import statistics
+import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import av
@@ -241,17 +255,87 @@ def decoded_per_clip(cfg: VideoListConfig, paths: list[str], items) -> tuple[flo
     return statistics.mean(before), statistics.mean(now)
 
 
+def run_config(name: str, overrides: list[str] = ()):
+    """A packaged config or YAML file as a RunConfig, with a placeholder teacher checkpoint: a student config loads
+    without its teacher (only shapes and clip settings are read here, no file is opened)."""
+    from salt.config import load_config, resolve_config
+    from salt.schema import RunConfig
+    return load_config(RunConfig, [resolve_config(name)], ["objective.teacher_checkpoint=teacher-placeholder",
+                                                           *overrides])
+
+
 def needed_clips_per_s(gpu_tflops: float, quick: bool) -> tuple[float, float, int]:
     """(step FLOPs of the paper's ViT-L student, clips/s per GPU at gpu_tflops, batch). FLOPs are linear in the
     batch; --quick estimates them at 96 clips and scales."""
-    from salt.config import load_config, resolve_config
-    from salt.schema import RunConfig
     from salt.study.estimate import step_flops
-    overrides = ["objective.teacher_checkpoint=teacher-placeholder"] + (["train.batch_size=96"] if quick else [])
-    cfg = load_config(RunConfig, [resolve_config("paper_vitl_student")], overrides)
-    paper_batch = load_config(RunConfig, [resolve_config("paper_vitl_student")], overrides[:1]).train.batch_size
+    cfg = run_config("paper_vitl_student", ["train.batch_size=96"] if quick else [])
+    paper_batch = run_config("paper_vitl_student").train.batch_size
     flops = step_flops(cfg) * paper_batch / cfg.train.batch_size
     return flops, paper_batch * gpu_tflops * 1e12 / flops, paper_batch
+
+
+def machine_info() -> tuple[str, float]:
+    """(a line saying what this machine and process are, the fp32 matmul GFLOP/s at torch's current threads)."""
+    gflops = matmul_gflops()
+    return (f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} thread"
+            f"{'s' if torch.get_num_threads() > 1 else ''}), PyAV {av.__version__} (FFmpeg libavcodec "
+            f"{'.'.join(map(str, av.library_versions['libavcodec']))}), fp32 matmul {gflops:.0f} GFLOP/s"), gflops
+
+
+# ---------------------------------------------------------------- --list: the rate of your own files
+
+
+def rate_record(rate: float, list_path: str, videos: int, config: str, video: VideoListConfig, clips_timed: int,
+                rounds: int, workers: dict[str, float], gflops: float, command: str) -> dict:
+    """The rate file's content (salt.study.estimate.read_loader_rate reads it back): versioned, with what the rate
+    holds for (the clip settings) and where it was measured, so a dry run can say when it does not apply."""
+    from salt.study.estimate import LOADER_RATE_FORMAT, LOADER_RATE_VERSION, clip_settings
+    return {"format": LOADER_RATE_FORMAT, "version": LOADER_RATE_VERSION, "clips_per_s_per_core": rate,
+            "list": list_path, "videos": videos, "config": config, "clip": clip_settings(video),
+            "clips_timed": clips_timed, "rounds": rounds, "workers_clips_per_s": workers,
+            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": {"cpus": os.cpu_count(), "matmul_gflops": round(gflops, 1)}, "command": command}
+
+
+def measure_list(args, command: str) -> int:
+    """--list: training clips/s per core on the user's files with a run config's clip settings, written to --out.
+    One core = the main process with 1 decode thread and 1 torch thread; rows count dataset items, and each item
+    gives data.video.num_clips clips."""
+    from salt.io import atomic_write_json
+    from salt.study.estimate import loader_cores
+    list_path = os.path.abspath(args.list)
+    cfg = run_config(args.config, [f"data.video.list_path={list_path}", "data.video.lists=[]",
+                                   "data.video.list_weights=[]"])
+    video = dataclasses.replace(cfg.data.video, decode_threads=1)
+    dataset = VideoListDataset(video, train=True)
+    line, gflops = machine_info()
+    print(line)
+    print(f"list: {list_path}, {len(dataset)} videos; clip settings of {args.config}: {video.frames_per_clip} frames, "
+          f"step {video.frame_step}, fps {video.fps:g}, duration {video.duration:g} s, {video.num_clips} clip(s) a "
+          f"video, {video.resolution} px")
+    rows = [Row("main process, 1 thread (one core)", dataset, 0)]
+    if args.workers:
+        rows.append(Row(f"{args.workers} DataLoader workers (1 thread each)", dataset, args.workers))
+    items = items_for(len(dataset), args.clips, seed=0)
+    per_round = max(1, args.clips // args.rounds)
+    for r in range(args.rounds):
+        for row in rows:
+            row.run(items[r * per_round:(r + 1) * per_round], args.batch_size)
+    rates = {row.name: statistics.median(row.rates) * video.num_clips for row in rows}
+    for name, rate in rates.items():
+        print(f"{name:40s} {rate:8.1f} clips/s   (median of {args.rounds} rounds of {per_round} items)")
+    rate = rates[rows[0].name]
+    workers = {str(args.workers): rates[rows[1].name]} if args.workers else {}
+    atomic_write_json(args.out, rate_record(rate, list_path, len(dataset), args.config, video,
+                                            per_round * args.rounds * video.num_clips, args.rounds, workers, gflops,
+                                            command))
+    print(f"wrote {args.out}: give it to a study's dry run as --loader-rate {args.out}")
+    if cfg.data.source == "video_list":
+        budget = loader_cores(cfg, rate, args.gpu_tflops, cpus_per_task=1)
+        print(f"{args.config} (batch {cfg.train.batch_size}): at {args.gpu_tflops:g} TFLOP/s achieved a GPU trains "
+              f"{budget.clips_per_s:.0f} clips/s, ~{budget.cores_needed:.1f} cores at this rate, plus one for the "
+              "training process")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -267,13 +351,20 @@ def main(argv=None) -> int:
                         help="achieved bf16 TFLOP/s per GPU assumed for the needed rate (the study dry run's default)")
     parser.add_argument("--other-decoders", action="store_true", help="also time torchcodec / decord2 if importable")
     parser.add_argument("--quick", action="store_true", help="4 videos of 3 s, 12 clips: checks that it all runs")
+    parser.add_argument("--list", help="your video list: clips/s per core on it (no synthetic sets, no old decoder)")
+    parser.add_argument("--config", default="paper_vitl_student",
+                        help="--list: the run config whose data.video clip settings are timed (name or YAML)")
+    parser.add_argument("--out", default="loader_rate.json", help="--list: the rate file written (JSON)")
+    parser.add_argument("--workers", type=int, default=2, help="--list: also time this many DataLoader workers "
+                        "(for information; 0: skip)")
     args = parser.parse_args(argv)
     if args.quick:
         args.videos, args.seconds, args.clips, args.rounds, args.keyints = 4, 3.0, 12, 2, [args.keyints[0]]
     torch.set_num_threads(1)   # the loader's float work is per sample; the workers rows run one process each
-    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} (1 thread), PyAV {av.__version__} "
-          f"(FFmpeg libavcodec {'.'.join(map(str, av.library_versions['libavcodec']))}), fp32 matmul "
-          f"{matmul_gflops():.0f} GFLOP/s")
+    if args.list:
+        command = shlex.join(["python", "benchmarks/video_loader.py", *(sys.argv[1:] if argv is None else argv)])
+        return measure_list(args, command)
+    print(machine_info()[0])
     cfg_fields = dict(frames_per_clip=16, frame_step=4, resolution=224)
     best_new = 0.0
     for keyint in args.keyints:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from salt.config import load_config
-from salt.study.estimate import fit_advice, step_flops, step_memory
+from salt.study.estimate import (LoaderRate, fit_advice, loader_cores, read_loader_rate, step_flops,
+                                 step_memory)
 from salt.study.launch import EXECUTORS, LaunchOptions, run_plan, run_states
 from salt.study.spec import StudyError, StudyPlan, read_plan, with_benchmarks
 from salt.study.state import RunState
@@ -72,7 +74,29 @@ def parser(study: str, presets: dict) -> argparse.ArgumentParser:
                         f"(default {CPU_GFLOPS:g}: tiny steps on the 2-core machine, benchmarks/README.md)")
     p.add_argument("--gpu-mem-gb", type=float,
                    help="dry run: memory per GPU; runs whose step does not fit are named, with a setting that fits")
+    p.add_argument("--loader-rate", metavar="FILE|NUMBER",
+                   help="dry run: training clips/s one CPU core decodes from your video files (the JSON file of "
+                        "`python benchmarks/video_loader.py --list LIST --out FILE`, or the number): each video run's "
+                        "loader cores per GPU against --cpus-per-task, and the runs that would starve their GPUs")
     return p
+
+
+def parse_loader_rate(text: str) -> LoaderRate:
+    """--loader-rate: a rate file (benchmarks/video_loader.py --list) when `text` names a file, else clips/s per
+    core as a number; anything else is a StudyError that says which of the two was expected."""
+    if Path(text).is_file():
+        try:
+            return read_loader_rate(text)
+        except ValueError as error:
+            raise StudyError(f"--loader-rate {error}") from None
+    try:
+        value = float(text)
+    except ValueError:
+        raise StudyError(f"--loader-rate {text}: no such file, and not a number (give the JSON file that `python "
+                         "benchmarks/video_loader.py --list LIST --out FILE` writes, or clips/s per core)") from None
+    if not (math.isfinite(value) and value > 0):
+        raise StudyError(f"--loader-rate {text}: clips/s per core must be a finite number > 0")
+    return LoaderRate(value, source="given as a number: clip settings unknown")
 
 
 def launch_options(args) -> LaunchOptions:
@@ -95,12 +119,68 @@ def cpu_seconds(spec, cpu_gflops: float = CPU_GFLOPS) -> float:
     return train + evaluations * CPU_EVAL_S.get(spec.evaluation, float("nan")) + CPU_RUN_OVERHEAD_S
 
 
+def data_budget(plan: StudyPlan, options: LaunchOptions, rate: LoaderRate, gpu_tflops: float) -> list[str]:
+    """The dry run's data budget (--loader-rate): per trained run on video files, the clips/s one GPU trains and the
+    loader cores that takes at the measured rate (`loader_cores`), against what the GPU's process has: each GPU is
+    one task of cpus_per_task cores, one of which runs the training process. Then the runs that would starve their
+    GPUs, what to do about it, and the runs whose clip settings differ from the measured ones."""
+    lines = ["", f"data budget at {rate.clips_per_s_per_core:.3g} clips/s per core ({rate.source}) and {gpu_tflops:g} "
+             f"TFLOP/s achieved per GPU. Each GPU is one task of {options.cpus_per_task} cores (--cpus-per-task), "
+             f"one of them the training process itself: loader cores = data.num_workers, at most "
+             f"{max(0, options.cpus_per_task - 1)}",
+             f"{'run id':<38} {'clips/s/GPU':>11} {'cores needed':>12} {'loader cores':>12} {'GPU busy':>8}"]
+    starving: dict[str, float] = {}       # run id -> cores needed
+    other_clips: dict[str, list[str]] = {}   # how the clip settings differ -> run ids
+    trained = [spec for spec in plan.runs if spec.role != "baseline" and not spec.external]
+    for spec in trained:
+        cfg = spec.config
+        if cfg.data.source != "video_list":
+            lines.append(f"{spec.run_id:<38} embedded data ({cfg.data.source}), no decoding")
+            continue
+        budget = loader_cores(cfg, rate.clips_per_s_per_core, gpu_tflops, options.cpus_per_task)
+        lines.append(f"{spec.run_id:<38} {budget.clips_per_s:>11,.0f} {budget.cores_needed:>12.1f} "
+                     f"{budget.loader_cores:>12} {budget.gpu_busy:>8.0%}" + ("  starves" if budget.starves else ""))
+        if budget.starves:
+            starving[spec.run_id] = budget.cores_needed
+        differences = rate.differences(cfg.data.video)
+        if differences:
+            other_clips.setdefault(", ".join(differences), []).append(spec.run_id)
+    videos = sum(spec.config.data.source == "video_list" for spec in trained)
+    if not videos:
+        return lines + ["no run decodes video files: nothing to budget"]
+    lines += _starving_advice(starving, videos, options)
+    for differences, run_ids in other_clips.items():
+        lines.append(f"warning: the rate was measured with other clip settings (rate -> run: {differences}) than "
+                     f"{len(run_ids)} runs ({', '.join(run_ids)}): it does not hold for them; measure with their "
+                     "config (benchmarks/video_loader.py --list LIST --config CONFIG)")
+    return lines
+
+
+def _starving_advice(starving: dict[str, float], videos: int, options: LaunchOptions) -> list[str]:
+    """The data budget's verdict: every video run keeps its GPUs fed, or the starving runs and what to do."""
+    if not starving:
+        return [f"every run on video files keeps its GPUs fed at --cpus-per-task {options.cpus_per_task}"]
+    need = math.ceil(max(starving.values()))
+    return [f"{len(starving)} of {videos} runs on video files would starve their GPUs (the GPU waits for clips): "
+            f"{', '.join(starving)}",
+            "what to do, any of:",
+            "  prepare the files once: `python -m salt prepare-videos LIST OUT_DIR` (short side 256, a keyframe "
+            "every 16 frames: cheaper decodes and seeks), point data.video.list_path at the list it writes and "
+            "measure again (benchmarks/video_loader.py --list)",
+            f"  more loader cores per GPU: --cpus-per-task {need + 1} --set data.num_workers={need} (one core is "
+            "the training process)",
+            f"  fewer GPUs per run or per node (--gpus-per-node, {options.gpus_per_node} now) with more "
+            "--cpus-per-task each: a GPU needs as many loader cores however many GPUs share the batch, so a node's "
+            "cores feed fewer GPUs"]
+
+
 def describe(plan: StudyPlan, options: LaunchOptions, gpu_tflops: float, gpu_mem_gb: float | None = None,
-             cpu_gflops: float = CPU_GFLOPS) -> str:
+             cpu_gflops: float = CPU_GFLOPS, loader_rate: LoaderRate | None = None) -> str:
     """The dry run: every run with what was derived for it, then totals. "paper" columns use the paper's
     accounting (predictor charged every token); "run" is what this code will compute and log. "mem GB" is the
     estimated memory of a step per GPU (bf16; salt.study.estimate.step_memory) on the profile's GPUs; "CPU min"
-    the rough wall time of the run and its evaluations on a CPU (`cpu_seconds`)."""
+    the rough wall time of the run and its evaluations on a CPU (`cpu_seconds`). With `loader_rate`, the data
+    budget (`data_budget`): whether each run's video files can feed its GPUs."""
     devices = max(1, options.gpus_per_node) * options.nodes
     lines = [f"study {plan.study}, preset {plan.preset}: {len(plan.runs)} runs in {len(plan.stages())} stages, "
              f"folder {plan.root}, executor {options.executor}", ""]
@@ -145,6 +225,8 @@ def describe(plan: StudyPlan, options: LaunchOptions, gpu_tflops: float, gpu_mem
     if gpu_mem_gb is not None:
         lines += ([f"{len(misfits)} runs do not fit {gpu_mem_gb:g} GB per GPU ({devices} GPUs per run):", *misfits]
                   if misfits else [f"every run fits {gpu_mem_gb:g} GB per GPU ({devices} GPUs per run)"])
+    if loader_rate is not None:
+        lines += data_budget(plan, options, loader_rate, gpu_tflops)
     lines.append("nothing was submitted (--dry-run)")
     return "\n".join(lines)
 
@@ -190,6 +272,9 @@ def study_main(study: str, presets: dict, build: Callable[..., StudyPlan], argv:
     args = parser(study, presets).parse_args(argv)
     root = args.out or Path("runs") / "studies" / f"{study}-{args.preset}"
     try:
+        rate = parse_loader_rate(args.loader_rate) if args.loader_rate is not None else None
+        if rate is not None and not args.dry_run:
+            raise StudyError("--loader-rate informs the dry run only: add --dry-run")
         options = launch_options(args)
         if args.action == "status":
             plan = read_plan(root)
@@ -201,7 +286,7 @@ def study_main(study: str, presets: dict, build: Callable[..., StudyPlan], argv:
         plan = build(with_seeds(presets[args.preset], args.seeds), args.preset, root, args.overrides)
         plan = with_benchmarks(plan, args.benchmarks)
         if args.dry_run:
-            print(describe(plan, options, args.gpu_tflops, args.gpu_mem_gb, args.cpu_gflops))
+            print(describe(plan, options, args.gpu_tflops, args.gpu_mem_gb, args.cpu_gflops, rate))
             return 0
         states = run_plan(plan, options)
     except StudyError as error:

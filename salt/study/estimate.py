@@ -8,13 +8,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from salt.config import from_dict, to_dict
 from salt.data import clip_geometry
 from salt.data.sampler import mix_seed
+from salt.data.video import VideoListConfig
 from salt.flops import NetworkCost, num_params, total_flops
 from salt.masks import MaskConfig, build_mask_generator
 from salt.masks.simple import MaskPair
@@ -213,3 +216,111 @@ def fit_advice(cfg: RunConfig, devices: int, budget_gb: float, precision: str = 
     return (f"does not fit even one clip per micro-batch with activation checkpointing ({smallest.total:.1f} GB, of "
             f"which {states:.1f} GB weights, gradients and AdamW state): it needs devices with more memory, or "
             "several devices per run to shard them over (train.shard=fsdp)")
+
+
+# -- data budget -------------------------------------------------------------------------------------------------
+# Whether a run's video files, decoded on its CPU cores, can feed its GPUs: a rate measured on the user's own files
+# (benchmarks/video_loader.py --list writes it; the study dry run reads it with --loader-rate) against the clips/s
+# one GPU trains.
+LOADER_RATE_FORMAT = "salt-loader-rate"
+LOADER_RATE_VERSION = 1
+# the clip settings a decode's cost depends on: a rate holds for these (crops and flips cost about the same)
+CLIP_KEYS = ("frames_per_clip", "frame_step", "fps", "duration", "num_clips", "resolution")
+DECODE_KEYS = ("fast_decode",)   # recorded and compared where the config has them (not required in a rate file)
+
+
+def clip_settings(video: VideoListConfig) -> dict[str, float]:
+    """The settings of `video` (data.video) that a measured loader rate holds for (CLIP_KEYS, DECODE_KEYS)."""
+    return {key: getattr(video, key) for key in CLIP_KEYS + DECODE_KEYS if hasattr(video, key)}
+
+
+@dataclass(frozen=True)
+class LoaderRate:
+    """Training clips/s that one CPU core decodes (one process, one thread) and, when measured, the clip settings
+    and the file it was measured with; a number given by hand has neither."""
+    clips_per_s_per_core: float
+    clip: dict[str, float] | None = None
+    source: str = ""            # where the number came from, for messages
+
+    def __post_init__(self):
+        if not (isinstance(self.clips_per_s_per_core, (int, float)) and math.isfinite(self.clips_per_s_per_core)
+                and self.clips_per_s_per_core > 0):
+            raise ValueError(f"clips/s per core must be a finite number > 0, got {self.clips_per_s_per_core!r}")
+
+    def differences(self, video: VideoListConfig) -> list[str]:
+        """The clip settings in which `video` differs from the measured ones, as "key rate-value -> run-value":
+        the rate does not hold for such runs (more frames or pixels cost more to decode). The frame step counts
+        only where neither side samples by fps or duration (those set the step from each video's rate)."""
+        if self.clip is None:
+            return []
+        run = clip_settings(video)
+        by_time = any(d.get(k) for d in (self.clip, run) for k in ("fps", "duration"))
+        keys = ["frames_per_clip", "resolution", "num_clips", *(("fps", "duration") if by_time else ("frame_step",)),
+                *(k for k in DECODE_KEYS if k in self.clip and k in run)]
+        return [f"{k} {self.clip[k]} -> {run[k]}" for k in keys if self.clip[k] != run[k]]
+
+
+def read_loader_rate(path: str | Path) -> LoaderRate:
+    """A rate file written by `benchmarks/video_loader.py --list` (format LOADER_RATE_FORMAT). ValueError, saying
+    what is wrong, for a file that is not one, of a newer version, or without a positive rate."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a readable JSON file ({error})") from None
+    if not isinstance(data, dict) or data.get("format") != LOADER_RATE_FORMAT:
+        raise ValueError(f"{path}: not a loader rate file (format {LOADER_RATE_FORMAT!r}; write one with "
+                         "`python benchmarks/video_loader.py --list LIST --out FILE`)")
+    version = data.get("version")
+    if not isinstance(version, int) or not 1 <= version <= LOADER_RATE_VERSION:
+        raise ValueError(f"{path}: {LOADER_RATE_FORMAT} version {version!r}; this code reads versions 1 to "
+                         f"{LOADER_RATE_VERSION} (a newer salt wrote it?)")
+    clip = data.get("clip")
+    if not isinstance(clip, dict) or set(CLIP_KEYS) - set(clip):
+        raise ValueError(f"{path}: 'clip' must hold the clip settings {', '.join(CLIP_KEYS)}")
+    try:
+        return LoaderRate(data.get("clips_per_s_per_core"), clip=clip,
+                          source=f"{path}: {data.get('videos', '?')} videos of {data.get('list', '?')}, measured "
+                                 f"{data.get('measured_at', '?')}")
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
+@dataclass(frozen=True)
+class LoaderBudget:
+    """What one GPU asks of its data loader in a run: per GPU, since each GPU trains its share of the global batch
+    at the same rate however many share it."""
+    clip_flops: float           # a clip's share of the step: step_flops(cfg) / train.batch_size (clips)
+    clips_per_s: float          # clips one GPU trains per second at the assumed achieved FLOP/s
+    cores_needed: float         # loader cores that takes at the measured clips/s per core
+    loader_cores: int           # cores that decode: data.num_workers, at most cpus_per_task - 1 (the training
+    #                             process keeps one); 0 workers: the training process decodes between steps
+    clips_per_s_per_core: float
+
+    @property
+    def starves(self) -> bool:
+        return self.cores_needed > self.loader_cores
+
+    @property
+    def gpu_busy(self) -> float:
+        """The share of time the GPU can compute when the loader sets the pace (1: it keeps up). Without workers
+        decoding and training take turns, so the step time and the decode time add up."""
+        supply = self.loader_cores * self.clips_per_s_per_core
+        if self.loader_cores == 0:
+            return self.clips_per_s_per_core / (self.clips_per_s_per_core + self.clips_per_s)
+        return min(1.0, supply / self.clips_per_s)
+
+
+def loader_cores(cfg: RunConfig, clips_per_s_per_core: float, gpu_tflops: float,
+                 cpus_per_task: int) -> LoaderBudget:
+    """The data budget of one GPU of a run on video files: the clips/s it trains at `gpu_tflops` achieved (the
+    step's FLOPs in this code's accounting, `step_flops`, per clip of train.batch_size), the CPU cores that takes
+    at `clips_per_s_per_core`, and the cores a task of `cpus_per_task` has for it (one task per GPU)."""
+    if cfg.data.source != "video_list":
+        raise ValueError(f"data.source={cfg.data.source!r}: only video files are decoded (data.source=video_list)")
+    if gpu_tflops <= 0 or cpus_per_task < 1:
+        raise ValueError(f"gpu_tflops must be > 0 and cpus_per_task >= 1, got {gpu_tflops}, {cpus_per_task}")
+    rate = LoaderRate(clips_per_s_per_core).clips_per_s_per_core   # checked like a rate read from a file
+    clip_flops = step_flops(cfg) / cfg.train.batch_size
+    clips_per_s = gpu_tflops * 1e12 / clip_flops
+    return LoaderBudget(clip_flops=clip_flops, clips_per_s=clips_per_s, cores_needed=clips_per_s / rate,
+                        loader_cores=min(cfg.data.num_workers, cpus_per_task - 1), clips_per_s_per_core=rate)
