@@ -3,12 +3,15 @@
 `python -m salt eval RUN_DIR [--checkpoint STEP] [--protocol fast|systematic] [--benchmark NAME ...]
 [--selection strict|paper] [--encoder default|online|ema] [key=value ...]` (key=value: benchmark settings),
 `python -m salt import-encoder {videomae,vjepa2} SOURCE OUT_DIR [key=value ...]` (a released encoder as a run
-folder, salt.importers) and `python -m salt demo [--preset tiny|small]`."""
+folder, salt.importers), `python -m salt prepare-videos LIST OUT_DIR [--short-side 256 --gop 16 ...]` (a video list
+re-encoded once for training, salt.data.prepare; docs/data.md) and `python -m salt demo [--preset tiny|small]`."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 from salt.config import ConfigError, load_config, resolve_config
 from salt.objectives import methods
@@ -55,6 +58,27 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--num-heads", type=int, default=None, help="attention heads, for widths that are not a release's")
     i.add_argument("--config", action="append", default=[], help="YAML layers for the run's data (clip size, list)")
     i.add_argument("overrides", nargs="*", help="key=value, e.g. data.video.list_path=val.csv")
+    v = sub.add_parser("prepare-videos", help="re-encode a video list once for fast training (docs/data.md)")
+    v.add_argument("list", help="video list ('path label' per line; .csv: comma-separated)")
+    v.add_argument("out_dir", help="folder for videos/, the new list (same name), report.json")
+    v.add_argument("--short-side", type=int, default=256, help="scale so the short side is this, never up (even)")
+    v.add_argument("--gop", type=int, default=16, help="frames between keyframes (closed GOPs): a clip decodes at "
+                                                      "most gop - 1 frames before its first")
+    v.add_argument("--chunk-seconds", type=float, default=10.0,
+                   help="cut longer videos into files of about this length (a tail under half a chunk joins the "
+                        "chunk before); 0 = one file per video")
+    v.add_argument("--max-fps", type=float, default=0.0, help="drop frames to at most this rate; 0 = keep the rate")
+    v.add_argument("--crf", type=int, default=23,
+                   help="x264 quality (default 23, x264's own: finer than a 224 px crop of a 256 px frame shows)")
+    v.add_argument("--preset", default="veryfast",
+                   help="x264 preset (default veryfast: several times faster than medium for ~10%% larger files; "
+                        "the files are written once and decode as fast either way)")
+    v.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="files encoded side by side (default: "
+                                                                            "the cores)")
+    v.add_argument("--retry-failed", action="store_true", help="also redo inputs recorded as failed")
+    v.add_argument("--profile", type=Path, help="cluster profile YAML (slurm/profiles/): a job array of shards, "
+                                                "cpus_per_task workers each")
+    v.add_argument("--shards", type=int, default=1000, help="--profile: array tasks at most (default 1000)")
     args = parser.parse_args(argv)
 
     try:
@@ -84,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             student = ["python", "-m", "salt", "student", "--config", "CONFIG", "--teacher", args.out_dir]
             print(f"run folder: {args.out_dir}\nas a teacher: {shlex.join(student)}")
             return 0
+        if args.command == "prepare-videos":
+            return _prepare_videos(args)
         if args.command == "demo":
             from salt.demo import run_demo
             run_demo(args.preset, args.out, args.overrides)
@@ -116,6 +142,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run folder: {run_dir_for(cfg)}")
     return 0
 
+
+def _prepare_videos(args) -> int:
+    """prepare-videos: locally with --workers processes, or as a job array with --profile. 0 when every input is
+    finished (failures are in the report), 1 when some are left (rerun to finish them)."""
+    from salt.data.prepare import PrepareOptions, prepare_collection, summary
+    options = PrepareOptions(short_side=args.short_side, gop=args.gop, chunk_seconds=args.chunk_seconds,
+                             max_fps=args.max_fps, crf=args.crf, preset=args.preset)
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.profile:
+        from salt.study.launch import LaunchOptions
+        from salt.study.prepare import prepare_on_cluster
+        launch = load_config(LaunchOptions, [args.profile])
+        report = prepare_on_cluster(args.list, args.out_dir, options, launch, args.shards, args.retry_failed)
+    else:
+        report = prepare_collection(args.list, args.out_dir, options, workers=args.workers,
+                                    retry_failed=args.retry_failed)
+    print(summary(report))
+    return 1 if report["unfinished"] else 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,12 +9,22 @@ from pathlib import Path
 from typing import Any, Callable, IO
 
 
+def _file_mode() -> int:
+    """The mode `open` would give a new file under the process's umask (mkstemp's temp files are 0600, which would
+    leave results, checkpoints and prepared videos on a shared filesystem readable by their owner alone)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Call write(file_object) on a temp file beside `path`, fsync, then rename it over `path`."""
+    """Call write(file_object) on a temp file beside `path`, fsync, then rename it over `path` (with the mode a
+    plain `open` would have given it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -61,3 +61,17 @@ def test_a_run_trained_before_done_json_was_versioned_still_loads(micro_config):
     legacy = {k: v for k, v in first.items() if k != "schema_version"}
     layout.done.write_text(json.dumps(legacy))
     assert train(cfg) == legacy
+
+
+def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path):
+    """Not mkstemp's 0600: results and prepared videos on a shared filesystem are readable as the umask allows."""
+    import os
+    from salt.io import atomic_write_text
+    saved = os.umask(0o022)
+    try:
+        for umask, mode in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):
+            os.umask(umask)
+            atomic_write_text(tmp_path / f"f{umask:o}.txt", "x")
+            assert (tmp_path / f"f{umask:o}.txt").stat().st_mode & 0o777 == mode
+    finally:
+        os.umask(saved)
