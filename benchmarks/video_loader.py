@@ -56,34 +56,38 @@ WIDTH, HEIGHT, FPS = 340, 256, 30
 # ---------------------------------------------------------------- a Kinetics-like set
 
 
-def _scene(rng: np.random.Generator, frames: int):
+def _scene(rng: np.random.Generator, frames: int, height: int = HEIGHT, width: int = WIDTH):
     """Smooth content that pans, three moving blobs, sensor-like noise: what x264 codes with B-frames."""
-    ys, xs = np.mgrid[0:2 * HEIGHT, 0:2 * WIDTH].astype(np.float32)
+    ys, xs = np.mgrid[0:2 * height, 0:2 * width].astype(np.float32)
     freq, phase = rng.uniform(0.01, 0.06, (3, 2)), rng.uniform(0, 6.3, 3)
     background = np.stack([127 + 70 * np.sin(freq[c, 0] * xs + freq[c, 1] * ys + phase[c]) for c in range(3)], -1)
     by, bx = np.mgrid[-32:32, -32:32].astype(np.float32)
     blob = np.exp(-(bx ** 2 + by ** 2) / 300.0)[..., None]
-    blobs = [(rng.uniform(0, 1, 2) * (HEIGHT - 64, WIDTH - 64), rng.uniform(-3, 3, 2), rng.uniform(-90, 90, 3))
+    blobs = [(rng.uniform(0, 1, 2) * (height - 64, width - 64), rng.uniform(-3, 3, 2), rng.uniform(-90, 90, 3))
              for _ in range(3)]
-    noise = [rng.normal(0, 5, (HEIGHT, WIDTH, 3)).astype(np.float32) for _ in range(4)]
+    noise = [rng.normal(0, 5, (height, width, 3)).astype(np.float32) for _ in range(4)]
     pan = rng.uniform(-1.5, 1.5, 2)
     for k in range(frames):
-        y0, x0 = int(HEIGHT / 2 + pan[0] * k) % HEIGHT, int(WIDTH / 2 + pan[1] * k) % WIDTH
-        image = background[y0:y0 + HEIGHT, x0:x0 + WIDTH] + noise[k % 4]
+        y0, x0 = int(height / 2 + pan[0] * k) % height, int(width / 2 + pan[1] * k) % width
+        image = background[y0:y0 + height, x0:x0 + width] + noise[k % 4]
         for (y, x), (vy, vx), colour in blobs:
-            top, left = int(y + vy * k) % (HEIGHT - 64), int(x + vx * k) % (WIDTH - 64)
+            top, left = int(y + vy * k) % (height - 64), int(x + vx * k) % (width - 64)
             image[top:top + 64, left:left + 64] += blob * colour
         yield image.clip(0, 255).astype(np.uint8)
 
 
-def write_video(path: Path, seed: int, seconds: float, keyint: int) -> None:
+def write_video(path: Path, seed: int, seconds: float, keyint: int, width: int = WIDTH, height: int = HEIGHT,
+                bframes: int = 3, bit_rate: int = 1_000_000) -> None:
+    """H.264 of `_scene` at 30 fps with a fixed keyframe interval and B-frames, at `bit_rate` (0: crf 23)."""
     tmp = path.with_suffix(".tmp.mp4")
     with av.open(str(tmp), "w") as container:
         stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt, stream.bit_rate = WIDTH, HEIGHT, "yuv420p", 1_000_000
-        stream.options = {"g": str(keyint), "keyint_min": str(keyint), "bf": "3", "preset": "veryfast",
-                          "x264-params": "b-adapt=0:scenecut=0"}
-        for image in _scene(np.random.default_rng(seed), round(seconds * FPS)):
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"g": str(keyint), "keyint_min": str(keyint), "bf": str(bframes), "preset": "veryfast",
+                          "x264-params": "b-adapt=0:scenecut=0", **({} if bit_rate else {"crf": "23"})}
+        if bit_rate:
+            stream.bit_rate = bit_rate
+        for image in _scene(np.random.default_rng(seed), round(seconds * FPS), height, width):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode())
     os.replace(tmp, path)

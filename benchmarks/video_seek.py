@@ -31,52 +31,21 @@ import torch
 
 import salt.data.frame_index as frame_index
 import salt.data.video as video
+import video_loader
 from machine import matmul_gflops
 from salt.data.video import VideoListConfig, VideoListDataset, crop_resize_normalise, read_video
 
 
-def scene(rng: np.random.Generator, frames: int, height: int, width: int):
-    """A panning smooth background, a moving blob and cycling noise: content x264 codes with B-frames."""
-    ys, xs = np.mgrid[0:2 * height, 0:2 * width].astype(np.float32)
-    freq, phase = rng.uniform(0.02, 0.08, (3, 2)), rng.uniform(0, 6.3, 3)
-    background = np.stack([127 + 70 * np.sin(freq[c, 0] * xs + freq[c, 1] * ys + phase[c]) for c in range(3)], -1)
-    side = max(8, height // 6)
-    by, bx = np.mgrid[-side:side, -side:side].astype(np.float32)
-    blob = (np.exp(-(bx ** 2 + by ** 2) / (side ** 2 / 3)) * 90)[..., None]
-    noise = [rng.normal(0, 4, (height, width, 3)).astype(np.float32) for _ in range(4)]
-    pan, speed = rng.uniform(-1.5, 1.5, 2), rng.uniform(-3, 3, 2)
-    for k in range(frames):
-        y0, x0 = int(height / 2 + pan[0] * k) % height, int(width / 2 + pan[1] * k) % width
-        image = background[y0:y0 + height, x0:x0 + width] + noise[k % 4]
-        top, left = int(speed[0] * k) % (height - 2 * side), int(speed[1] * k) % (width - 2 * side)
-        image[top:top + 2 * side, left:left + 2 * side] += blob
-        yield image.clip(0, 255).astype(np.uint8)
-
-
 def write_video(path: Path, seconds: float, width: int, height: int, keyint: int, seed: int) -> Path:
-    if path.exists():
-        return path
-    tmp = path.with_name(f".{path.name}.tmp.mp4")
-    with av.open(str(tmp), "w") as container:
-        stream = container.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"g": str(keyint), "keyint_min": str(keyint), "bf": "2", "preset": "veryfast", "crf": "23",
-                          "x264-params": "b-adapt=0:scenecut=0"}
-        for image in scene(np.random.default_rng(seed), round(seconds * 30), height, width):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
-    os.replace(tmp, path)
+    """Once: video_loader's scene at width x height, H.264 crf 23, 2 B-frames, a fixed keyframe interval."""
+    if not path.exists():
+        video_loader.write_video(path, seed, seconds, keyint, width, height, bframes=2, bit_rate=0)
     return path
 
 
 def write_list(path: Path, videos: list[Path]) -> str:
     path.write_text("".join(f"{v.name} {i % 4}\n" for i, v in enumerate(videos)))
     return str(path)
-
-
-def items_for(videos: int, count: int, seed: int) -> list[tuple[int, int]]:
-    rng = np.random.default_rng(seed)
-    return [(int(rng.integers(videos)), int(rng.integers(2 ** 62))) for _ in range(count)]
 
 
 def timed_rounds(rows: dict, items: list, rounds: int) -> dict[str, float]:
@@ -140,7 +109,7 @@ def lengths_part(root: Path, lengths: list[float], clips: int, rounds: int) -> N
         datasets[f"{seconds:g} s"] = dataset
         print(f"  {seconds:g} s videos: {os.path.getsize(paths[0]) / 1e6:.1f} MB each ({written:.0f} s to write or "
               f"find); first sample of a file (index built) {build_ms[seconds]:.1f} ms")
-    items = items_for(2, clips, seed=1)
+    items = video_loader.items_for(2, clips, seed=1)
     medians = timed_rounds({name: (lambda item, d=d: d[item]) for name, d in datasets.items()}, items, rounds)
     reference = medians[f"{lengths[0]:g} s"]
     print(f"  {'video length':<14} {'ms per clip':>11} {'x shortest':>10}   (median of {rounds} rounds)")
@@ -154,7 +123,7 @@ def long_gop_part(root: Path, videos: int, seconds: float, clips: int, rounds: i
     paths = [write_video(root / f"gop300_{seconds:g}s_{i}.mp4", seconds, 320, 240, 300, seed=100 + i)
              for i in range(videos)]
     list_path = write_list(root / f"gop300_{seconds:g}s.txt", paths)
-    items = items_for(videos, clips, seed=2)
+    items = video_loader.items_for(videos, 2 * clips, seed=2)   # twice the clips: a clip's cost varies with its place in the GOP
     for resolution in (64, 224):
         cfg = VideoListConfig(list_path=list_path, frames_per_clip=16, frame_step=4, resolution=resolution,
                               decode_threads=1)
@@ -244,7 +213,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=float, nargs="+", default=[10, 60, 300, 1800], help="video lengths, s")
     parser.add_argument("--clips", type=int, default=96, help="clips timed per row, over all rounds")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--gop-videos", type=int, default=16)
     parser.add_argument("--data-dir", default=os.path.join(os.path.expanduser("~"), ".cache", "salt-video-bench"))
     parser.add_argument("--quick", action="store_true", help="short videos, few clips: checks that it all runs")
@@ -252,7 +221,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.lengths, args.clips, args.rounds, args.gop_videos = [2, 6], 8, 2, 2
     torch.set_num_threads(1)
-    root = Path(args.data_dir) / "seek"
+    root = Path(args.data_dir) / "seek_v2"   # v2: video_loader's scene
     root.mkdir(parents=True, exist_ok=True)
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} (1 thread), PyAV {av.__version__}, fp32 matmul "
           f"{matmul_gflops():.0f} GFLOP/s; frame indexes in {frame_index.index_folder()}")
