@@ -7,7 +7,8 @@
 --list: clips/s per CPU core on your own files, for the study dry run's data budget (`--loader-rate FILE`,
 docs/studies.md). Training samples of VideoListDataset(train=True) from the list, with the clip settings of a run
 config's data.video (--config: a packaged name or a YAML file; default paper_vitl_student), decoded in the main
-process with 1 FFmpeg thread and 1 torch thread: one core. Random (index, seed) items, --rounds rounds, the median
+process with 1 FFmpeg thread and 1 torch thread: one core. Random (index, seed) items (the frame index of each file
+they touch built first, untimed: the rate after a first epoch), --rounds rounds, the median
 round. With --workers N (default 2, 0: none) it also times N DataLoader workers, for information. It writes a
 versioned JSON file (format salt-loader-rate: the rate, the list, the clip settings, the machine, the command)
 and prints the clips/s the config's step needs per GPU at --gpu-tflops and the cores that takes at this rate.
@@ -321,6 +322,11 @@ def measure_list(args, command: str) -> int:
     if args.workers:
         rows.append(Row(f"{args.workers} DataLoader workers (1 thread each)", dataset, args.workers))
     items = items_for(len(dataset), args.clips, seed=0)
+    start = time.perf_counter()
+    for index in sorted({index for index, _ in items}):   # untimed: each touched file's frame index built (on disk
+        dataset[(index, 0)]                                # for the workers too): the rate after a first epoch
+    print(f"frame indexes of the {len({i for i, _ in items})} files sampled built or found in "
+          f"{time.perf_counter() - start:.1f} s (untimed; salt.data.frame_index)")
     per_round = max(1, args.clips // args.rounds)
     for r in range(args.rounds):
         for row in rows:
