@@ -225,13 +225,12 @@ def fit_advice(cfg: RunConfig, devices: int, budget_gb: float, precision: str = 
 LOADER_RATE_FORMAT = "salt-loader-rate"
 LOADER_RATE_VERSION = 1
 # the clip settings a decode's cost depends on: a rate holds for these (crops and flips cost about the same)
-CLIP_KEYS = ("frames_per_clip", "frame_step", "fps", "duration", "num_clips", "resolution")
-DECODE_KEYS = ("fast_decode",)   # recorded and compared where the config has them (not required in a rate file)
+CLIP_KEYS = ("frames_per_clip", "frame_step", "fps", "duration", "num_clips", "resolution", "fast_decode")
 
 
 def clip_settings(video: VideoListConfig) -> dict[str, float]:
-    """The settings of `video` (data.video) that a measured loader rate holds for (CLIP_KEYS, DECODE_KEYS)."""
-    return {key: getattr(video, key) for key in CLIP_KEYS + DECODE_KEYS if hasattr(video, key)}
+    """The settings of `video` (data.video) that a measured loader rate holds for (CLIP_KEYS)."""
+    return {key: getattr(video, key) for key in CLIP_KEYS}
 
 
 @dataclass(frozen=True)
@@ -256,7 +255,7 @@ class LoaderRate:
         run = clip_settings(video)
         by_time = any(d.get(k) for d in (self.clip, run) for k in ("fps", "duration"))
         keys = ["frames_per_clip", "resolution", "num_clips", *(("fps", "duration") if by_time else ("frame_step",)),
-                *(k for k in DECODE_KEYS if k in self.clip and k in run)]
+                "fast_decode"]
         return [f"{k} {self.clip[k]} -> {run[k]}" for k in keys if self.clip[k] != run[k]]
 
 
