@@ -40,7 +40,7 @@ import av
 from av.video.frame import PictureType
 from av.video.reformatter import Interpolation
 
-from salt.data.video import _DECODE_ERRORS, UnreadableVideoError, VideoEntry, read_video_list
+from salt.data.video import DECODE_ERRORS, UnreadableVideoError, VideoEntry, read_video_list
 from salt.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 RECORD_VERSION = 1
@@ -274,7 +274,7 @@ def prepare_input(path: str, layout: PrepareLayout, options: PrepareOptions) -> 
     started = time.perf_counter()
     try:
         record = _encode_input(path, layout, options)
-    except _DECODE_ERRORS as error:
+    except DECODE_ERRORS as error:
         for partial in layout.chunks_of(path):
             partial.unlink(missing_ok=True)
         record = {"status": "failed", "reason": f"{type(error).__name__}: {error}", "chunks": [], "frames": 0,

@@ -108,7 +108,7 @@ class UnreadableVideoWarning(UserWarning):
 
 
 # What a bad file can raise; anything else is a bug here and must surface.
-_DECODE_ERRORS = (av.FFmpegError, OSError, UnreadableVideoError)
+DECODE_ERRORS = (av.FFmpegError, OSError, UnreadableVideoError)
 
 
 @dataclass(frozen=True)
@@ -517,7 +517,7 @@ class VideoListDataset(torch.utils.data.Dataset):
             entry = self.entries[(index + failures) % len(self.entries)]
             try:
                 video, seek_fallback = self._load(entry.path, seed)
-            except _DECODE_ERRORS as error:
+            except DECODE_ERRORS as error:
                 warnings.warn(
                     f"skipping unreadable video {entry.path} (line {entry.line} of {entry.list_path}): "
                     f"{type(error).__name__}: {error}",
