@@ -187,13 +187,16 @@ def _hashed(value):
 
 def config_hash(cfg, exclude: tuple[str, ...] = ()) -> str:
     """Stable short hash of a resolved config; keys in `exclude` (dotted: "train.progress") are left out, and so
-    are ADDED_LATER knobs at their defaults."""
-    d = _hashed(cfg)
+    are ADDED_LATER knobs at their defaults. An excluded key the config does not have is an error (KeyError naming
+    it): a renamed or removed key would otherwise silently stop being excluded, or never have been."""
+    d, full = _hashed(cfg), to_dict(cfg)
     for key in exclude:
         *parents, leaf = key.split(".")
-        node = d
+        node, known = d, full
         for part in parents:
-            node = node.get(part, {})
+            node, known = node.get(part, {}), known.get(part) if isinstance(known, dict) else None
+        if not isinstance(known, dict) or leaf not in known:
+            raise KeyError(f"config_hash: {key!r} (to leave out of the hash) is not a key of {type(cfg).__name__}")
         node.pop(leaf, None)
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

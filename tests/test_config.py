@@ -81,6 +81,15 @@ def test_hash_ignores_non_semantic_keys():
     assert config_hash(a, exclude) != config_hash(c, exclude)
 
 
+def test_hash_refuses_to_leave_out_a_key_the_config_does_not_have():
+    """A renamed or removed key would otherwise silently stop being left out of run ids."""
+    cfg = load_config(RunConfig, [], [])
+    assert config_hash(cfg, ("data.video.decode_threads",)) == config_hash(cfg)   # a knob at its default: fine
+    for key in ("train.no_such_key", "no_such_section.steps", "train.steps.deeper"):
+        with pytest.raises(KeyError, match=key.replace(".", r"\.")):
+            config_hash(cfg, (key,))
+
+
 def test_float_overrides_accept_exponents_without_a_dot():
     """YAML 1.1 reads `1e-4` as a string; a float key takes it, and still refuses text that is not a number."""
     cfg = load_config(RunConfig, [], ["optim.lr=1e-4"])
