@@ -89,6 +89,10 @@ class RunLayout:
         return sorted((int(m.group(1)), p) for p in self.checkpoints_dir.iterdir()
                       if (m := _CHECKPOINT_NAME.match(p.name)))
 
+    def set_aside(self, checkpoint: Path) -> Path:
+        """Where an unreadable checkpoint is moved: beside it, under a name `checkpoints()` does not list."""
+        return checkpoint.with_name(checkpoint.name + ".unreadable")
+
     def latest_checkpoint(self) -> Path | None:
         found = self.checkpoints()
         return found[-1][1] if found else None

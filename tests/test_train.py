@@ -99,6 +99,49 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(tmp_path)
 
 
+def test_an_unreadable_latest_checkpoint_is_set_aside_and_the_run_resumes_from_the_one_before(micro_config):
+    """A truncated step-4 checkpoint (a full disk, a killed copy): resume warns, moves it aside, continues from step
+    2, and ends with the weights of an uninterrupted run; evaluation's "latest checkpoint" takes the same path."""
+    straight = micro_config("teacher", "straight", steps=6)
+    train(straight)
+    cfg = micro_config("teacher", "damaged", steps=6)
+    trainer, calls = Trainer(cfg), []
+    original_step = trainer.step
+
+    def crash_after_five(step, batch):
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        calls.append(step)
+        return original_step(step, batch)
+    trainer.step = crash_after_five
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    layout = RunLayout(run_dir_for(cfg))
+    assert [s for s, _ in layout.checkpoints()] == [2, 4]
+    latest = layout.checkpoint(4)
+    latest.write_bytes(latest.read_bytes()[:1000])
+    with pytest.warns(ckpt.CheckpointFallbackWarning, match="step_00000004.pt.*moved to step_00000004.pt.unreadable"):
+        summary = train(cfg, resume=True)
+    assert summary["steps"] == 6 and layout.set_aside(latest).is_file()
+    _assert_same_models(_weights(run_dir_for(straight)), _weights(run_dir_for(cfg)))
+    layout.checkpoint(6).write_bytes(b"damaged")   # evaluation of the latest: the same fallback
+    with pytest.warns(ckpt.CheckpointFallbackWarning):
+        assert load_checkpoint(run_dir_for(cfg))["step"] == 4
+
+
+def test_no_readable_checkpoint_names_what_was_set_aside_and_a_rerun_starts_over(micro_config):
+    cfg = micro_config("teacher", "all-bad", steps=4)
+    train(cfg)
+    layout = RunLayout(run_dir_for(cfg))
+    layout.done.unlink()
+    for _, path in layout.checkpoints():
+        path.write_bytes(b"damaged")
+    with pytest.warns(ckpt.CheckpointFallbackWarning), \
+            pytest.raises(ckpt.UnreadableCheckpointError, match="no readable checkpoint.*step_00000004.pt.unreadable"):
+        train(cfg, resume=True)
+    assert layout.checkpoints() == [] and train(cfg, resume=True)["steps"] == 4
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(micro_config):
     cfg = micro_config("teacher", "nan", steps=6)
     trainer = Trainer(cfg)

@@ -17,7 +17,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from salt.checkpoint import load_checkpoint, load_matching, save_checkpoint
+from salt.checkpoint import load_latest, load_matching, save_checkpoint
 from salt.config import config_hash, to_dict
 from salt.data import DATA_COUNTERS, build_dataset, collate, step_sampler
 from salt.data.sampler import mix_seed
@@ -130,7 +130,8 @@ class Trainer:
         if existing is not None and not resume:
             raise RuntimeError(f"run folder {self.run_dir} already has checkpoints: pass --resume to continue it, "
                                "or choose another name/out_dir (finished results are never overwritten)")
-        state = load_checkpoint(existing) if existing is not None else None
+        found = load_latest(self.run_dir) if existing is not None else None   # an unreadable newest is set aside
+        state = found[1] if found is not None else None
         if state is not None:
             self._restore(state)   # the modules whole, before any sharding
         self.dist.check_same(self.start_step, "the step to resume from")
