@@ -79,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--profile", type=Path, help="cluster profile YAML (slurm/profiles/): a job array of shards, "
                                                 "cpus_per_task workers each")
     v.add_argument("--shards", type=int, default=1000, help="--profile: array tasks at most (default 1000)")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:   # key=value overrides after an option (`... train.steps=2 --resume out_dir=runs`), as Hydra allows
+        if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides += extra
 
     try:
         if args.command == "eval":
@@ -136,8 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         from salt.config import to_dict
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return 0
+    from salt.checkpoint import UnreadableCheckpointError
     from salt.eval.periodic import evaluation_hooks
-    summary = train(cfg, resume=args.resume, checkpoint_hooks=evaluation_hooks(cfg))
+    from salt.train.loop import NonFiniteLossError, RunFolderInUseError
+    try:
+        summary = train(cfg, resume=args.resume, checkpoint_hooks=evaluation_hooks(cfg))
+    except (FileNotFoundError, UnreadableCheckpointError, NonFiniteLossError, RunFolderInUseError) as e:
+        print(f"error: {e}", file=sys.stderr)   # the user's to fix (a path, a folder, a setting): no traceback
+        return 2
     print(json.dumps(summary, indent=2))
     print(f"run folder: {run_dir_for(cfg)}")
     return 0

@@ -74,3 +74,27 @@ def test_eval_command_writes_a_record(tmp_path):
     assert bad.returncode == 2 and "thorough" in bad.stderr
     missing = _salt("eval", str(tmp_path / "runs" / "nope"))
     assert missing.returncode == 2 and "nope" in missing.stderr
+
+
+def test_overrides_may_follow_options_and_runtime_errors_are_one_line(tmp_path):
+    """`key=value` after an option joins the overrides (as Hydra and torchrun users type them); a missing video
+    list, a run folder that needs --resume and a run whose checkpoints are all unreadable end in one `error:` line,
+    no traceback."""
+    overrides = micro_overrides(tmp_path, "mixed", steps=2)
+    r = _salt("teacher", "--config", "micro_teacher", *overrides[:2], "--resume", *overrides[2:])
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "runs" / "mixed" / "done.json").read_text())["steps"] == 2
+    assert _salt("teacher", "--config", "micro_teacher", "--resume", "--bogus").returncode == 2   # still refused
+    missing = _salt("teacher", "--config", "micro_teacher", *overrides[:2], "name=v", "data.source=video_list",
+                    "data.video.list_path=/nope.csv")
+    assert missing.returncode == 2 and "error: video list not found: /nope.csv" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    checkpoints = tmp_path / "runs" / "mixed" / "checkpoints"
+    (tmp_path / "runs" / "mixed" / "done.json").unlink()
+    again = _salt("teacher", "--config", "micro_teacher", *overrides)
+    assert again.returncode == 2 and "pass --resume" in again.stderr and "Traceback" not in again.stderr
+    for path in checkpoints.glob("*.pt"):
+        path.write_bytes(b"damaged")
+    damaged = _salt("teacher", "--config", "micro_teacher", *overrides, "--resume")
+    assert damaged.returncode == 2 and "error: no readable checkpoint" in damaged.stderr
+    assert "Traceback" not in damaged.stderr

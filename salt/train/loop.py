@@ -38,6 +38,10 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+class RunFolderInUseError(RuntimeError):
+    """The run folder has checkpoints and the run was not asked to resume them."""
+
+
 # callback(trainer, step, record): called after each logged step with the record written to metrics.jsonl. It
 # may raise to stop training (the run stays resumable). It runs on every rank; one that stops must decide alike.
 Callback = Callable[["Trainer", int, dict], None]
@@ -128,8 +132,8 @@ class Trainer:
         self.data_counts = dict.fromkeys(DATA_COUNTERS, 0)   # unreadable files skipped, decodes that could not seek
         existing = self.layout.latest_checkpoint()
         if existing is not None and not resume:
-            raise RuntimeError(f"run folder {self.run_dir} already has checkpoints: pass --resume to continue it, "
-                               "or choose another name/out_dir (finished results are never overwritten)")
+            raise RunFolderInUseError(f"run folder {self.run_dir} already has checkpoints: pass --resume to continue "
+                                      "it, or choose another name/out_dir (finished results are never overwritten)")
         found = load_latest(self.run_dir) if existing is not None else None   # an unreadable newest is set aside
         state = found[1] if found is not None else None
         if state is not None:
