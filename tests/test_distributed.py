@@ -1,6 +1,8 @@
 """Data-parallel training: 2 gloo processes on a global batch B = 1 process on the same batch B."""
 import os
+import random
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,9 +25,20 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range: a port the OS hands out (bind to 0) can be handed out again,
+    to one of gloo's own connections, before a later rendezvous listens on it (seen: EADDRINUSE on a resume)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) \
+        if Path("/proc/sys/net/ipv4/ip_local_port_range").exists() else 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port below {low}")
 
 
 def _dump_weights(trainer, path):
