@@ -23,25 +23,27 @@ def _assert_same_models(a, b):
             assert torch.equal(a[name][k], b[name][k]), f"{name}.{k} differs"
 
 
+def _crash_after(trainer: Trainer, steps: int) -> None:
+    """Run `trainer` until it has taken `steps` steps, then stop it as a kill would (KeyboardInterrupt)."""
+    original_step, calls = trainer.step, []
+
+    def crashing(step, batch):
+        if len(calls) == steps:
+            raise KeyboardInterrupt
+        calls.append(step)
+        return original_step(step, batch)
+    trainer.step = crashing
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+
+
 @pytest.mark.parametrize("stage, accumulate", [("teacher", 1), ("vjepa", 1), ("vjepa", 2)])
 def test_resume_mid_run_gives_identical_weights(micro_config, stage, accumulate):
     straight = micro_config(stage, "straight", f"train.accumulate={accumulate}", steps=6)
     train(straight)
     # Interrupted: the same run stopped after 3 steps (checkpoint at 2), then resumed to 6.
     interrupted = micro_config(stage, "resumed", f"train.accumulate={accumulate}", steps=6)
-    trainer = Trainer(interrupted)
-    trainer.cfg.train.steps = 6
-    original_step = trainer.step
-    calls = []
-
-    def crash_after_three(step, batch):
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        calls.append(step)
-        return original_step(step, batch)
-    trainer.step = crash_after_three
-    with pytest.raises(KeyboardInterrupt):
-        trainer.fit()
+    _crash_after(Trainer(interrupted), 3)
     assert [s for s, _ in RunLayout(run_dir_for(interrupted)).checkpoints()] == [2]
     assert not (run_dir_for(interrupted) / "done.json").exists()
     summary = train(interrupted, resume=True)
@@ -105,17 +107,7 @@ def test_an_unreadable_latest_checkpoint_is_set_aside_and_the_run_resumes_from_t
     straight = micro_config("teacher", "straight", steps=6)
     train(straight)
     cfg = micro_config("teacher", "damaged", steps=6)
-    trainer, calls = Trainer(cfg), []
-    original_step = trainer.step
-
-    def crash_after_five(step, batch):
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-        calls.append(step)
-        return original_step(step, batch)
-    trainer.step = crash_after_five
-    with pytest.raises(KeyboardInterrupt):
-        trainer.fit()
+    _crash_after(Trainer(cfg), 5)
     layout = RunLayout(run_dir_for(cfg))
     assert [s for s, _ in layout.checkpoints()] == [2, 4]
     latest = layout.checkpoint(4)

@@ -44,46 +44,28 @@ def textured(num_frames: int, height: int = H, width: int = W, seed: int = 0) ->
     return frames
 
 
-def encode(path: Path, frames: list[np.ndarray], *, gop: int, bframes: int, open_gop: bool = False,
-           vfr: bool = False, fmt: str | None = None) -> Path:
-    """H.264 with a fixed keyframe interval and a fixed number of B-frames (b-adapt=0, no scene cuts); `vfr`
-    gives uneven timestamps (20-59 ms apart) in a 1/1000 time base."""
-    time_base = fractions.Fraction(1, 1000) if vfr else fractions.Fraction(1, 25)
-    params = f"b-adapt=0:scenecut=0{':open-gop=1' if open_gop else ''}"
+def encode(path: Path, frames: list[np.ndarray], *, gop: int, bframes: int = 0, open_gop: bool = False,
+           vfr: bool = False, fmt: str | None = None, codec: str = "libx264") -> Path:
+    """H.264 with a fixed keyframe interval and a fixed number of B-frames (b-adapt=0, no scene cuts), or with
+    codec="libvpx-vp9" VP9 in webm (alt-ref frames on: hidden frames packed with shown ones; a 1/1000 time base);
+    `vfr` gives uneven timestamps (20-59 ms apart) in a 1/1000 time base."""
+    vp9 = codec == "libvpx-vp9"
+    time_base = fractions.Fraction(1, 1000) if vfr or vp9 else fractions.Fraction(1, 25)
+    x264 = f"b-adapt=0:scenecut=0{':open-gop=1' if open_gop else ''}"
+    options = ({"auto-alt-ref": "1", "lag-in-frames": "16", "crf": "30", "b": "0", "deadline": "realtime",
+                "cpu-used": "8"} if vp9 else {"bf": str(bframes), "crf": "18", "x264-params": x264})
     rng = np.random.default_rng(1)
     with av.open(str(path), "w", format=fmt) as container:
-        stream = container.add_stream("libx264", rate=25)
+        stream = container.add_stream(codec, rate=25)
         stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-        stream.options = {"g": str(gop), "keyint_min": str(gop), "bf": str(bframes), "x264-params": params,
-                          "crf": "18"}
+        stream.options = {"g": str(gop), "keyint_min": str(gop), **options}
         stream.codec_context.time_base = time_base
         container.start_encoding()
         pts = 0
         for image in frames:
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts, frame.time_base = pts, time_base
-            pts += int(rng.integers(20, 60)) if vfr else 1
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return path
-
-
-def encode_vp9(path: Path, frames: list[np.ndarray], *, gop: int, vfr: bool = False) -> Path:
-    """VP9 in webm (libvpx, alt-ref frames on: hidden frames packed with shown ones), keyframe every `gop` frames;
-    `vfr` as in `encode` (webm's time base is 1/1000)."""
-    rng = np.random.default_rng(2)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libvpx-vp9", rate=25)
-        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-        stream.options = {"g": str(gop), "keyint_min": str(gop), "auto-alt-ref": "1", "lag-in-frames": "16",
-                          "crf": "30", "b": "0", "deadline": "realtime", "cpu-used": "8"}
-        time_base = fractions.Fraction(1, 1000)
-        stream.codec_context.time_base = time_base
-        pts = 0
-        for image in frames:
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts, frame.time_base = pts, time_base
-            pts += int(rng.integers(20, 60)) if vfr else 40
+            pts += int(rng.integers(20, 60)) if vfr else 40 if vp9 else 1
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
     return path
@@ -123,8 +105,8 @@ def coded(tmp_path_factory) -> dict[str, Path]:
         "vfr_mp4": encode(root / "vfr.mp4", textured(60), gop=12, bframes=2, vfr=True),
         "vfr_mkv": encode(root / "vfr.mkv", textured(60), gop=12, bframes=2, vfr=True),
         "edit_list": cut(encode(root / "whole.mp4", textured(72), gop=12, bframes=3), root / "cut.mp4", 12, 17),
-        "vp9_webm": encode_vp9(root / "vp9.webm", textured(60), gop=12),
-        "vp9_vfr_webm": encode_vp9(root / "vp9_vfr.webm", textured(60), gop=12, vfr=True),
+        "vp9_webm": encode(root / "vp9.webm", textured(60), gop=12, codec="libvpx-vp9"),
+        "vp9_vfr_webm": encode(root / "vp9_vfr.webm", textured(60), gop=12, vfr=True, codec="libvpx-vp9"),
     }
 
 
