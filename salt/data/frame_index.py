@@ -105,12 +105,21 @@ def index_folder() -> Path | None:
     return Path(os.environ.get("SALT_CACHE") or "~/.cache/salt").expanduser() / "video-index"
 
 
-def index_file(folder: Path, path: str) -> Path:
-    """The index file of the video at `path` as it is now (absolute path, size, modification time)."""
+def file_key(path: str) -> tuple[str, int, int]:
+    """The video at `path` as it is now: (absolute path, size, modification time). A changed file has another key."""
     absolute = os.path.abspath(path)
     stat = os.stat(absolute)
-    digest = hashlib.sha256(f"{absolute}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:40]
+    return absolute, stat.st_size, stat.st_mtime_ns
+
+
+def _index_name(folder: Path, key: tuple[str, int, int]) -> Path:
+    digest = hashlib.sha256("\0".join(map(str, key)).encode()).hexdigest()[:40]
     return folder / digest[:2] / f"{digest}.idx"
+
+
+def index_file(folder: Path, path: str) -> Path:
+    """The index file of the video at `path` as it is now (`file_key`)."""
+    return _index_name(folder, file_key(path))
 
 
 def _encode(index: FrameIndex) -> bytes:
@@ -145,13 +154,12 @@ class IndexCache:
         self._unwritable_warned = False
 
     def get(self, path: str, container: av.container.InputContainer, stream) -> FrameIndex:
-        stat = os.stat(path)
-        key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+        key = file_key(path)   # one stat: names the index in memory and on disk
         index = self._memory.get(key)
         if index is not None:
             self._memory.move_to_end(key)
             return index
-        file = index_file(self.folder, path) if self.folder is not None else None
+        file = _index_name(self.folder, key) if self.folder is not None else None
         index = self._read(file) if file is not None else None
         if index is None:
             index = scan(container, stream)
