@@ -1,5 +1,6 @@
-"""Where things live: the one owner of the layout of a run folder and of a study folder (no torch, so the
-analysis can use it). Every other module asks these objects for a path instead of joining names itself.
+"""Where things live: the one owner of the layout of a run folder, a study folder and a prepared video collection
+(no torch, so the analysis can use it). Every other module asks these objects for a path instead of joining names
+itself.
 
     <run>/config.yaml                       the resolved config
     <run>/metrics.jsonl                     one JSON line per logged step
@@ -18,10 +19,16 @@ analysis can use it). Every other module asks these objects for a path instead o
     <study>/results.csv                     the results table (a view of the records)
     <study>/analysis/report.md              the analysis report and its figures
     <study>/hpo/                            a hyperparameter search's storage and trials
+
+    <prepared>/videos/<stem>-<key>[_cNNN].mp4   a prepared collection (PrepareLayout, salt.data.prepare): the
+    <prepared>/.prepare/<key>.json              re-encoded files, one record per input, options.json, lock, logs;
+    <prepared>/<list name>, report.json         the new list and the report
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,3 +253,54 @@ class StudyLayout:
     def records(self) -> list[Path]:
         """Every evaluation record of the study's runs and baselines."""
         return sorted(p for p in self.runs.glob(f"**/{EVALS}/*.json") if is_record_file(p))
+
+
+@dataclass(frozen=True)
+class PrepareLayout:
+    """A prepared video collection's folder (`python -m salt prepare-videos LIST OUT_DIR`, salt.data.prepare)."""
+
+    root: Path
+
+    @property
+    def videos(self) -> Path:
+        return self.root / "videos"
+
+    @property
+    def state(self) -> Path:
+        return self.root / ".prepare"
+
+    @property
+    def options(self) -> Path:
+        return self.state / "options.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.state / "lock"
+
+    @property
+    def logs(self) -> Path:
+        return self.state / "logs"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.json"
+
+    def output_list(self, list_path: str | Path) -> Path:
+        return self.root / Path(list_path).name
+
+    def record(self, source: str) -> Path:
+        return self.state / f"{input_key(source)}.json"
+
+    def chunk(self, source: str, index: int | None) -> Path:
+        """videos/<readable stem>-<hash>.mp4, or ..._cNNN.mp4 for chunk `index` of a chunked preparation."""
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source).stem)[:48] or "video"
+        suffix = "" if index is None else f"_c{index:03d}"
+        return self.videos / f"{stem}-{input_key(source)}{suffix}.mp4"
+
+    def chunks_of(self, source: str) -> list[Path]:
+        return sorted(self.videos.glob(f"*-{input_key(source)}*.mp4"))
+
+
+def input_key(source: str) -> str:
+    """16 hex digits of the input's absolute path: names its outputs and record (no collision in 10^8 files)."""
+    return hashlib.sha256(os.path.abspath(source).encode()).hexdigest()[:16]

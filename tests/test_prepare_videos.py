@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from salt.__main__ import main
-from salt.data.prepare import PrepareLayout, chunk_lengths, kept_frames, output_rate, output_size
+from salt.data.prepare import chunk_lengths, kept_frames, output_rate, output_size
+from salt.layout import PrepareLayout
 from salt.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]

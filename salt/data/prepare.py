@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import hashlib
 import itertools
 import json
 import math
 import multiprocessing
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -42,6 +40,7 @@ from av.video.reformatter import Interpolation
 
 from salt.data.video import DECODE_ERRORS, UnreadableVideoError, VideoEntry, read_video_list
 from salt.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from salt.layout import PrepareLayout
 
 RECORD_VERSION = 1
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
@@ -74,60 +73,6 @@ class PrepareOptions:
             raise ValueError(f"--crf must be in 0..51 (x264), got {self.crf}")
         if self.preset not in X264_PRESETS:
             raise ValueError(f"--preset must be one of {', '.join(X264_PRESETS)}, got {self.preset!r}")
-
-
-# ---------------------------------------------------------------- the folder
-
-
-@dataclass(frozen=True)
-class PrepareLayout:
-    """The one place that names OUT_DIR's files."""
-
-    root: Path
-
-    @property
-    def videos(self) -> Path:
-        return self.root / "videos"
-
-    @property
-    def state(self) -> Path:
-        return self.root / ".prepare"
-
-    @property
-    def options(self) -> Path:
-        return self.state / "options.json"
-
-    @property
-    def lock(self) -> Path:
-        return self.state / "lock"
-
-    @property
-    def logs(self) -> Path:
-        return self.state / "logs"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report.json"
-
-    def output_list(self, list_path: str | Path) -> Path:
-        return self.root / Path(list_path).name
-
-    def record(self, source: str) -> Path:
-        return self.state / f"{input_key(source)}.json"
-
-    def chunk(self, source: str, index: int | None) -> Path:
-        """videos/<readable stem>-<hash>.mp4, or ..._cNNN.mp4 for chunk `index` of a chunked preparation."""
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source).stem)[:48] or "video"
-        suffix = "" if index is None else f"_c{index:03d}"
-        return self.videos / f"{stem}-{input_key(source)}{suffix}.mp4"
-
-    def chunks_of(self, source: str) -> list[Path]:
-        return sorted(self.videos.glob(f"*-{input_key(source)}*.mp4"))
-
-
-def input_key(source: str) -> str:
-    """16 hex digits of the input's absolute path: names its outputs and record (no collision in 10^8 files)."""
-    return hashlib.sha256(os.path.abspath(source).encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- one input
