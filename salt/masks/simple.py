@@ -27,11 +27,26 @@ class MaskPair:
     target: torch.Tensor   # int64 [B, Nt]
     context_valid: torch.Tensor | None = None   # bool [B, Nc]; None: every entry is real
     target_valid: torch.Tensor | None = None    # bool [B, Nt]
+    # Padded rows: the number of valid target tokens a loss over these rows divides its sum by. None: their own
+    # count (a mean over these rows). The training loop sets it from the whole global batch (`spread_over`).
+    target_count: torch.Tensor | None = None    # 0-d float
 
     def map(self, fn) -> "MaskPair":
-        """fn applied to every tensor of the pair (rows of a shard or micro-batch, a device move)."""
+        """fn applied to every tensor of the pair (rows of a shard or micro-batch, a device move); the target
+        count, a property of the whole batch, is kept."""
         return MaskPair(*(None if t is None else fn(t)
-                          for t in (self.context, self.target, self.context_valid, self.target_valid)))
+                          for t in (self.context, self.target, self.context_valid, self.target_valid)),
+                        target_count=self.target_count)
+
+    def spread_over(self, parts: int) -> "MaskPair":
+        """This (global) batch's pair for a step computed as `parts` partial losses, one per micro-batch of each
+        process, that are averaged (over micro-batches, then processes): each divides its sum over valid target
+        tokens by the global batch's count / parts, so the average is the global batch's token mean however the
+        rows are split. Unpadded rows (every row the same length) are returned as they are."""
+        if self.target_valid is None:
+            return self
+        count = self.target_valid.sum().to(torch.float32) / parts
+        return MaskPair(self.context, self.target, self.context_valid, self.target_valid, target_count=count)
 
     def to(self, device: torch.device | str) -> "MaskPair":
         return self.map(lambda t: t.to(device, non_blocking=True))

@@ -35,13 +35,15 @@ class Objective(nn.Module):
         """Called after each optimiser step (EMA update, frozen-teacher check, plateau warning)."""
 
 
-def token_mean(error: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+def token_mean(error: torch.Tensor, valid: torch.Tensor | None, count: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of a per-token error [B, N, D] over tokens and features; padding tokens (valid False, bool [B, N]) count
-    for nothing, so a sample's loss does not depend on what it was batched with."""
+    for nothing, so a sample's loss does not depend on what it was batched with. `count` (MaskPair.target_count):
+    the number of tokens to divide the sum by, when these rows are part of a larger batch (its default: the rows'
+    own valid tokens)."""
     if valid is None:
         return error.mean()
     weight = valid.to(error.dtype).unsqueeze(-1)
-    return (error * weight).sum() / (weight.sum() * error.shape[-1])
+    return (error * weight).sum() / ((weight.sum() if count is None else count) * error.shape[-1])
 
 
 def mean_over_pairs(values: list[torch.Tensor]) -> torch.Tensor:

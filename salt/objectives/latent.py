@@ -74,7 +74,7 @@ class LatentPredictionObjective(Objective):
                 losses.append(F.l1_loss(pred, target) if self.loss_kind == "l1" else F.mse_loss(pred, target))
             else:
                 error = (pred - target).abs() if self.loss_kind == "l1" else (pred - target).pow(2)
-                losses.append(token_mean(error, pair.target_valid))
+                losses.append(token_mean(error, pair.target_valid, pair.target_count))
         return {"loss": mean_over_pairs(losses)}
 
     def costs(self, batch):

@@ -50,14 +50,14 @@ class PixelObjective(Objective):
             pred = self.decoder(context, pair.context, pair.target, mask_token=i, context_valid=pair.context_valid,
                                 target_valid=pair.target_valid)
             target = gather_tokens(targets, pair.target)
-            losses.append(token_mean((pred.float() - target).pow(2), pair.target_valid))
+            losses.append(token_mean((pred.float() - target).pow(2), pair.target_valid, pair.target_count))
             # Loss of the best constant prediction (per pixel feature): the "predict the mean" plateau.
             if pair.target_valid is None:
                 mean = target.mean(dim=(0, 1), keepdim=True)
             else:
                 weight = pair.target_valid.to(target.dtype).unsqueeze(-1)
                 mean = (target * weight).sum(dim=(0, 1), keepdim=True) / weight.sum()
-            baselines.append(token_mean((target - mean).pow(2), pair.target_valid))
+            baselines.append(token_mean((target - mean).pow(2), pair.target_valid, pair.target_count))
         loss = mean_over_pairs(losses)
         baseline = mean_over_pairs(baselines)
         return {"loss": loss, "mean_prediction_loss": baseline, "loss_ratio": loss.detach() / baseline}

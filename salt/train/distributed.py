@@ -10,7 +10,9 @@ Backend: gloo on CPU, nccl on CUDA (each rank on cuda:LOCAL_RANK).
 How a step is split: step s's global batch (a pure function of seed and s) and its masks are drawn for the
 GLOBAL batch identically on every rank; each rank keeps its contiguous shard of the samples (`shard`), so
 world size changes how a step is computed, not what it computes. Every loss here is a mean over samples
-with the same number of tokens each, so the mean of the ranks' gradients is the gradient of the global batch.
+with the same number of tokens each, so the mean of the ranks' gradients is the gradient of the global batch;
+with padded masks (rows of different lengths), each rank's loss divides by the global batch's token count
+(MaskPair.spread_over), so the same mean of gradients again is the global batch's token-weighted gradient.
 
 Why gradients are all-reduced after backward rather than through `DistributedDataParallel`: an objective
 calls its modules (encoder once per mask pair, predictor, a frozen or EMA target) inside `objective.loss`,

@@ -158,12 +158,16 @@ class Trainer:
     # -- one step, top to bottom ---------------------------------------------------------------------------
     def step(self, step: int, batch: dict) -> dict[str, float]:
         """`batch` holds this rank's samples of step `step`'s global batch (all of it for one process), run as
-        `train.accumulate` micro-batches whose gradients add up to the gradient of the global batch's mean loss."""
+        `train.accumulate` micro-batches whose gradients add up to the gradient of the global batch's mean loss
+        (a mean over its clips, or with padded masks over its valid target tokens)."""
         cfg, self.in_step = self.cfg, True
         k = cfg.train.accumulate
         n = batch["video"].shape[0]
-        # Masks are drawn for the global batch (the same on every rank); each rank keeps its samples' rows.
-        pairs = [p.map(self.dist.shard) for p in self.masks_for_step(step, n * self.dist.world_size)]
+        # Masks are drawn for the global batch (the same on every rank); each rank keeps its samples' rows. Padded
+        # rows: each micro-batch divides its loss by the global batch's valid target tokens (spread_over), so the
+        # step weighs every token alike however the batch is split over processes and micro-batches.
+        pairs = [p.spread_over(k * self.dist.world_size).map(self.dist.shard)
+                 for p in self.masks_for_step(step, n * self.dist.world_size)]
         lr, wd = set_schedules(self.optimizer, cfg.optim, step, cfg.train.steps)
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype
                     else contextlib.nullcontext())
