@@ -102,14 +102,17 @@ def _start_grid(ly: np.ndarray, m: int) -> np.ndarray:
     return np.array([[e, *itertools.chain(*combo)] for e in es for combo in itertools.product(pairs, repeat=m)])
 
 
-def _lbfgs(theta0, lx, ly, w, bounds, tol=BOOT_TOL) -> tuple[np.ndarray, float]:
+def _lbfgs(theta0, lx, ly, w, bounds, tol=BOOT_TOL) -> tuple[np.ndarray, float, bool, str]:
+    """One L-BFGS-B run: the optimum, its loss, whether the optimiser reports convergence, and its message."""
     res = minimize(_objective, theta0, args=(np.ascontiguousarray(lx.T), ly, w), jac=True, method="L-BFGS-B",
                    bounds=bounds, options={"maxiter": 1000, "ftol": tol[0], "gtol": tol[1]})
-    return res.x, float(res.fun)
+    return res.x, float(res.fun), bool(res.success), str(res.message)
 
 
-def _fit_theta(lx: np.ndarray, ly: np.ndarray, w: np.ndarray, n_starts: int = N_STARTS) -> tuple[np.ndarray, float]:
-    """Best of L-BFGS-B runs started from the n_starts lowest-loss points of the start grid."""
+def _fit_theta(lx: np.ndarray, ly: np.ndarray, w: np.ndarray,
+               n_starts: int = N_STARTS) -> tuple[np.ndarray, float, bool, str]:
+    """Best of L-BFGS-B runs started from the n_starts lowest-loss points of the start grid (with whether
+    that run converged and the optimiser's message)."""
     m = lx.shape[1]
     grid = _start_grid(ly, m)
     grid_loss = (w * _huber(ly - _log_predict(grid, lx))[0]).sum(axis=-1)
@@ -133,6 +136,9 @@ class PowerLawFit:
     boot: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))   # (B, 1+2m) resample optima
     level: float = LEVEL
     notes: list[str] = field(default_factory=list)
+    converged: bool = True           # the optimiser's own verdict on the full-data fit (L-BFGS-B success)
+    message: str = ""                # its message
+    boot_converged: float = math.nan   # fraction of the bootstrap resamples whose optimiser converged
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -160,7 +166,8 @@ class PowerLawFit:
         return np.exp(_log_predict(self.theta if theta is None else theta, self._lx(x)))
 
     def intervals(self) -> pd.DataFrame:
-        """One row per parameter: estimate, bootstrap percentile interval, bootstrap sd (natural units)."""
+        """One row per parameter: estimate (unrounded), bootstrap percentile interval, bootstrap sd (natural
+        units), whether the optimiser converged on the full data and the fraction of resamples it converged on."""
         est = self.natural(self.theta)
         if self.boot.size:
             nat = self.natural(self.boot)
@@ -171,7 +178,8 @@ class PowerLawFit:
         else:
             lo = hi = sd = np.full(len(est), np.nan)
         return pd.DataFrame({"param": self.names, "estimate": est, "lo": lo, "hi": hi, "boot_sd": sd,
-                             "level": self.level, "n_points": len(self.y), "n_boot": len(self.boot)})
+                             "level": self.level, "n_points": len(self.y), "n_boot": len(self.boot),
+                             "converged": self.converged, "boot_converged": self.boot_converged})
 
     def band(self, x) -> pd.DataFrame:
         """Prediction and its bootstrap band at inputs x (columns: the inputs, estimate, lo, hi)."""
@@ -236,20 +244,26 @@ def _fit_power_law(x, y, inputs, response, units, strata, n_boot, seed, level) -
                        f"({dict(zip(inputs, distinct))}); E, A and alpha of a term are not identified")
     ref = np.exp(np.log(x).mean(axis=0))
     lx, ly = np.log(x / ref), np.log(y)
-    theta, loss = _fit_theta(lx, ly, np.ones(len(y)))
+    theta, loss, converged, message = _fit_theta(lx, ly, np.ones(len(y)))
     names = _names(m)
+    if not converged:
+        notes.append(f"the optimiser did not converge ({message})")
     notes += [f"{names[2 + 2 * i]} = {theta[2 + 2 * i]:g} is at its bound: the data do not pin this form down"
               for i in range(m) if theta[2 + 2 * i] <= 1e-6 or theta[2 + 2 * i] >= _ALPHA_MAX - 1e-6]
-    fit = PowerLawFit(tuple(inputs), response, ref, theta, loss, x, y, units, level=level, notes=notes)
+    fit = PowerLawFit(tuple(inputs), response, ref, theta, loss, x, y, units, level=level, notes=notes,
+                      converged=converged, message=message)
     if n_boot:
         counts = bootstrap_counts(units, n_boot, np.random.default_rng(seed), strata)
         bounds = _bounds(ly, m)
         boot = np.full((n_boot, n_params), np.nan)
+        ok = np.zeros(n_boot, dtype=bool)
         for b, w in enumerate(counts.astype(float)):
             drawn = w > 0                             # ~37% of points are not drawn: leave them out
             if all(len(np.unique(lx[drawn, i])) >= MIN_DISTINCT for i in range(m)):   # else: NaN, not a number
-                boot[b] = _lbfgs(theta, lx[drawn], ly[drawn], w[drawn], bounds)[0]
+                boot[b], _, ok[b], _ = _lbfgs(theta, lx[drawn], ly[drawn], w[drawn], bounds)
         fit.boot = boot
+        fitted = np.isfinite(boot).all(axis=1)
+        fit.boot_converged = float(ok[fitted].mean()) if fitted.any() else math.nan
     return fit
 
 
@@ -385,7 +399,7 @@ def drop_one_influence(fit: PowerLawFit, setting_of: dict) -> pd.DataFrame:
         keep = names != name
         shift = c = gain = math.nan
         if keep.sum() > len(fit.theta) and all(len(np.unique(lx[keep, i])) >= MIN_DISTINCT for i in range(lx.shape[1])):
-            theta, _ = _lbfgs(fit.theta, lx[keep], ly[keep], np.ones(int(keep.sum())), bounds, FIT_TOL)
+            theta = _lbfgs(fit.theta, lx[keep], ly[keep], np.ones(int(keep.sum())), bounds, FIT_TOL)[0]
             shift = float(_accuracy_at(fit, x_max, theta[None])[0]) - at_max
             gain = float(_accuracy_at(fit, x_max, theta[None])[0] - _accuracy_at(fit, x_min, theta[None])[0])
             c = float(theta[2])

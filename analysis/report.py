@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis import choice as choice_
+from analysis import forecast as forecast_
 from analysis.allocation import allocation_table, allocation_verdict, flops_to_match, optimal_share, share_comparisons
 from analysis.collect import StudyDataError, check_complete, final_records, load_study, one_benchmark
 from analysis.correlate import CANDIDATES, interval, rank_metrics, verdict
@@ -94,6 +96,10 @@ class Analysis:
     verdict: list[str] = field(default_factory=list)                  # allocation.allocation_verdict, in words
     diagnostics: dict = field(default_factory=dict)   # group -> FitDiagnostics of its error-vs-FLOPs fit
     benchmark: str = "default"              # the records' benchmark analysed (analysis.collect.one_benchmark)
+    forecast: forecast_.Forecast | None = None   # at forecast_budget, both predictors (analysis.forecast)
+    forecast_budget: float = math.nan
+    rollout: pd.DataFrame = field(default_factory=pd.DataFrame)   # forecast_.rollout: largest budget held out
+    choices: dict = field(default_factory=dict)   # criterion -> choice_.Choice (checkpoints chosen by a loss)
 
 
 def _try(fit, *args, **kwargs):
@@ -112,21 +118,29 @@ def _costs(final: pd.DataFrame) -> pd.DataFrame:
                                        cpu_hours=total("cpu_hours")).reset_index())
 
 
-def analyze(frame: pd.DataFrame, target: str | None = None, *, evaluation: str | None = None,
-            n_boot: int = 1000, seed: int = 0, benchmark: str | None = None) -> Analysis:
-    """Fits with bootstrap intervals, allocation, FLOPs to match V-JEPA, teacher-selection metrics; for a
-    teacher-selection study (study_kind SELECTION) the teacher-selection metrics only."""
+def select(frame: pd.DataFrame, target: str | None = None, evaluation: str | None = None,
+           benchmark: str | None = None) -> tuple[str, str, str, pd.DataFrame]:
+    """The rows an analysis reads: one benchmark (collect.one_benchmark), one evaluation (choose_evaluation), and
+    the target (choose_target). -> (benchmark, evaluation, target, rows)."""
     if frame.empty:
         raise StudyDataError("no records to analyse")
     benchmark, frame = one_benchmark(frame, benchmark)
     evaluation = choose_evaluation(frame, evaluation)
     frame = frame[frame["evaluation"] == evaluation].reset_index(drop=True)
-    target = choose_target(frame, target)
+    return benchmark, evaluation, choose_target(frame, target), frame
+
+
+def analyze(frame: pd.DataFrame, target: str | None = None, *, evaluation: str | None = None,
+            n_boot: int = 1000, seed: int = 0, benchmark: str | None = None) -> Analysis:
+    """Fits with bootstrap intervals, allocation, FLOPs to match V-JEPA, teacher-selection metrics; for a
+    teacher-selection study (study_kind SELECTION) the teacher-selection metrics only."""
+    benchmark, evaluation, target, frame = select(frame, target, evaluation, benchmark)
     last = final_records(frame)
     last = last[last[target].notna()]
     final, baselines = last[last["flops_total"] > 0], last[last["flops_total"] <= 0]
     out = Analysis(target, evaluation, frame, final.reset_index(drop=True), baselines.reset_index(drop=True),
                    n_boot=n_boot, kind=study_kind(frame), benchmark=benchmark)
+    out.choices = checkpoint_choices(frame, target, n_boot=n_boot, seed=seed)
     if out.kind == SELECTION:   # one question: which metric predicts the student; no compute curves to fit
         with one_blas_thread():
             out.selection = rank_metrics(frame, target, n_boot=n_boot, n_perm=n_boot, seed=seed)
@@ -152,8 +166,22 @@ def analyze(frame: pd.DataFrame, target: str | None = None, *, evaluation: str |
         out.shares = optimal_share(final, target, n_boot=n_boot, seed=seed)
         out.match = flops_to_match(final, target, out.curves)
         out.selection = rank_metrics(frame, target, n_boot=n_boot, n_perm=n_boot, seed=seed)
+    if len(final):
+        boot = min(n_boot, forecast_.N_BOOT)
+        out.forecast_budget = FORECAST_FACTOR * float(final["budget"].max())
+        out.forecast = forecast_.forecast(frame, target, out.forecast_budget, n_boot=boot, seed=seed)
+        out.rollout = forecast_.rollout(frame, target, n_boot=boot, seed=seed)
     out.costs = _costs(final)
     return out
+
+
+FORECAST_FACTOR = 2.0   # the report forecasts every curve at this multiple of the study's largest budget
+
+
+def checkpoint_choices(frame: pd.DataFrame, target: str, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Checkpoint choice by each loss of choice_.CRITERIA that the records hold (criterion -> Choice)."""
+    return {by: choice_.choose(frame, target, by, n_boot=n_boot, seed=seed)
+            for by, column in choice_.CRITERIA.items() if column in frame and frame[column].notna().any()}
 
 
 # Study kinds (study.json "study") whose question is a tuned comparison of one factor (analysis.replicates):
@@ -190,11 +218,8 @@ def summarize(study_dir, target: str | None = None, *, evaluation: str | None = 
     """The study's summary as printable text. Teacher selection: the verdict and the ranking (Spearman with
     its interval, permutation p, LOTO skill; `n_boot` resamples and permutations). Otherwise: accuracy @ total
     FLOPs per budget and curve (mean over seeds; * marks the best teacher share of a budget), no bootstrap."""
-    frame = load_study(study_dir, allow_partial=allow_partial)
-    _, frame = one_benchmark(frame, benchmark)
-    evaluation = choose_evaluation(frame, evaluation)
-    frame = frame[frame["evaluation"] == evaluation]
-    target = choose_target(frame, target)
+    _, evaluation, target, frame = select(load_study(study_dir, allow_partial=allow_partial), target, evaluation,
+                                          benchmark)
     if study_kind(frame) == SELECTION:
         with one_blas_thread():
             result = rank_metrics(frame, target, n_boot=n_boot, n_perm=n_boot, seed=seed)
@@ -210,6 +235,56 @@ def summarize(study_dir, target: str | None = None, *, evaluation: str | None = 
               + ("" if kind in TUNED else "; * best teacher share in the budget"))
     return "\n\n".join([header + "\n" + table.to_string(index=False), "\n".join(study_verdict(kind, rep)),
                          "What this study can show:\n" + "\n".join(f"- {line}" for line in scope_lines(final, rep, kind))])
+
+
+def predict_text(study_dirs, budgets, *, target: str | None = None, evaluation: str | None = None,
+                 benchmark: str | None = None, allow_partial: bool = False, n_boot: int = forecast_.N_BOOT,
+                 seed: int = 0) -> str:
+    """`--predict`: each curve's forecast at each budget (both predictors, prediction intervals), the rollout,
+    and the fits' parameters unrounded, as printable text."""
+    _, evaluation, target, frame = select(load_study(study_dirs, allow_partial=allow_partial), target, evaluation,
+                                          benchmark)
+    level = f"{forecast_.LEVEL:.0%}"
+    parts = []
+    for budget in budgets:
+        f = forecast_.forecast(frame, target, budget, n_boot=n_boot, seed=seed)
+        columns = [c for c in FORECAST_COLUMNS if c not in ("reason",)]
+        parts.append(f"Forecast of one new run's {target} ({evaluation}) at budget {budget:g}: predicted [{level} "
+                     "prediction interval], fit_lo/fit_hi: the fit's own interval\n"
+                     + _with_extrapolation(f.table)[columns].to_string(index=False))
+        notes = f.table[f.table["reason"].astype(str) != ""][["curve", "predictor", "reason"]]
+        if len(notes):
+            parts.append("Notes:\n" + "\n".join(f"- {r.curve} ({r.predictor}): {r.reason}" for r in notes.itertuples()))
+    parts.append("Parameters (unrounded; converged: the optimiser's verdict):\n" + _unrounded(f.params).to_string(index=False)
+                 if len(f.params) else "No curve could be fitted.")
+    uneven = f.residuals[f.residuals["uneven"]] if len(f.residuals) else f.residuals
+    if len(uneven):
+        parts.append("Residual spread changes with the budget (Spearman p < "
+                     f"{forecast_.RESIDUAL_P:g}): " + "; ".join(f"{r.curve} {r.predictor} {r.stage} (rho "
+                                                                f"{r.spread_rho:+.2f})" for r in uneven.itertuples()))
+    rollout = forecast_.rollout(frame, target, n_boot=n_boot, seed=seed)
+    parts.append("Rollout (each curve refitted without its largest budget, which is then predicted):\n"
+                 + "\n".join(rollout_text(rollout))
+                 + ("\n" + rollout[[c for c in ROLLOUT_COLUMNS if c != "reason"]].to_string(index=False)
+                    if len(rollout) else ""))
+    return "\n\n".join(parts)
+
+
+def choose_text(study_dirs, by: str = "train_loss", *, target: str | None = None, evaluation: str | None = None,
+                benchmark: str | None = None, allow_partial: bool = False, n_boot: int = 1000, seed: int = 0) -> str:
+    """`--choose-by`: the checkpoint each run's loss picks against the probe's, the run each recipe's loss picks,
+    and the verdict, as printable text."""
+    _, evaluation, target, frame = select(load_study(study_dirs, allow_partial=allow_partial), target, evaluation,
+                                          benchmark)
+    c = choice_.choose(frame, target, by, n_boot=n_boot, seed=seed)
+    runs = c.runs[["run_id", "n_checkpoints", "chosen_step", "chosen_accuracy", "best_step", "best_accuracy",
+                   "last_step", "regret", "regret_last", "agreement"]]
+    return "\n\n".join([f"Checkpoint choice by {c.loss} against the probe's ({target}, {evaluation}):",
+                         "\n".join(choice_.choice_text(c)),
+                         "Per run (chosen_step: lowest loss; best_step: the probe's):\n"
+                         + (runs.to_string(index=False) if len(runs) else "(no run with 2+ evaluated checkpoints)"),
+                         "Per recipe (final checkpoints of a curve's runs at one budget):\n"
+                         + (c.recipes.to_string(index=False) if len(c.recipes) else "(no recipe with 2+ runs)")])
 
 
 def scope_lines(final: pd.DataFrame, rep: Replicates, kind: str = "") -> list[str]:
@@ -261,7 +336,8 @@ def markdown_table(frame: pd.DataFrame, columns: list[str] | None = None) -> str
 
 
 def _fits_table(fits: dict) -> str:
-    return markdown_table(fit_table(fits), ["curve", "param", "estimate", "lo", "hi", "n_points", "n_boot", "reason"])
+    return markdown_table(fit_table(fits), ["curve", "param", "estimate", "lo", "hi", "n_points", "n_boot", "converged",
+                                             "reason"])
 
 
 def _match_text(m: dict) -> str:
@@ -370,6 +446,80 @@ def _influence_table(diagnostics: dict, limit: int = 10) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
+FORECAST_COLUMNS = ["curve", "predictor", "budget", "flops", "predicted", "lo", "hi", "fit_lo", "fit_hi", "noise_sd",
+                    "extrapolation", "loss", "converged", "residuals_uneven", "reason"]
+ROLLOUT_COLUMNS = ["curve", "predictor", "budget", "largest_fitted", "n_heldout", "observed", "predicted", "lo", "hi",
+                   "error", "relative_error", "coverage", "fit_covers_mean", "converged", "reason"]
+FORECAST_CSV, ROLLOUT_CSV, PARAMS_CSV, CHOICE_CSV = ("forecast.csv", "rollout.csv", "forecast_params.csv",
+                                                     "checkpoint_choice.csv")   # beside report.md
+
+
+def _unrounded(frame: pd.DataFrame, column: str = "estimate") -> pd.DataFrame:
+    """`column` as the shortest text that reads back to the same float (no rounding)."""
+    return frame.assign(**{column: [repr(float(v)) for v in frame[column]]}) if len(frame) else frame
+
+
+def _with_extrapolation(table: pd.DataFrame) -> pd.DataFrame:
+    return table.assign(extrapolation=table["budget"] / table["largest_fitted"]) if len(table) else table
+
+
+def rollout_text(rollout: pd.DataFrame) -> list[str]:
+    """Per predictor: how the rollout went, in one sentence."""
+    lines = []
+    for _, r in forecast_.rollout_summary(rollout).iterrows():
+        lines.append(f"{r['predictor']}: over {int(r['curves'])} curve(s), the largest budget predicted from the "
+                     f"smaller ones is off by {r['mean_error']:+.4f} on average (mean |error| {r['mean_abs_error']:.4f}); "
+                     f"{r['coverage']:.0%} of its runs fell inside the {forecast_.LEVEL:.0%} prediction interval.")
+    return lines or ["No curve has the 4+ budgets a rollout needs (3 to fit, 1 to predict)."]
+
+
+def forecast_sections(a: Analysis) -> list[str]:
+    """The forecast at FORECAST_FACTOR x the largest budget, the rollout, unrounded parameters and residuals."""
+    if a.forecast is None:
+        return []
+    f = a.forecast
+    level = f"{forecast_.LEVEL:.0%}"
+    return [
+        f"### Forecast at budget {a.forecast_budget:g} ({FORECAST_FACTOR:g} x the largest)\nOne new run's accuracy per "
+        f"curve: `direct` (error = E + k C^-c on the final runs), `two_step` (loss = E + k C^-c, then accuracy = a + b "
+        f"loss through every evaluated checkpoint). lo, hi: {level} prediction interval (fit uncertainty plus seed "
+        f"noise); fit_lo, fit_hi: the fit's alone; noise_sd: one run's spread around the curve; extrapolation: budget / "
+        "the largest fitted. `python -m analysis STUDY --predict BUDGET` forecasts any budget. Full precision: "
+        f"`{FORECAST_CSV}`.\n" + markdown_table(_with_extrapolation(f.table), FORECAST_COLUMNS),
+        "### Rollout: each curve refitted without its largest budget, which is then predicted\n"
+        + "\n".join(f"- {line}" for line in rollout_text(a.rollout)) + "\n\n"
+        + "error: predicted - observed mean (signed); coverage: held-out runs inside the prediction interval; "
+        f"fit_covers_mean: the observed mean inside the fit's own interval (`{ROLLOUT_CSV}`).\n"
+        + markdown_table(a.rollout, ROLLOUT_COLUMNS),
+        "### Forecast fits: parameters (unrounded) and convergence\nconverged: L-BFGS-B's own verdict on the full "
+        f"data; boot_converged: the fraction of resamples it converged on (`{PARAMS_CSV}`).\n"
+        + markdown_table(_unrounded(f.params), ["curve", "predictor", "stage", "param", "estimate", "converged",
+                                                 "boot_converged"]),
+        "### Forecast fits: residual spread against budget\nspread_rho, spread_p: Spearman of |residual| with the "
+        "budget; spread_ratio: rms residual at the upper half of the budgets / the lower half; uneven: p < "
+        f"{forecast_.RESIDUAL_P:g} (the interval assumes one spread: read it with care).\n"
+        + markdown_table(f.residuals, ["curve", "predictor", "stage", "n", "rms", "spread_rho", "spread_p",
+                                       "spread_ratio", "uneven"]),
+    ]
+
+
+def choice_sections(choices: dict) -> list[str]:
+    """Checkpoint choice without probes: per criterion, the verdicts and the per-recipe table."""
+    if not choices:
+        return ["## Checkpoint choice without probes\nNo record holds a training or held-out loss."]
+    out = []
+    for by, c in choices.items():
+        worst = c.runs.sort_values("regret", ascending=False).head(10)
+        out.append(f"## Checkpoint choice without probes: by `{c.loss}` (`--choose-by {by}`)\n"
+                   + "\n".join(f"- {line}" for line in choice_.choice_text(c)) + "\n\n"
+                   f"Runs with the largest regret (all runs: `{CHOICE_CSV}`):\n"
+                   + markdown_table(worst, ["run_id", "n_checkpoints", "chosen_step", "chosen_accuracy", "best_step",
+                                            "best_accuracy", "last_step", "regret", "regret_last", "agreement"])
+                   + "\n\nRuns of one recipe (curve x budget) ranked by their final checkpoints' loss:\n"
+                   + markdown_table(c.recipes))
+    return out
+
+
 def _figures_section(figures: list[Path], left_out: dict[str, str]) -> list[str]:
     if not figures and not left_out:
         return []
@@ -404,6 +554,7 @@ def render_selection(a: Analysis, study_dirs: list[str], completeness: list[str]
         "\n".join(f"- {line}" for line in completeness),
         "## Cost per curve\n" + markdown_table(a.costs),
     ]
+    sections += choice_sections(a.choices)
     sections += _figures_section(figures, left_out or {})
     return "\n\n".join(sections) + "\n"
 
@@ -442,6 +593,7 @@ def render(a: Analysis, study_dirs: list[str], completeness: list[str], figures:
         "### Extrapolation: fit on the smaller budgets, predict the largest\n"
         + markdown_table(a.holdout, ["group", "heldout_budget", "n_train", "n_heldout", "observed", "predicted",
                                      "predicted_lo", "predicted_hi", "mae", "bias", "tolerance", "reason"]),
+        *forecast_sections(a),
         "## Held-out loss vs compute: loss = E + k * C^-c\n" + _fits_table(a.loss_curves),
         "## L(N, D) = E + A/N^alpha + B/D^beta (N = params.encoder, D = checkpoint step)\n" + _fits_table(a.ld),
         "## Pareto frontier (accuracy vs total FLOPs; lo, hi: 95% interval over seeds)\n"
@@ -459,6 +611,7 @@ def render(a: Analysis, study_dirs: list[str], completeness: list[str], figures:
             "pearson_p", "median_within_teacher_r2", "loto_rmse", "loto_skill", "status", "reason", "loto_reason"]),
         "## Cost per curve\n" + markdown_table(a.costs),
     ]
+    sections += choice_sections(a.choices)
     sections += _figures_section(figures, left_out or {})
     return "\n\n".join(sections) + "\n"
 
@@ -473,6 +626,13 @@ def write_report(a: Analysis, out: Path, study_dirs: list[str], completeness: li
     if a.kind == SELECTION:
         atomic_write_text(out / RANKING_CSV, a.selection["ranking"].to_csv(index=False))
         atomic_write_text(out / R2_CSV, a.selection["r2"].to_csv(index=False))
+    if a.forecast is not None:
+        atomic_write_text(out / FORECAST_CSV, _with_extrapolation(a.forecast.table).to_csv(index=False))
+        atomic_write_text(out / PARAMS_CSV, a.forecast.params.to_csv(index=False))
+        atomic_write_text(out / ROLLOUT_CSV, a.rollout.to_csv(index=False))
+    if a.choices:
+        atomic_write_text(out / CHOICE_CSV, pd.concat([c.runs.assign(criterion=by) for by, c in a.choices.items()])
+                          .to_csv(index=False))
     path = out / "report.md"
     atomic_write_text(path, render(a, study_dirs, completeness, pngs, left_out))
     return path

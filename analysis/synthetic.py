@@ -360,3 +360,81 @@ def share_runs(seed: int, gap: float, shares=(0.1, 0.2, 0.4, 0.6), seeds: int = 
     return pd.DataFrame([{"group": group, "budget": 5e13, "teacher_share": share, "flops_total": 5e13,
                           "run_key": f"{group}-{share}-{s}", SHARE_RUNS_TARGET: mean + sd * rng.standard_normal()}
                          for group, share, mean in runs for s in range(seeds)])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Frames (no folder) with a known answer, for forecasts and checkpoint choice.
+
+def power_law_runs(seed: int, *, budgets=(1000, 2000, 4000, 8000), seeds: int = 2,
+                   law: Saturating = Saturating(0.20, 0.45, 0.40), noise: float = 0.03, loss_offset: float = 0.1,
+                   loss_slope: float = 0.8, loss_noise: float = 0.005, step_flops: float = 4.0e12,
+                   checkpoints=(0.5, 1.0)) -> pd.DataFrame:
+    """Runs of one curve (group "salt") at each budget (steps; FLOPs = step_flops per step), `seeds` each, every
+    checkpoint of `checkpoints` (fractions of the run) evaluated: one row per run x checkpoint with the columns a
+    study frame has for forecasting (run_key, budget, flops_total, checkpoint_step, TARGET, losses.train). The
+    truth: error = law(FLOPs) x exp(noise * z_run) (a run's seed effect, the same at all its checkpoints), its
+    training loss = loss_offset + loss_slope * error + loss_noise * N(0, 1) at each checkpoint."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for budget in budgets:
+        for s in range(seeds):
+            z = rng.standard_normal()
+            for fraction in checkpoints:
+                step = int(round(fraction * budget))
+                error = float(np.clip(law(step * step_flops) * np.exp(noise * z), 1e-4, 1 - 1e-4))
+                rows.append({"run_key": f"salt-b{budget}-s{s}", "run_id": f"salt-b{budget}-s{s}", "group": "salt",
+                             "method": "salt", "evaluation": "fast", "budget": budget, "checkpoint_step": step,
+                             "steps_total": budget, "flops_total": step * step_flops, TARGET: 1 - error,
+                             "losses.train": loss_offset + loss_slope * error + loss_noise * rng.standard_normal()})
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class CheckpointSpec:
+    """Runs of one recipe (V-JEPA, one budget, `runs` seeds), every checkpoint of `checkpoints` evaluated. The
+    truth: a run's error along training peaks in accuracy at a fraction drawn from `peak` (error = floor_run +
+    curvature * (f - peak_run)^2; floor_run = floor + floor_sd * N(0, 1)), so the last checkpoint is not the best.
+    `tracks`: the training and held-out losses are loss_offset + loss_slope * error (+ loss_noise): the loss finds
+    the probe's best checkpoint and run. Else the loss falls along training whatever the accuracy does
+    (loss_offset + 0.5 exp(-3 f)) and differs between runs at random (sd floor_sd * loss_slope): choosing by it
+    takes the last checkpoint and a random run."""
+    tracks: bool = True
+    runs: int = 6
+    steps: int = 1000
+    checkpoints: tuple[float, ...] = (0.2, 0.35, 0.5, 0.65, 0.8, 1.0)
+    peak: tuple[float, float] = (0.3, 0.7)
+    floor: float = 0.3
+    floor_sd: float = 0.04
+    curvature: float = 0.8
+    loss_offset: float = 0.1
+    loss_slope: float = 0.8
+    loss_noise: float = 0.002
+    step_flops: float = 4.0e12
+    evaluation: str = "fast"
+
+
+def write_checkpoint_study(out_dir, spec: CheckpointSpec | None = None, seed: int = 0) -> Path:
+    """A study folder of CheckpointSpec's runs (checkpoint choice with a known answer). Returns the folder."""
+    from salt.eval.record import write_record
+
+    spec = spec or CheckpointSpec()
+    rng = np.random.default_rng(seed)
+    out = Path(out_dir)
+    study = _study_json("checkpoint_choice", spec.evaluation)
+    for s in range(spec.runs):
+        run = dict(run_id=f"vjepa-s{s}", method="vjepa", role="student", depends_on=[], steps=spec.steps,
+                   flops_run=spec.steps * spec.step_flops, flops_teacher=0.0,
+                   labels=dict(group="vjepa", total_steps=spec.steps, student_steps=spec.steps, seed=s))
+        layout = _add_run(out, study, run, spec.evaluation, {})
+        floor, peak, level = spec.floor + spec.floor_sd * rng.standard_normal(), rng.uniform(*spec.peak), \
+            spec.floor_sd * spec.loss_slope * rng.standard_normal()
+        for fraction in spec.checkpoints:
+            error = floor + spec.curvature * (fraction - peak) ** 2
+            loss = (spec.loss_offset + spec.loss_slope * error if spec.tracks
+                    else spec.loss_offset + 0.5 * np.exp(-3 * fraction) + level)
+            losses = {k: float(loss + spec.loss_noise * rng.standard_normal()) for k in ("train", "heldout")}
+            write_record(layout.root, _eval_record(spec.evaluation, run, int(round(fraction * spec.steps)),
+                                                   1 - error, losses, {"rankme": 20.0}))
+        _write_done(layout, run, "cpu")
+    StudyLayout(out).plan.write_text(json.dumps(study, indent=1))
+    return out
