@@ -54,6 +54,12 @@ def curve_name(key: dict) -> str:
     return " ".join(p for p in parts if p)
 
 
+def as_budget(value: float) -> float | int:
+    """A budget as the study writes it: an int when it is a whole number (steps), else the float (FLOPs)."""
+    value = float(value)
+    return int(value) if value.is_integer() and abs(value) < 2 ** 53 else value
+
+
 def flops_at(rows: pd.DataFrame, budget: float) -> float:
     """The curve's total FLOPs at `budget`: its FLOPs per budget unit (median over its runs) times the budget."""
     ratio = (rows["flops_total"].astype(float) / rows["budget"].astype(float)).median()
@@ -243,6 +249,7 @@ def forecast(frame: pd.DataFrame, target: str, budget: float, *, n_boot: int = N
     `level` prediction interval. `frame`: every evaluated checkpoint of one evaluation and benchmark (the
     analysis's frame); curves are fitted on the final records of trained runs. `loss`: the two-step predictor's
     loss column (default: the first of LOSSES that the curve's final runs all have)."""
+    budget = as_budget(budget)
     return _forecast(frame, target, lambda key, rows: budget, n_boot, seed, level, loss)
 
 

@@ -97,7 +97,7 @@ class Analysis:
     diagnostics: dict = field(default_factory=dict)   # group -> FitDiagnostics of its error-vs-FLOPs fit
     benchmark: str = "default"              # the records' benchmark analysed (analysis.collect.one_benchmark)
     forecast: forecast_.Forecast | None = None   # at forecast_budget, both predictors (analysis.forecast)
-    forecast_budget: float = math.nan
+    forecast_budget: float | int = math.nan
     rollout: pd.DataFrame = field(default_factory=pd.DataFrame)   # forecast_.rollout: largest budget held out
     choices: dict = field(default_factory=dict)   # criterion -> choice_.Choice (checkpoints chosen by a loss)
 
@@ -168,7 +168,7 @@ def analyze(frame: pd.DataFrame, target: str | None = None, *, evaluation: str |
         out.selection = rank_metrics(frame, target, n_boot=n_boot, n_perm=n_boot, seed=seed)
     if len(final):
         boot = min(n_boot, forecast_.N_BOOT)
-        out.forecast_budget = FORECAST_FACTOR * float(final["budget"].max())
+        out.forecast_budget = forecast_.as_budget(FORECAST_FACTOR * float(final["budget"].max()))
         out.forecast = forecast_.forecast(frame, target, out.forecast_budget, n_boot=boot, seed=seed)
         out.rollout = forecast_.rollout(frame, target, n_boot=boot, seed=seed)
     out.costs = _costs(final)
