@@ -6,13 +6,28 @@ import argparse
 import sys
 import time
 
-from analysis.collect import StudyDataError
+from salt.errors import DEBUG_FLAG, DEBUG_HELP, report_errors
+
+EPILOG = """examples:
+  python -m analysis runs/studies/compute_allocation-default          # report.md + figures/ in STUDY_DIR/analysis
+  python -m analysis runs/studies/teacher_selection-default --bootstrap 200 --no-figures
+  python -m analysis STUDY_DIR --benchmark all                        # a report per benchmark and an index
+  python -m analysis STUDY_A STUDY_B --out runs/analysis-ab           # several studies in one frame
+
+docs/analysis.md explains every table and figure. Errors you can fix print one 'error:' line (exit 2);
+--debug or SALT_DEBUG=1 shows the traceback."""
 
 
 def main(argv: list[str] | None = None) -> int:
+    """-> the exit code (a study folder it cannot read: one `error:` line and 2, salt.errors)."""
+    return report_errors(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=(
         "Analyse study folder(s): power-law fits with bootstrap intervals, compute-optimal teacher share, "
-        "teacher-selection metrics. Writes report.md and figures/ (PNG + PDF)."))
+        "teacher-selection metrics. Writes report.md and figures/ (PNG + PDF)."), epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study_dirs", nargs="+", metavar="STUDY_DIR")
     parser.add_argument("--out", help="output folder (default: STUDY_DIR/analysis)")
     parser.add_argument("--target", help="accuracy column (default: probe.linear.time.motion.10, else the "
@@ -28,19 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-partial", action="store_true",
                         help="analyse what is there when runs lack done.json or records (default: refuse)")
     parser.add_argument("--no-figures", action="store_true", help="write report.md only")
+    parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     if args.bootstrap < 0:
         parser.error("--bootstrap must be >= 0")
     from analysis.report import run   # after argument errors: keep --help fast
 
     t0 = time.perf_counter()
-    try:
-        path = run(args.study_dirs, args.out, target=args.target, evaluation=args.evaluation,
-                   n_boot=args.bootstrap, seed=args.seed, allow_partial=args.allow_partial,
-                   figures=not args.no_figures, benchmark=args.benchmark)
-    except StudyDataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    path = run(args.study_dirs, args.out, target=args.target, evaluation=args.evaluation,
+               n_boot=args.bootstrap, seed=args.seed, allow_partial=args.allow_partial,
+               figures=not args.no_figures, benchmark=args.benchmark)
     print(f"wrote {path} ({time.perf_counter() - t0:.1f} s)")
     return 0
 

@@ -1,10 +1,11 @@
-"""Command line: `python -m salt teacher|student|vjepa|<method command> --config CONFIG [--resume] key=value ...`
-(one command per registered method, salt.objectives.registry),
-`python -m salt eval RUN_DIR [--checkpoint STEP] [--protocol fast|systematic] [--benchmark NAME ...]
-[--selection strict|paper] [--encoder default|online|ema] [key=value ...]` (key=value: benchmark settings),
-`python -m salt import-encoder {videomae,vjepa2} SOURCE OUT_DIR [key=value ...]` (a released encoder as a run
-folder, salt.importers), `python -m salt prepare-videos LIST OUT_DIR [--short-side 256 --gop 16 ...]` (a video list
-re-encoded once for training, salt.data.prepare; docs/data.md) and `python -m salt demo [--preset tiny|small]`."""
+"""Command line: `salt` (or `python -m salt`) `teacher|student|vjepa|<method command> --config CONFIG [--resume]
+key=value ...` (one command per registered method, salt.objectives.registry; options and overrides in any order),
+`eval RUN_DIR [--checkpoint STEP] [--protocol fast|systematic|smoke] [--benchmark NAME ...] [--selection strict|paper]
+[--encoder default|online|ema] [key=value ...]` (key=value: benchmark settings), `import-encoder {videomae,vjepa2}
+SOURCE OUT_DIR [key=value ...]` (a released encoder as a run folder, salt.importers), `prepare-videos LIST OUT_DIR
+[--short-side 256 --gop 16 ...]` (a video list re-encoded once for training, salt.data.prepare; docs/data.md) and
+`demo [--preset tiny|small]`. A failure the user can fix is one `error:` line (salt.errors); `--debug` or
+SALT_DEBUG=1 shows its traceback."""
 from __future__ import annotations
 
 import argparse
@@ -13,16 +14,76 @@ import os
 import sys
 from pathlib import Path
 
-from salt.config import ConfigError, load_config, resolve_config
+from salt.config import PACKAGED_CONFIGS, load_config, resolve_config
+from salt.errors import DEBUG_FLAG, DEBUG_HELP, report_errors
 from salt.objectives import methods
+
+DESCRIPTION = "salt: video self-supervised learning with frozen teachers (SALT, arXiv 2509.24317)."
+EPILOG = """examples:
+  salt demo                                             # teacher -> SALT student, V-JEPA, probes, a table
+  salt teacher --config tiny_teacher train.steps=600 name=my-teacher
+  salt student --config tiny_student --teacher runs/my-teacher name=my-student
+  salt eval runs/my-student --protocol fast
+  salt <command> --help                                 # each command's options and examples
+
+Errors you can fix print one 'error:' line (exit 2); --debug or SALT_DEBUG=1 shows the traceback.
+Docs: README.md, docs/*.md"""
+TRAIN_EPILOG = """examples:
+  salt {command} --config {config}{teacher} train.steps=100 name=my-run
+  salt {command} --config {config}{teacher} --print-config train.steps=7   # the resolved config; nothing runs
+  salt {command} --config {config}{teacher} name=my-run --resume train.steps=200   # any order
+
+--config takes a YAML file or a packaged name (salt/configs/: tiny_*, micro_*, paper_*); repeat it to layer.
+Overrides are dotted key=value (an unknown key or a wrong type is an error naming it). The run folder is
+out_dir/name: config.yaml, metrics.jsonl, checkpoints/, done.json (a finished run is never retrained)."""
+EVAL_EPILOG = """examples:
+  salt eval runs/my-run                                   # latest checkpoint, fast protocol, the run's own data
+  salt eval runs/my-run --checkpoint 2000 --protocol systematic
+  salt eval runs/my-run --benchmark k400 train_list=/data/k400/train.csv val_list=/data/k400/val.csv
+  salt eval runs/my-run --benchmark my_bench.yaml --selection paper
+
+Writes RUN_DIR/evals/step_XXXXXXXX_<protocol>[@<benchmark>].json (docs/records.md; docs/evaluation.md)."""
+IMPORT_EPILOG = """examples:
+  salt import-encoder videomae enc/videomae-base runs/videomae-b data.video.list_path=train.csv
+  salt import-encoder vjepa2 enc/vitl.pt runs/vjepa2-l data.video.list_path=train.csv data.video.resolution=256
+  salt student --config paper_vitl_student --teacher runs/vjepa2-l data.video.list_path=train.csv
+
+No network is used: download the release first (docs/importers.md)."""
+PREPARE_EPILOG = """examples:
+  salt prepare-videos raw/train.csv prepared/                     # local cores
+  salt prepare-videos raw/train.csv prepared/ --short-side 320 --chunk-seconds 0
+  salt prepare-videos raw/train.csv prepared/ --profile slurm/profiles/example_gpu.yaml   # a SLURM job array
+
+Then train on prepared/train.csv. Rerun the same command to finish what is left (docs/data.md)."""
+DEMO_EPILOG = """examples:
+  salt demo                       # the tiny preset into runs/demo (minutes on a CPU)
+  salt demo --preset small --out runs/demo-small
+
+Re-running skips finished runs and resumes interrupted ones."""
+
+
+def _parser(name: str, sub, epilog: str, **kwargs) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+    p.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m salt", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    """The `salt` console script and `python -m salt`: the exit code (user errors: one line, salt.errors)."""
+    return report_errors(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="salt", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     by_command = {m.command: m for m in methods()}
     for command, method in by_command.items():
-        p = sub.add_parser(command, help=f"{method.help or 'train'} (objective.method={method.name})")
+        config = f"tiny_{command}" if (PACKAGED_CONFIGS / f"tiny_{command}.yaml").is_file() else "my_config.yaml"
+        teacher = " --teacher runs/my-teacher" if method.needs_teacher else ""   # a finished run folder
+        p = _parser(command, sub, TRAIN_EPILOG.format(command=command, config=config, teacher=teacher),
+                    help=f"{method.help or 'train'} (objective.method={method.name})")
         p.add_argument("--config", action="append", default=[],
                        help="YAML file or packaged config name (e.g. tiny_teacher); repeat to layer")
         p.add_argument("--resume", action="store_true", help="continue the run folder's latest checkpoint")
@@ -34,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "teacher: sets objective.teacher_checkpoint and objective.teacher.* from its "
                                 "config.yaml; key=value overrides still win")
         p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.steps=100")
-    e = sub.add_parser("eval", help="evaluate a run's checkpoint and write its record to RUN_DIR/evals/")
+    e = _parser("eval", sub, EVAL_EPILOG, help="evaluate a run's checkpoint and write its record to RUN_DIR/evals/")
     e.add_argument("run_dir")
     e.add_argument("--checkpoint", type=int, default=None, help="step of the checkpoint (default: the latest)")
     e.add_argument("--protocol", default="fast", help="fast | systematic | smoke")
@@ -45,11 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--encoder", default="default", choices=("default", "online", "ema"),
                    help="V-JEPA runs: the EMA target encoder (default) or the online one")
     e.add_argument("overrides", nargs="*", help="benchmark settings, e.g. train_list=/data/train.csv (one benchmark)")
-    d = sub.add_parser("demo", help="teacher -> student, V-JEPA baseline, probes, on the embedded data")
+    d = _parser("demo", sub, DEMO_EPILOG, help="teacher -> student, V-JEPA baseline, probes, on the embedded data")
     d.add_argument("--preset", default="tiny")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("overrides", nargs="*", help="key=value overrides applied to all three runs")
-    i = sub.add_parser("import-encoder", help="a released VideoMAE / V-JEPA 2 encoder (local copy) as a run folder")
+    i = _parser("import-encoder", sub, IMPORT_EPILOG,
+                help="a released VideoMAE / V-JEPA 2 encoder (local copy) as a run folder")
     i.add_argument("family", choices=("videomae", "vjepa2"))
     i.add_argument("source", help="Hugging Face folder (config.json + safetensors) or the release's .pth/.pt file")
     i.add_argument("out_dir", help="the run folder to write")
@@ -58,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--num-heads", type=int, default=None, help="attention heads, for widths that are not a release's")
     i.add_argument("--config", action="append", default=[], help="YAML layers for the run's data (clip size, list)")
     i.add_argument("overrides", nargs="*", help="key=value, e.g. data.video.list_path=val.csv")
-    v = sub.add_parser("prepare-videos", help="re-encode a video list once for fast training (docs/data.md)")
+    v = _parser("prepare-videos", sub, PREPARE_EPILOG,
+                help="re-encode a video list once for fast training (docs/data.md)")
     v.add_argument("list", help="video list ('path label' per line; .csv: comma-separated)")
     v.add_argument("out_dir", help="folder for videos/, the new list (same name), report.json")
     v.add_argument("--short-side", type=int, default=256, help="scale so the short side is this, never up (even)")
@@ -85,71 +148,61 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides += extra
 
-    try:
-        if args.command == "eval":
-            from salt.eval.benchmark import load_benchmark
-            from salt.eval.evaluate import eval_protocol, evaluate_run
-            from salt.eval.record import record_path
-            eval_protocol(args.protocol, args.selection)   # an unknown protocol fails before any work
-            if args.overrides and len(args.benchmark) != 1:
-                raise ValueError(f"key=value overrides ({' '.join(args.overrides)}) set a benchmark's keys: give "
-                                 "exactly one --benchmark with them")
-            benchmarks = [load_benchmark(b, args.overrides) for b in args.benchmark] or [None]
-            for bench in benchmarks:   # every benchmark is checked (loaded) before the first is evaluated
-                record = evaluate_run(args.run_dir, args.checkpoint, args.protocol, benchmark=bench,
-                                      selection=args.selection, encoder=args.encoder)
-                print(json.dumps({"benchmark": record.benchmark, "encoder": record.encoder,
-                                  "selection": record.selection, "metrics": record.metrics, "losses": record.losses,
-                                  "probes": {p.column: round(p.test_accuracy, 4) for p in record.probes}}, indent=2))
-                print(f"record: {record_path(args.run_dir, record.checkpoint_step, record.evaluation, record.benchmark)}")
-            return 0
-        if args.command == "import-encoder":
-            import shlex
-            from salt.importers import import_encoder
-            done = import_encoder(args.family, args.source, args.out_dir, configs=args.config,
-                                  overrides=args.overrides, entry=args.entry, num_heads=args.num_heads)
-            print(json.dumps(done, indent=2))
-            student = ["python", "-m", "salt", "student", "--config", "CONFIG", "--teacher", args.out_dir]
-            print(f"run folder: {args.out_dir}\nas a teacher: {shlex.join(student)}")
-            return 0
-        if args.command == "prepare-videos":
-            return _prepare_videos(args)
-        if args.command == "demo":
-            from salt.demo import run_demo
-            run_demo(args.preset, args.out, args.overrides)
-            return 0
-        from salt.schema import RunConfig
-        from salt.train.loop import run_dir_for, train
-        files = [resolve_config(c) for c in args.config]
-        teacher = []
-        if args.teacher:
-            from salt.importers import run_teacher_overrides
-            teacher = run_teacher_overrides(args.teacher)
-        cfg = load_config(RunConfig, files, [f"objective.method={by_command[args.command].name}", *teacher,
-                                             *args.overrides])
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:   # a checkpoint whose tensors do not match (salt.checkpoint.load_matching)
-        if args.command != "import-encoder":
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.command == "eval":
+        return _evaluate(args)
+    if args.command == "import-encoder":
+        import shlex
+        from salt.importers import import_encoder
+        done = import_encoder(args.family, args.source, args.out_dir, configs=args.config,
+                              overrides=args.overrides, entry=args.entry, num_heads=args.num_heads)
+        print(json.dumps(done, indent=2))
+        student = ["salt", "student", "--config", "CONFIG", "--teacher", args.out_dir]
+        print(f"run folder: {args.out_dir}\nas a teacher: {shlex.join(student)}")
+        return 0
+    if args.command == "prepare-videos":
+        return _prepare_videos(args)
+    if args.command == "demo":
+        from salt.demo import run_demo
+        run_demo(args.preset, args.out, args.overrides)
+        return 0
+    from salt.schema import RunConfig
+    files = [resolve_config(c) for c in args.config]
+    teacher = []
+    if args.teacher:
+        from salt.importers import run_teacher_overrides
+        teacher = run_teacher_overrides(args.teacher)
+    cfg = load_config(RunConfig, files, [f"objective.method={by_command[args.command].name}", *teacher,
+                                         *args.overrides])
     if args.print_config:
         import yaml
         from salt.config import to_dict
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return 0
-    from salt.checkpoint import UnreadableCheckpointError
     from salt.eval.periodic import evaluation_hooks
-    from salt.train.loop import NonFiniteLossError, RunFolderInUseError
-    try:
-        summary = train(cfg, resume=args.resume, checkpoint_hooks=evaluation_hooks(cfg))
-    except (FileNotFoundError, UnreadableCheckpointError, NonFiniteLossError, RunFolderInUseError) as e:
-        print(f"error: {e}", file=sys.stderr)   # the user's to fix (a path, a folder, a setting): no traceback
-        return 2
+    from salt.train.loop import run_dir_for, train
+    summary = train(cfg, resume=args.resume, checkpoint_hooks=evaluation_hooks(cfg))
     print(json.dumps(summary, indent=2))
     print(f"run folder: {run_dir_for(cfg)}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    """eval: every benchmark is checked (loaded) before the first is evaluated; one record each."""
+    from salt.eval.benchmark import load_benchmark
+    from salt.eval.evaluate import eval_protocol, evaluate_run
+    from salt.eval.record import record_path
+    eval_protocol(args.protocol, args.selection)   # an unknown protocol fails before any work
+    if args.overrides and len(args.benchmark) != 1:
+        raise ValueError(f"key=value overrides ({' '.join(args.overrides)}) set a benchmark's keys: give "
+                         "exactly one --benchmark with them")
+    benchmarks = [load_benchmark(b, args.overrides) for b in args.benchmark] or [None]
+    for bench in benchmarks:
+        record = evaluate_run(args.run_dir, args.checkpoint, args.protocol, benchmark=bench,
+                              selection=args.selection, encoder=args.encoder)
+        print(json.dumps({"benchmark": record.benchmark, "encoder": record.encoder,
+                          "selection": record.selection, "metrics": record.metrics, "losses": record.losses,
+                          "probes": {p.column: round(p.test_accuracy, 4) for p in record.probes}}, indent=2))
+        print(f"record: {record_path(args.run_dir, record.checkpoint_step, record.evaluation, record.benchmark)}")
     return 0
 
 

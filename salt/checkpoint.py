@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from salt.errors import UserError
 from salt.io import atomic_write_bytes
 from salt.layout import RunLayout
 
@@ -23,8 +24,13 @@ def save_checkpoint(run_dir: Path, step: int, state: dict, keep: int) -> Path:
     return path
 
 
-class UnreadableCheckpointError(RuntimeError):
+class UnreadableCheckpointError(UserError, RuntimeError):
     """A checkpoint file that torch cannot read (truncated, corrupt): not a format this code refuses."""
+
+
+class CheckpointMismatchError(UserError, RuntimeError):
+    """A readable checkpoint this code refuses: another format version, or tensors missing, unexpected or of
+    another shape than the model its config builds (e.g. a teacher whose config.yaml does not match its weights)."""
 
 
 class CheckpointFallbackWarning(UserWarning):
@@ -41,14 +47,15 @@ def load_checkpoint(path: str | Path) -> dict:
             raise FileNotFoundError(f"no checkpoint in run folder {path} (looked in {RunLayout(path).checkpoints_dir})")
         return found[1]
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(f"checkpoint not found: {path} is neither a run folder nor a checkpoint file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UnreadableCheckpointError(f"cannot read checkpoint {path}: {e}") from e
+        reason = str(e) or ("an empty file" if path.stat().st_size == 0 else type(e).__name__)
+        raise UnreadableCheckpointError(f"cannot read checkpoint {path}: {reason}") from e
     if state.get("format_version") != FORMAT_VERSION:
-        raise RuntimeError(f"checkpoint {path} has format version {state.get('format_version')!r}, "
-                           f"this code reads {FORMAT_VERSION}")
+        raise CheckpointMismatchError(f"checkpoint {path} has format version {state.get('format_version')!r}, "
+                                      f"this code reads {FORMAT_VERSION}")
     return state
 
 
@@ -82,10 +89,10 @@ def load_matching(module: torch.nn.Module, state_dict: dict, what: str) -> None:
     missing = sorted(set(own) - set(state_dict))
     extra = sorted(set(state_dict) - set(own))
     if missing or extra:
-        raise RuntimeError(f"{what}: checkpoint does not match the config: "
-                           f"missing tensors {missing[:5]}, unexpected tensors {extra[:5]}")
+        raise CheckpointMismatchError(f"{what}: checkpoint does not match the config: "
+                                      f"missing tensors {missing[:5]}, unexpected tensors {extra[:5]}")
     for k, v in own.items():
         if tuple(v.shape) != tuple(state_dict[k].shape):
-            raise RuntimeError(f"{what}: tensor {k!r} has shape {tuple(state_dict[k].shape)} in the checkpoint "
-                               f"but {tuple(v.shape)} in the model built from the config")
+            raise CheckpointMismatchError(f"{what}: tensor {k!r} has shape {tuple(state_dict[k].shape)} in the "
+                                          f"checkpoint but {tuple(v.shape)} in the model built from the config")
     module.load_state_dict(state_dict)

@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from salt.errors import report_errors
 from salt.layout import StudyLayout
 from salt.study.cli import describe, launch_options, parser, with_seeds
 from salt.study.launch import make_executor, preflight_slurm, run_plan
@@ -63,6 +64,11 @@ PRESETS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """-> the exit code (a study error: one `error:` line and 2, salt.errors)."""
+    return report_errors(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     import optuna
     from salt.study.hpo import best_trial_table, fail_lost_trials, launch, storage_path, wait_workers
     p = parser(STUDY, PRESETS)
@@ -71,28 +77,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="jobs sharing the optuna storage (array tasks)")
     args = p.parse_args(argv)
     root = args.out or Path("runs") / "studies" / f"{STUDY}-{args.preset}"
-    try:
-        dials = with_seeds(PRESETS[args.preset], args.seeds)   # HpoDials have no seeds: --seeds is refused by name
-        options = launch_options(args)
-        plan = teacher_plan(dials, args.preset, root, args.overrides)
-        recipe = student_recipe(dials, plan, args.overrides)
-        if args.dry_run:
-            print(describe(plan, options, args.gpu_tflops, args.gpu_mem_gb, args.cpu_gflops))
-            print(f"then {args.trials} student trials over {args.workers} workers: {recipe.space}")
-            return 0
-        states = run_plan(plan, options)
-        if states[plan.runs[0].run_id]["state"] is not RunState.DONE:
-            raise StudyError(f"the teacher {plan.runs[0].run_id} did not finish: {states[plan.runs[0].run_id]}")
-        executor = make_executor(options, StudyLayout(plan.root).logs)
-        if options.executor == "slurm":
-            preflight_slurm(options)
-        jobs = launch(executor, args.workers, args.trials, recipe,
-                      pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2))
-        errors = wait_workers(jobs, options.poll_s)
-        lost = fail_lost_trials(storage_path(recipe.study_dir))   # a killed worker's trial: failed and enqueued again
-    except StudyError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    dials = with_seeds(PRESETS[args.preset], args.seeds)   # HpoDials have no seeds: --seeds is refused by name
+    options = launch_options(args)
+    plan = teacher_plan(dials, args.preset, root, args.overrides)
+    recipe = student_recipe(dials, plan, args.overrides)
+    if args.dry_run:
+        print(describe(plan, options, args.gpu_tflops, args.gpu_mem_gb, args.cpu_gflops))
+        print(f"then {args.trials} student trials over {args.workers} workers: {recipe.space}")
+        return 0
+    states = run_plan(plan, options)
+    if states[plan.runs[0].run_id]["state"] is not RunState.DONE:
+        raise StudyError(f"the teacher {plan.runs[0].run_id} did not finish: {states[plan.runs[0].run_id]}")
+    executor = make_executor(options, StudyLayout(plan.root).logs)
+    if options.executor == "slurm":
+        preflight_slurm(options)
+    jobs = launch(executor, args.workers, args.trials, recipe,
+                  pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2))
+    errors = wait_workers(jobs, options.poll_s)
+    lost = fail_lost_trials(storage_path(recipe.study_dir))   # a killed worker's trial: failed and enqueued again
     print(best_trial_table(storage_path(recipe.study_dir)).to_string(index=False))
     if errors or lost:
         print("\n".join(errors + [f"trial {n}: its worker is gone; its parameters are enqueued again" for n in lost]

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from salt.config import ADDED_LATER
 from salt.data.frame_index import FrameIndex, SeekMissed, frame_index
 from salt.data.sampler import Mixture
+from salt.errors import UserError
 
 
 @dataclass
@@ -101,6 +102,10 @@ def _check_range(name: str, bounds: list[float], upper: float) -> None:
 
 class UnreadableVideoError(Exception):
     """A listed file that opens but cannot give frames (no video stream, nothing decodes)."""
+
+
+class UnreadableVideoListError(UserError, RuntimeError):
+    """Every file of a video list failed to give frames (each one's error was an UnreadableVideoWarning)."""
 
 
 class UnreadableVideoWarning(UserWarning):
@@ -531,7 +536,7 @@ class VideoListDataset(torch.utils.data.Dataset):
                 "decode_failures": torch.tensor(failures, dtype=torch.int64),
                 "seek_fallbacks": torch.tensor(int(seek_fallback), dtype=torch.int64),
             }
-        raise RuntimeError(
+        raise UnreadableVideoListError(
             f"all {len(self.entries)} files in the video list {' + '.join(list_files(self.cfg))} were unreadable "
             "(each one's error was given in an UnreadableVideoWarning)"
         )

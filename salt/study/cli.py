@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from salt.config import load_config
+from salt.errors import DEBUG_FLAG, DEBUG_HELP, report_errors
 from salt.study.estimate import (LoaderRate, fit_advice, loader_cores, read_loader_rate, step_flops,
                                  step_memory)
 from salt.study.launch import EXECUTORS, LaunchOptions, run_plan, run_states
@@ -37,8 +37,23 @@ LAUNCH_FLAGS = {"executor": "executor", "partition": "partition", "account": "ac
                 "max_attempts": "max_attempts", "threads": "threads"}
 
 
+STUDY_EPILOG = """examples:
+  python studies/{study}.py --dry-run                  # runs, dependencies, FLOPs, CPU time; nothing runs
+  python studies/{study}.py                            # the default preset on this machine, then a summary
+  python studies/{study}.py status                     # pending / running / done / failed, with logs
+  python studies/{study}.py --preset small --seeds 2   # replicates: seeds 0 and 1 of every run
+  python studies/{study}.py --preset paper --dry-run --gpus-per-node 8 --gpu-mem-gb 80
+  python studies/{study}.py --profile slurm/profiles/example_gpu.yaml   # on a SLURM cluster
+  python -m analysis runs/studies/{study}-default      # report.md and figures
+
+Rerunning skips finished runs and resubmits failed ones (docs/studies.md, docs/slurm.md). Errors you can fix
+print one 'error:' line (exit 2); --debug or SALT_DEBUG=1 shows the traceback."""
+
+
 def parser(study: str, presets: dict) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"studies/{study}.py", description=f"the {study} study")
+    p = argparse.ArgumentParser(prog=f"studies/{study}.py", description=f"the {study} study",
+                                epilog=STUDY_EPILOG.format(study=study),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", nargs="?", default="run", choices=("run", "status"),
                    help="run (default): train/evaluate what is not done; status: a table of the runs")
     p.add_argument("--preset", default="default", choices=sorted(presets))
@@ -78,6 +93,7 @@ def parser(study: str, presets: dict) -> argparse.ArgumentParser:
                    help="dry run: training clips/s one CPU core decodes from your video files (the JSON file of "
                         "`python benchmarks/video_loader.py --list LIST --out FILE`, or the number): each video run's "
                         "loader cores per GPU against --cpus-per-task, and the runs that would starve their GPUs")
+    p.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
     return p
 
 
@@ -267,31 +283,32 @@ class StudyHooks:
 def study_main(study: str, presets: dict, build: Callable[..., StudyPlan], argv: list[str] | None = None,
                hooks: StudyHooks = StudyHooks()) -> int:
     """-> the exit code: 0 when every run is done or on its way (queued, running, requeued, completing,
-    suspended: `RunState.is_healthy`), 1 when some run failed or cannot start, 2 on a study error. `status`
-    answers the same way, so a script can poll it."""
+    suspended: `RunState.is_healthy`), 1 when some run failed or cannot start, 2 on a study error (one `error:`
+    line, salt.errors). `status` answers the same way, so a script can poll it."""
+    return report_errors(lambda args: _study_main(study, presets, build, args, hooks), argv)
+
+
+def _study_main(study: str, presets: dict, build: Callable[..., StudyPlan], argv: list[str],
+                hooks: StudyHooks) -> int:
     args = parser(study, presets).parse_args(argv)
     root = args.out or Path("runs") / "studies" / f"{study}-{args.preset}"
-    try:
-        rate = parse_loader_rate(args.loader_rate) if args.loader_rate is not None else None
-        if rate is not None and not args.dry_run:
-            raise StudyError("--loader-rate informs the dry run only: add --dry-run")
-        options = launch_options(args)
-        if args.action == "status":
-            plan = read_plan(root)
-            states = run_states(plan.runs)
-            print(status_table(plan, options, states))
-            if hooks.results:
-                hooks.results(plan)
-            return 0 if all(s["state"].is_healthy for s in states.values()) else 1
-        plan = build(with_seeds(presets[args.preset], args.seeds), args.preset, root, args.overrides)
-        plan = with_benchmarks(plan, args.benchmarks)
-        if args.dry_run:
-            print(describe(plan, options, args.gpu_tflops, args.gpu_mem_gb, args.cpu_gflops, rate))
-            return 0
-        states = run_plan(plan, options)
-    except StudyError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    rate = parse_loader_rate(args.loader_rate) if args.loader_rate is not None else None
+    if rate is not None and not args.dry_run:
+        raise StudyError("--loader-rate informs the dry run only: add --dry-run")
+    options = launch_options(args)
+    if args.action == "status":
+        plan = read_plan(root)
+        states = run_states(plan.runs)
+        print(status_table(plan, options, states))
+        if hooks.results:
+            hooks.results(plan)
+        return 0 if all(s["state"].is_healthy for s in states.values()) else 1
+    plan = build(with_seeds(presets[args.preset], args.seeds), args.preset, root, args.overrides)
+    plan = with_benchmarks(plan, args.benchmarks)
+    if args.dry_run:
+        print(describe(plan, options, args.gpu_tflops, args.gpu_mem_gb, args.cpu_gflops, rate))
+        return 0
+    states = run_plan(plan, options)
     print(status_table(plan, options, states))
     if hooks.results:
         print(f"\nresults: {hooks.results(plan)}")

@@ -21,6 +21,7 @@ from salt.checkpoint import load_latest, load_matching, save_checkpoint
 from salt.config import config_hash, to_dict
 from salt.data import DATA_COUNTERS, build_dataset, collate, step_sampler
 from salt.data.sampler import mix_seed
+from salt.errors import UserError
 from salt.flops import num_params, total_flops
 from salt.masks import build_mask_generator
 from salt.io import atomic_write_text
@@ -34,11 +35,11 @@ from salt.train.metrics import MetricsLog, StepTimer, WandbLogger
 MASK_STREAM = 1   # keeps the mask RNG stream apart from the data stream that shares the run seed
 
 
-class NonFiniteLossError(RuntimeError):
-    pass
+class NonFiniteLossError(UserError, RuntimeError):
+    """The loss became NaN or infinite: the run stops, its last checkpoint stays good."""
 
 
-class RunFolderInUseError(RuntimeError):
+class RunFolderInUseError(UserError, RuntimeError):
     """The run folder has checkpoints and the run was not asked to resume them."""
 
 
