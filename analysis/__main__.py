@@ -32,8 +32,9 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--out", help="output folder (default: STUDY_DIR/analysis)")
     parser.add_argument("--target", help="accuracy column (default: probe.linear.time.motion.10, else the "
                                          "first probe.attentive.* column)")
-    parser.add_argument("--bootstrap", type=int, default=1000,
-                        help="bootstrap resamples, also the permutations of the p-values (default 1000; 0: none)")
+    parser.add_argument("--bootstrap", type=int,
+                        help="bootstrap resamples, also the permutations of the p-values (default 1000, 200 with "
+                             "--predict; 0: none)")
     parser.add_argument("--evaluation", help="evaluation name (default: the one covering the most runs)")
     parser.add_argument("--benchmark", help="the records' benchmark to analyse (default: 'default', the runs' own "
                                             "data, when there; else the one covering the most runs); 'all': one "
@@ -43,17 +44,49 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--allow-partial", action="store_true",
                         help="analyse what is there when runs lack done.json or records (default: refuse)")
     parser.add_argument("--no-figures", action="store_true", help="write report.md only")
+    parser.add_argument("--predict", nargs="+", type=float, metavar="BUDGET",
+                        help="print each curve's forecast of one new run's accuracy at BUDGET (the study's budget "
+                             "units: steps, or FLOPs for a study budgeted in FLOPs) from both predictors (direct, "
+                             "two-step through the student's loss) with 90%% prediction intervals, and the rollout "
+                             "check; writes no report (--bootstrap default 200 here)")
+    parser.add_argument("--choose-by", metavar="LOSS",
+                        help="print the checkpoint each run's LOSS picks (train_loss, heldout_loss or a losses.* "
+                             "column) against the probe's, the run each recipe's loss picks, and the regret; "
+                             "writes no report")
     parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
-    if args.bootstrap < 0:
+    if args.bootstrap is not None and args.bootstrap < 0:
         parser.error("--bootstrap must be >= 0")
     from analysis.report import run   # after argument errors: keep --help fast
 
+    if args.predict or args.choose_by:
+        return _print_answers(args)
+
     t0 = time.perf_counter()
     path = run(args.study_dirs, args.out, target=args.target, evaluation=args.evaluation,
-               n_boot=args.bootstrap, seed=args.seed, allow_partial=args.allow_partial,
+               n_boot=1000 if args.bootstrap is None else args.bootstrap, seed=args.seed,
+               allow_partial=args.allow_partial,
                figures=not args.no_figures, benchmark=args.benchmark)
     print(f"wrote {path} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def _print_answers(args) -> int:
+    """--predict and --choose-by: print the forecast and the checkpoint choice (no report written)."""
+    from analysis.choice import criterion_column
+    from analysis.forecast import N_BOOT
+    from analysis.report import choose_text, predict_text
+
+    common = dict(target=args.target, evaluation=args.evaluation, benchmark=args.benchmark,
+                  allow_partial=args.allow_partial, seed=args.seed)
+    if args.choose_by:
+        criterion_column(args.choose_by)   # a ValueError naming the choices
+    if args.predict:
+        print(predict_text(args.study_dirs, args.predict, n_boot=N_BOOT if args.bootstrap is None else args.bootstrap,
+                           **common))
+    if args.choose_by:
+        print(choose_text(args.study_dirs, args.choose_by, n_boot=1000 if args.bootstrap is None else args.bootstrap,
+                          **common))
     return 0
 
 

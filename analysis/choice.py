@@ -141,7 +141,8 @@ def summary(rows: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0, level: f
     if rows.empty:
         return out
     values = {c: rows[c].to_numpy(float) for c in ("regret", "regret_random", "regret_last", "agreement") if c in rows}
-    counts = bootstrap_counts(np.arange(len(rows)), n_boot, np.random.default_rng(seed)).astype(float) if n_boot else None
+    counts = (bootstrap_counts(np.arange(len(rows)), n_boot, np.random.default_rng(seed)).astype(float)
+              if n_boot else None)
     for name, v in values.items():
         ok = np.isfinite(v)
         out[name] = float(v[ok].mean()) if ok.any() else math.nan

@@ -255,8 +255,8 @@ def predict_text(study_dirs, budgets, *, target: str | None = None, evaluation: 
         notes = f.table[f.table["reason"].astype(str) != ""][["curve", "predictor", "reason"]]
         if len(notes):
             parts.append("Notes:\n" + "\n".join(f"- {r.curve} ({r.predictor}): {r.reason}" for r in notes.itertuples()))
-    parts.append("Parameters (unrounded; converged: the optimiser's verdict):\n" + _unrounded(f.params).to_string(index=False)
-                 if len(f.params) else "No curve could be fitted.")
+    parts.append("Parameters (unrounded; converged: the optimiser's verdict):\n"
+                 + _unrounded(f.params).to_string(index=False) if len(f.params) else "No curve could be fitted.")
     uneven = f.residuals[f.residuals["uneven"]] if len(f.residuals) else f.residuals
     if len(uneven):
         parts.append("Residual spread changes with the budget (Spearman p < "
@@ -468,7 +468,8 @@ def rollout_text(rollout: pd.DataFrame) -> list[str]:
     lines = []
     for _, r in forecast_.rollout_summary(rollout).iterrows():
         lines.append(f"{r['predictor']}: over {int(r['curves'])} curve(s), the largest budget predicted from the "
-                     f"smaller ones is off by {r['mean_error']:+.4f} on average (mean |error| {r['mean_abs_error']:.4f}); "
+                     f"smaller ones is off by {r['mean_error']:+.4f} on average (mean |error| "
+                     f"{r['mean_abs_error']:.4f}); "
                      f"{r['coverage']:.0%} of its runs fell inside the {forecast_.LEVEL:.0%} prediction interval.")
     return lines or ["No curve has the 4+ budgets a rollout needs (3 to fit, 1 to predict)."]
 
@@ -483,8 +484,8 @@ def forecast_sections(a: Analysis) -> list[str]:
         f"### Forecast at budget {a.forecast_budget:g} ({FORECAST_FACTOR:g} x the largest)\nOne new run's accuracy per "
         f"curve: `direct` (error = E + k C^-c on the final runs), `two_step` (loss = E + k C^-c, then accuracy = a + b "
         f"loss through every evaluated checkpoint). lo, hi: {level} prediction interval (fit uncertainty plus seed "
-        f"noise); fit_lo, fit_hi: the fit's alone; noise_sd: one run's spread around the curve; extrapolation: budget / "
-        "the largest fitted. `python -m analysis STUDY --predict BUDGET` forecasts any budget. Full precision: "
+        f"noise); fit_lo, fit_hi: the fit's alone; noise_sd: one run's spread around the curve; extrapolation: "
+        "budget / the largest fitted. `python -m analysis STUDY --predict BUDGET` forecasts any budget. Full precision: "
         f"`{FORECAST_CSV}`.\n" + markdown_table(_with_extrapolation(f.table), FORECAST_COLUMNS),
         "### Rollout: each curve refitted without its largest budget, which is then predicted\n"
         + "\n".join(f"- {line}" for line in rollout_text(a.rollout)) + "\n\n"
