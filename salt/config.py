@@ -6,8 +6,6 @@ key, raised before any expensive work starts (nanoGPT's configurator / dinov2's 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import types
 import typing
 from pathlib import Path
@@ -158,48 +156,6 @@ def with_overrides(cfg, overrides: list[str]):
     for text in overrides:
         _deep_update(values, parse_override(text))
     return from_dict(type(cfg), values)
-
-
-# Field metadata of a knob added after runs were named by their config hash: at its default the knob is left out
-# of the hash, so existing run ids (and study folders) stay valid; set to anything else it counts. Use as
-# `field(default=..., metadata=ADDED_LATER)` (or `dataclasses.field(default_factory=..., metadata=...)`).
-ADDED_LATER = types.MappingProxyType({"hash_at_default": False})
-
-
-def _hashed(value):
-    """asdict-like plain data, without ADDED_LATER fields at their default (at any depth)."""
-    if dataclasses.is_dataclass(value):
-        out = {}
-        for f in dataclasses.fields(value):
-            v = getattr(value, f.name)
-            if not f.metadata.get("hash_at_default", True):
-                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                if v == default:
-                    continue
-            out[f.name] = _hashed(v)
-        return out
-    if isinstance(value, (list, tuple)):
-        return [_hashed(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _hashed(v) for k, v in value.items()}
-    return value
-
-
-def config_hash(cfg, exclude: tuple[str, ...] = ()) -> str:
-    """Stable short hash of a resolved config; keys in `exclude` (dotted: "train.progress") are left out, and so
-    are ADDED_LATER knobs at their defaults. An excluded key the config does not have is an error (KeyError naming
-    it): a renamed or removed key would otherwise silently stop being excluded, or never have been."""
-    d, full = _hashed(cfg), to_dict(cfg)
-    for key in exclude:
-        *parents, leaf = key.split(".")
-        node, known = d, full
-        for part in parents:
-            node, known = node.get(part, {}), known.get(part) if isinstance(known, dict) else None
-        if not isinstance(known, dict) or leaf not in known:
-            raise KeyError(f"config_hash: {key!r} (to leave out of the hash) is not a key of {type(cfg).__name__}")
-        node.pop(leaf, None)
-    blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def from_dict(cls: type, values: dict):

@@ -7,10 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from salt.config import ADDED_LATER, load_config
+from salt.config import load_config
 from salt.data import items_per_step
 from salt.data.moving_digits import MovingDigitsConfig
 from salt.data.video import VideoListConfig
+from salt.identity import ALWAYS, NEVER, SCHEDULING, SCHEDULING_UNLESS_DEFAULT, UNLESS_DEFAULT
 from salt.layout import LayoutError, RunLayout
 from salt.masks import MaskConfig
 from salt.objectives.registry import get_method
@@ -23,10 +24,10 @@ def _check_choice(name: str, value: str, choices) -> None:
 
 @dataclass
 class DataConfig:
-    source: str = "moving_digits"           # moving_digits | video_list
-    moving_digits: MovingDigitsConfig = field(default_factory=MovingDigitsConfig)
-    video: VideoListConfig = field(default_factory=VideoListConfig)
-    num_workers: int = 0
+    source: str = field(default="moving_digits", metadata=ALWAYS)   # moving_digits | video_list
+    moving_digits: MovingDigitsConfig = field(default_factory=MovingDigitsConfig, metadata=ALWAYS)
+    video: VideoListConfig = field(default_factory=VideoListConfig, metadata=ALWAYS)
+    num_workers: int = field(default=0, metadata=SCHEDULING)
 
     def __post_init__(self):
         _check_choice("source", self.source, ("moving_digits", "video_list"))
@@ -36,26 +37,28 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    size: str = "tiny"                      # a preset of salt.models.vit.SIZE_PRESETS, or custom (the fields below)
-    patch_size: int = 4
-    tubelet_size: int = 2
-    init: str = "xavier"                    # xavier (MAE) | trunc_normal (V-JEPA)
-    pos_embed: str = "sincos"               # sincos (fixed, added) | rope (3D rotary in attention, the paper's) |
-    #                                         sincos_1d (VideoMAE's fixed table over the token index)
+    # a preset of salt.models.vit.SIZE_PRESETS, or custom (the fields below)
+    size: str = field(default="tiny", metadata=ALWAYS)
+    patch_size: int = field(default=4, metadata=ALWAYS)
+    tubelet_size: int = field(default=2, metadata=ALWAYS)
+    init: str = field(default="xavier", metadata=ALWAYS)   # xavier (MAE) | trunc_normal (V-JEPA)
+    # sincos (fixed, added) | rope (3D rotary in attention, the paper's) | sincos_1d (VideoMAE's fixed table over the
+    # token index)
+    pos_embed: str = field(default="sincos", metadata=ALWAYS)
     # What a released encoder needs (salt.importers; VideoViT documents each); the defaults are this project's.
-    embed_dim: int = field(default=0, metadata=ADDED_LATER)       # size=custom: width, depth, heads, MLP ratio
-    depth: int = field(default=0, metadata=ADDED_LATER)
-    num_heads: int = field(default=0, metadata=ADDED_LATER)
-    mlp_ratio: float = field(default=4.0, metadata=ADDED_LATER)
-    norm_eps: float = field(default=1e-6, metadata=ADDED_LATER)
-    final_norm: bool = field(default=True, metadata=ADDED_LATER)
-    rope_layout: str = field(default="salt", metadata=ADDED_LATER)   # salt | vjepa2
-    rope_key_bias: bool = field(default=False, metadata=ADDED_LATER)
-    pos_grid: list[int] = field(default_factory=list, metadata=ADDED_LATER)     # [T, H, W] the table was made for
-    input_mean: list[float] = field(default_factory=list, metadata=ADDED_LATER)  # per channel; [] = no input norm
-    input_std: list[float] = field(default_factory=list, metadata=ADDED_LATER)
+    embed_dim: int = field(default=0, metadata=UNLESS_DEFAULT)    # size=custom: width, depth, heads, MLP ratio
+    depth: int = field(default=0, metadata=UNLESS_DEFAULT)
+    num_heads: int = field(default=0, metadata=UNLESS_DEFAULT)
+    mlp_ratio: float = field(default=4.0, metadata=UNLESS_DEFAULT)
+    norm_eps: float = field(default=1e-6, metadata=UNLESS_DEFAULT)
+    final_norm: bool = field(default=True, metadata=UNLESS_DEFAULT)
+    rope_layout: str = field(default="salt", metadata=UNLESS_DEFAULT)   # salt | vjepa2
+    rope_key_bias: bool = field(default=False, metadata=UNLESS_DEFAULT)
+    pos_grid: list[int] = field(default_factory=list, metadata=UNLESS_DEFAULT)   # [T, H, W] the table was made for
+    input_mean: list[float] = field(default_factory=list, metadata=UNLESS_DEFAULT)   # per channel; [] = no input norm
+    input_std: list[float] = field(default_factory=list, metadata=UNLESS_DEFAULT)
     # recompute each trained block's activations in backward instead of keeping them (same result, ~1/3 more compute)
-    activation_checkpointing: bool = field(default=False, metadata=ADDED_LATER)
+    activation_checkpointing: bool = field(default=False, metadata=SCHEDULING_UNLESS_DEFAULT)
 
     def __post_init__(self):
         from salt.models.tokens import POSITION_KINDS, ROPE_LAYOUTS
@@ -84,26 +87,35 @@ class ModelConfig:
 @dataclass
 class PredictorConfig:
     """SALT/V-JEPA predictor, or the pixel teacher's decoder (paper predictor: 384 wide, 12 deep, 16 heads)."""
-    embed_dim: int = 64
-    depth: int = 2
-    num_heads: int = 4
-    mlp_ratio: float = 4.0
+    embed_dim: int = field(default=64, metadata=ALWAYS)
+    depth: int = field(default=2, metadata=ALWAYS)
+    num_heads: int = field(default=4, metadata=ALWAYS)
+    mlp_ratio: float = field(default=4.0, metadata=ALWAYS)
 
 
 @dataclass
 class ObjectiveConfig:
-    method: str = "pixel"                   # a registered method (salt.objectives.registry): pixel (stage-1
-    #                                         teacher) | salt (stage-2 student) | vjepa (EMA baseline) | ...
-    normalize_targets: bool = True          # pixel: VideoMAE per-tubelet, per-channel normalised targets
-    loss: str = "l1"                        # salt/vjepa: l1 (paper) | l2
-    target_layer: int = -1                  # salt/vjepa: -1 = final output (after the encoder's norm); k = block k
-    target_layernorm: bool = True           # salt/vjepa: LayerNorm without affine on targets (V-JEPA's code)
-    teacher_checkpoint: str = ""            # methods with a frozen teacher (salt): a checkpoint of any earlier run
-    teacher: ModelConfig = field(default_factory=ModelConfig)   # ... and its architecture, checked against the file
-    ema_momentum: list[float] = field(default_factory=lambda: [0.998, 1.0])  # vjepa: linear start -> end
-    teacher_check_every: int = 100          # salt: steps between checks that the frozen teacher is unchanged
-    plateau_ratio: float = 0.95             # pixel: warn when loss / mean-prediction loss stays above this ...
-    plateau_after: int = 200                # ... after this many steps
+    # a registered method (salt.objectives.registry): pixel (stage-1 teacher) | salt (stage-2 student) | vjepa (EMA
+    # baseline) | ...
+    method: str = field(default="pixel", metadata=ALWAYS)
+    # pixel: VideoMAE per-tubelet, per-channel normalised targets
+    normalize_targets: bool = field(default=True, metadata=ALWAYS)
+    loss: str = field(default="l1", metadata=ALWAYS)   # salt/vjepa: l1 (paper) | l2
+    # salt/vjepa: -1 = final output (after the encoder's norm); k = block k
+    target_layer: int = field(default=-1, metadata=ALWAYS)
+    # salt/vjepa: LayerNorm without affine on targets (V-JEPA's code)
+    target_layernorm: bool = field(default=True, metadata=ALWAYS)
+    # methods with a frozen teacher (salt): a checkpoint of any earlier run
+    teacher_checkpoint: str = field(default="", metadata=ALWAYS)
+    # ... and its architecture, checked against the file
+    teacher: ModelConfig = field(default_factory=ModelConfig, metadata=ALWAYS)
+    # vjepa: linear start -> end
+    ema_momentum: list[float] = field(default_factory=lambda: [0.998, 1.0], metadata=ALWAYS)
+    # salt: steps between checks that the frozen teacher is unchanged
+    teacher_check_every: int = field(default=100, metadata=ALWAYS)
+    # pixel: warn when loss / mean-prediction loss stays above this ...
+    plateau_ratio: float = field(default=0.95, metadata=ALWAYS)
+    plateau_after: int = field(default=200, metadata=ALWAYS)   # ... after this many steps
 
     def __post_init__(self):
         get_method(self.method)   # unknown: an error listing the registered methods
@@ -115,14 +127,14 @@ class ObjectiveConfig:
 @dataclass
 class OptimConfig:
     """AdamW; LR: linear warmup start_lr -> lr, then cosine -> final_lr; weight decay: cosine wd -> final_wd."""
-    lr: float = 1e-3
-    start_lr: float = 1e-4
-    final_lr: float = 1e-5
-    warmup_steps: int = 50
-    weight_decay: float = 0.04
-    final_weight_decay: float = 0.04
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    grad_clip: float = 1.0                  # max grad norm; 0 disables
+    lr: float = field(default=1e-3, metadata=ALWAYS)
+    start_lr: float = field(default=1e-4, metadata=ALWAYS)
+    final_lr: float = field(default=1e-5, metadata=ALWAYS)
+    warmup_steps: int = field(default=50, metadata=ALWAYS)
+    weight_decay: float = field(default=0.04, metadata=ALWAYS)
+    final_weight_decay: float = field(default=0.04, metadata=ALWAYS)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95], metadata=ALWAYS)
+    grad_clip: float = field(default=1.0, metadata=ALWAYS)   # max grad norm; 0 disables
 
     def __post_init__(self):
         if len(self.betas) != 2:
@@ -133,26 +145,30 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 300
-    batch_size: int = 32                    # clips per optimizer step, over all processes and micro-batches
+    steps: int = field(default=300, metadata=ALWAYS)
+    # clips per optimizer step, over all processes and micro-batches
+    batch_size: int = field(default=32, metadata=ALWAYS)
     # micro-batches per optimizer step (gradient accumulation): each process runs batch_size / (processes x
     # accumulate) clips at a time; schedules, masks, EMA, FLOPs and checkpoints stay per optimizer step
-    accumulate: int = field(default=1, metadata=ADDED_LATER)
-    seed: int = 0
-    device: str = "auto"                    # auto | cpu | cuda
-    precision: str = "auto"                 # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
-    log_every: int = 10
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 2
-    eval_every: int = 0                     # >0: evaluate (salt.eval.evaluate) every this many steps and at the end
-    eval_protocol: str = "smoke"            # the protocol of those evaluations: smoke | fast | systematic
-    count_attention_flops: bool = False     # False: the paper's 6ND/2ND accounting; True: add attention's 4*n^2*d
-    progress: bool = True
+    accumulate: int = field(default=1, metadata=SCHEDULING_UNLESS_DEFAULT)
+    seed: int = field(default=0, metadata=ALWAYS)
+    device: str = field(default="auto", metadata=SCHEDULING)   # auto | cpu | cuda
+    precision: str = field(default="auto", metadata=ALWAYS)   # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    log_every: int = field(default=10, metadata=SCHEDULING)
+    checkpoint_every: int = field(default=100, metadata=SCHEDULING)
+    keep_checkpoints: int = field(default=2, metadata=SCHEDULING)
+    # >0: evaluate (salt.eval.evaluate) every this many steps and at the end
+    eval_every: int = field(default=0, metadata=SCHEDULING)
+    # the protocol of those evaluations: smoke | fast | systematic
+    eval_protocol: str = field(default="smoke", metadata=SCHEDULING)
+    # False: the paper's 6ND/2ND accounting; True: add attention's 4*n^2*d
+    count_attention_flops: bool = field(default=False, metadata=ALWAYS)
+    progress: bool = field(default=True, metadata=SCHEDULING)
     # torch.compile each transformer block of the trained networks (in place: checkpoints keep their keys)
-    compile: bool = field(default=False, metadata=ADDED_LATER)
+    compile: bool = field(default=False, metadata=SCHEDULING_UNLESS_DEFAULT)
     # none: every process holds all weights (gradients all-reduced) | fsdp: the trained networks (and V-JEPA's EMA
     # target) sharded over the processes with FSDP2, block by block (salt.train.distributed); same math either way
-    shard: str = field(default="none", metadata=ADDED_LATER)
+    shard: str = field(default="none", metadata=SCHEDULING_UNLESS_DEFAULT)
 
     def __post_init__(self):
         _check_choice("device", self.device, ("auto", "cpu", "cuda"))
@@ -169,33 +185,30 @@ class TrainConfig:
 
 @dataclass
 class WandbConfig:
-    enabled: bool = False
-    project: str = "salt"
-    group: str = ""
-    mode: str = "offline"                   # used when WANDB_MODE is not set: offline works without network
+    enabled: bool = field(default=False, metadata=NEVER)
+    project: str = field(default="salt", metadata=NEVER)
+    group: str = field(default="", metadata=NEVER)
+    # used when WANDB_MODE is not set: offline works without network
+    mode: str = field(default="offline", metadata=NEVER)
 
 
 @dataclass
 class RunConfig:
-    name: str = ""                          # run folder name; "" -> "<method>-<hash of the resolved config>"
-    out_dir: str = "runs"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    predictor: PredictorConfig = field(default_factory=PredictorConfig)
-    mask: MaskConfig = field(default_factory=MaskConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    wandb: WandbConfig = field(default_factory=WandbConfig)
+    name: str = field(default="", metadata=NEVER)   # run folder name; "" -> "<method>-<hash of the resolved config>"
+    out_dir: str = field(default="runs", metadata=NEVER)
+    data: DataConfig = field(default_factory=DataConfig, metadata=ALWAYS)
+    model: ModelConfig = field(default_factory=ModelConfig, metadata=ALWAYS)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig, metadata=ALWAYS)
+    mask: MaskConfig = field(default_factory=MaskConfig, metadata=ALWAYS)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig, metadata=ALWAYS)
+    optim: OptimConfig = field(default_factory=OptimConfig, metadata=ALWAYS)
+    train: TrainConfig = field(default_factory=TrainConfig, metadata=ALWAYS)
+    wandb: WandbConfig = field(default_factory=WandbConfig, metadata=NEVER)
 
     def __post_init__(self):
         if get_method(self.objective.method).needs_teacher and not self.objective.teacher_checkpoint:
             raise ValueError(f"objective.teacher_checkpoint is required for method {self.objective.method!r}")
         items_per_step(self.data, self.train.batch_size)   # several clips per video must fill the batch evenly
-
-
-# Keys that do not change what a run computes: left out of the run id's hash.
-NON_SEMANTIC_KEYS = ("name", "out_dir", "wandb")
 
 
 def finished_run(run_dir: str | Path) -> tuple[RunLayout, RunConfig]:

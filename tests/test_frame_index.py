@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import salt.data.frame_index as fi
-from salt.config import config_hash, load_config, resolve_config
+from salt.config import load_config, resolve_config
+from salt.identity import config_hash
 from salt.data.video import VideoListConfig, VideoListDataset, read_frames
 from salt.schema import RunConfig
 from tests.test_video_data import write_list

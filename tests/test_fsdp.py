@@ -175,7 +175,8 @@ def test_fsdp_matches_one_process_and_unsharded_processes_and_resumes_exactly(mi
 def test_shard_is_a_checked_scheduling_key(micro_config):
     """Sharding changes where weights live, not what a run computes: a study's run id ignores it; and a typo is an
     error naming the key."""
-    from salt.study.spec import spec_run_id
-    assert spec_run_id(micro_config("vjepa", "a", "train.shard=fsdp")) == spec_run_id(micro_config("vjepa", "a"))
+    from salt.identity import run_id
+    sharded, plain = micro_config("vjepa", "a", "train.shard=fsdp"), micro_config("vjepa", "a")
+    assert run_id(sharded, "study") == run_id(plain, "study")
     with pytest.raises(ValueError, match="shard must be one of none, fsdp; got 'fsd'"):
         micro_config("vjepa", "a", "train.shard=fsd")

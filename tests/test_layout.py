@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from salt.identity import ID_SCHEME
 from salt.layout import DONE_SCHEMA_VERSION, LayoutError, RunLayout, StudyLayout
 
 
@@ -40,7 +41,8 @@ def test_done_marker_is_versioned_and_a_newer_version_is_refused_by_name(tmp_pat
     run = RunLayout(tmp_path / "r")
     assert not run.is_done()
     written = run.write_done({"run_id": "r", "steps": 3})
-    assert written == run.read_done() == {"run_id": "r", "steps": 3, "schema_version": DONE_SCHEMA_VERSION}
+    assert written == run.read_done() == {"run_id": "r", "steps": 3, "schema_version": DONE_SCHEMA_VERSION,
+                                          "id_scheme": ID_SCHEME}   # the run id scheme: tests/test_run_ids.py
     # done.json written before it carried a version has the same fields: read as version 1
     run.done.write_text(json.dumps({"run_id": "r", "steps": 3}))
     assert run.read_done()["steps"] == 3

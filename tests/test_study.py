@@ -8,7 +8,8 @@ import pytest
 
 from salt.config import load_config, resolve_config
 from salt.schema import RunConfig
-from salt.study import LaunchOptions, StudyError, read_plan, run_plan, run_states, spec_run_id
+from salt.identity import run_id
+from salt.study import LaunchOptions, StudyError, read_plan, run_plan, run_states
 from salt.study.estimate import step_flops
 from studies import compute_allocation
 from studies.compute_allocation import PRESETS, AllocationDials, build
@@ -63,11 +64,11 @@ def test_run_id_ignores_scheduling_keys_but_not_semantics():
     same = load_config(RunConfig, [resolve_config("tiny_teacher")],
                        ["train.log_every=3", "train.checkpoint_every=7", "train.progress=false", "out_dir=/x", "name=y"])
     other = load_config(RunConfig, [resolve_config("tiny_teacher")], ["optim.lr=0.002"])
-    assert spec_run_id(base) == spec_run_id(same)
-    assert spec_run_id(base) != spec_run_id(other)
-    assert spec_run_id(base).startswith("pixel-tiny-600-")
+    assert run_id(base, "study") == run_id(same, "study")
+    assert run_id(base, "study") != run_id(other, "study")
+    assert run_id(base, "study").startswith("pixel-tiny-600-")
     student = load_config(RunConfig, [resolve_config("tiny_student")], ["objective.teacher_checkpoint=/somewhere"])
-    assert spec_run_id(student, "teacher-a") != spec_run_id(student, "teacher-b")
+    assert run_id(student, "study", teacher_id="teacher-a") != run_id(student, "study", teacher_id="teacher-b")
 
 
 def test_an_empty_grid_is_refused(tmp_path):
@@ -324,7 +325,7 @@ def test_seeds_dial_adds_replicates_and_keeps_the_seed_zero_run_ids(tmp_path, ca
     plain = load_config(RunConfig, [resolve_config("micro_teacher")],
                         [f"model.size=micro", f"train.steps={teacher.config.train.steps}",
                          f"data.moving_digits.cache_dir={tmp_path / 'cache'}"])
-    assert spec_run_id(plain) == teacher.run_id
+    assert run_id(plain, "study") == teacher.run_id
     assert compute_allocation.main(["--preset", "smoke", "--dry-run", "--seeds", "2", "--out", str(tmp_path / "d")]) == 0
     out = capsys.readouterr().out
     assert all(s.run_id in out for s in seed1) and "estimated wall time on a CPU" in out

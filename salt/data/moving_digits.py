@@ -41,6 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from salt.identity import ALWAYS, SCHEDULING
+
 FORMAT_VERSION = 1
 NUM_DIGIT_CLASSES = 10
 TEST_IMAGE_FRACTION = 0.3
@@ -54,19 +56,19 @@ _STREAM_SPLIT, _STREAM_CLIPS, _STREAM_DISTRACTORS, _STREAM_NOISE = range(4)
 
 @dataclass
 class MovingDigitsConfig:
-    canvas: int = 32
-    digit_size: int = 12
-    frames: int = 8
-    num_train: int = 8000
-    num_test: int = 2000
-    directions: int = 4
-    speeds: list[float] = field(default_factory=lambda: [1.0, 2.0])
-    phases: int = 1
-    bounce: bool = True
-    distractors: int = 0
-    noise: float = 0.0
-    seed: int = 0
-    cache_dir: str = ""
+    canvas: int = field(default=32, metadata=ALWAYS)
+    digit_size: int = field(default=12, metadata=ALWAYS)
+    frames: int = field(default=8, metadata=ALWAYS)
+    num_train: int = field(default=8000, metadata=ALWAYS)
+    num_test: int = field(default=2000, metadata=ALWAYS)
+    directions: int = field(default=4, metadata=ALWAYS)
+    speeds: list[float] = field(default_factory=lambda: [1.0, 2.0], metadata=ALWAYS)
+    phases: int = field(default=1, metadata=ALWAYS)
+    bounce: bool = field(default=True, metadata=ALWAYS)
+    distractors: int = field(default=0, metadata=ALWAYS)
+    noise: float = field(default=0.0, metadata=ALWAYS)
+    seed: int = field(default=0, metadata=ALWAYS)
+    cache_dir: str = field(default="", metadata=SCHEDULING)
 
     def __post_init__(self) -> None:
         if self.canvas < 2:

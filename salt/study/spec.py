@@ -1,9 +1,10 @@
 """Run specs and study plans: what a study will run, derived before anything runs.
 
 A study is a pure function from a few dials to a `StudyPlan` (a list of `RunSpec`s in dependency order).
-A run's id is a readable prefix plus a hash of its resolved config, with scheduling options left out and a
-student's teacher named by the teacher's run id (not by a path), so the same run gets the same id in any
-folder, on any cluster, and a teacher shared by several students is one run.
+A run's id is `salt.identity.run_id`'s "study" form: a readable prefix plus a hash of its resolved config, with
+scheduling options left out and a student's teacher named by the teacher's run id (not by a path), so the same
+run gets the same id in any folder, on any cluster, and a teacher shared by several students is one run. study.json
+stores the id scheme (`id_scheme`) beside the ids; a folder whose plan has another scheme is refused, not renamed.
 """
 from __future__ import annotations
 
@@ -13,34 +14,19 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from salt.config import config_hash, from_dict, load_config, resolve_config, to_dict
+from salt import identity
+from salt.config import from_dict, load_config, resolve_config, to_dict
 from salt.io import atomic_write_json
 from salt.layout import LayoutError, RunLayout, StudyLayout
 from salt.objectives import get_method
-from salt.schema import NON_SEMANTIC_KEYS, RunConfig, finished_run
+from salt.schema import RunConfig, finished_run
 
 PLAN_SCHEMA_VERSION = 1
 ROLES = ("teacher", "student", "baseline")
-BASELINES = ("random_init", "raw_pixels")
-# Keys that change how a run is scheduled or logged, not what it computes: left out of the run id. (train.shard:
-# FSDP2 computes the step of the same global batch from the same weights as the all-reduce path; only where the
-# weights and optimizer state live and the order of the gradient sums differ, as with train.accumulate.)
-SCHEDULING_KEYS = ("train.progress", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-                   "train.device", "train.accumulate", "train.compile", "train.shard", "model.activation_checkpointing",
-                   "train.eval_every", "train.eval_protocol", "data.num_workers", "data.video.decode_threads",
-                   "data.moving_digits.cache_dir")
 
 
 class StudyError(ValueError):
     """A study that cannot run as defined (empty grid, unknown preset, unavailable executor, ...)."""
-
-
-def spec_run_id(cfg: RunConfig, teacher_id: str = "") -> str:
-    """`<method>-<size>-<steps>-<hash>`: the hash covers everything that changes what the run computes."""
-    semantic = copy.deepcopy(cfg)
-    semantic.objective.teacher_checkpoint = teacher_id   # the teacher by its run id, not by where it lives
-    digest = config_hash(semantic, exclude=NON_SEMANTIC_KEYS + SCHEDULING_KEYS)[:10]
-    return f"{cfg.objective.method}-{cfg.model.size}-{cfg.train.steps}-{digest}"
 
 
 @dataclass
@@ -93,6 +79,7 @@ class StudyPlan:
     preset: str
     root: Path
     runs: list[RunSpec]
+    id_scheme: int = identity.ID_SCHEME    # the scheme its run ids were made with (salt.identity)
 
     def __post_init__(self):
         if not self.runs:
@@ -116,12 +103,12 @@ class StudyPlan:
         return [[s for s in self.runs if depth[s.run_id] == k] for k in range(max(depth.values()) + 1)]
 
     def to_json(self) -> dict:
-        return {"schema_version": PLAN_SCHEMA_VERSION, "study": self.study, "preset": self.preset,
-                "runs": [spec.to_json() for spec in self.runs]}
+        return {"schema_version": PLAN_SCHEMA_VERSION, "id_scheme": self.id_scheme, "study": self.study,
+                "preset": self.preset, "runs": [spec.to_json() for spec in self.runs]}
 
 
 class PlanBuilder:
-    """Collects a study's runs: configs from packaged YAML + overrides, ids from `spec_run_id`, a teacher (or
+    """Collects a study's runs: configs from packaged YAML + overrides, ids from `salt.identity.run_id`, a teacher (or
     any run) requested twice is one run, and every student depends on its teacher."""
 
     def __init__(self, study: str, preset: str, root: str | Path, *, evaluation: str, overrides: list[str] = ()):
@@ -153,7 +140,7 @@ class PlanBuilder:
         if method.needs_teacher:
             raise StudyError(f"{base}: method {method.name!r} learns from a teacher; add it with PlanBuilder.student")
         role = role or method.stage
-        run_id = spec_run_id(cfg)
+        run_id = identity.run_id(cfg, "study")
         cfg = _placed(cfg, run_id, self.root, eval_steps, self.group)
         flops = run_flops(cfg)
         return self._add(RunSpec(run_id, role, cfg.objective.method, cfg, [], dict(labels or {}), self.evaluation,
@@ -176,7 +163,7 @@ class PlanBuilder:
         cfg = self._student_config(base, t, list(overrides), source)
         if not get_method(cfg.objective.method).needs_teacher:
             raise StudyError(f"{base}: method {cfg.objective.method!r} has no teacher; add it with PlanBuilder.run")
-        run_id = spec_run_id(cfg, teacher_id)
+        run_id = identity.run_id(cfg, "study", teacher_id=teacher_id)
         cfg = _placed(cfg, run_id, self.root, eval_steps, self.group)
         flops = run_flops(cfg)
         share = teacher.estimated_flops_total * ((teacher_step or t.train.steps) / t.train.steps)
@@ -210,11 +197,10 @@ class PlanBuilder:
 
     def baseline(self, kind: str, like: RunSpec) -> RunSpec:
         """A random-init encoder of `like`'s size, or raw pixels, on `like`'s data: evaluated, not trained."""
-        from salt.eval.evaluate import baseline_run_id
-        if kind not in BASELINES:
-            raise StudyError(f"baseline must be one of {BASELINES}, got {kind!r}")
+        if kind not in identity.BASELINE_KINDS:
+            raise StudyError(f"baseline must be one of {identity.BASELINE_KINDS}, got {kind!r}")
         cfg = copy.deepcopy(like.config)
-        run_id = baseline_run_id(kind, cfg)
+        run_id = identity.run_id(cfg, kind)
         return self._add(RunSpec(run_id, "baseline", kind, cfg, [], {"group": kind}, self.evaluation))
 
     def plan(self) -> StudyPlan:
@@ -252,10 +238,23 @@ def with_benchmarks(plan: StudyPlan, benchmarks: list[str]) -> StudyPlan:
     return plan
 
 
+def _id_scheme(data: dict, path: Path) -> int:
+    try:
+        return identity.stored_scheme(data, path)
+    except identity.IdSchemeError as e:
+        raise StudyError(str(e)) from e
+
+
 def write_plan(plan: StudyPlan) -> Path:
+    """study.json; unchanged plans are not rewritten (reruns leave the folder as is). A folder planned with another
+    run id scheme is refused before anything runs: its finished runs would not be found under the new ids."""
     path = StudyLayout(plan.root).plan
-    if not path.exists() or json.loads(path.read_text()) != json.loads(json.dumps(plan.to_json())):
-        atomic_write_json(path, plan.to_json())   # unchanged plans are not rewritten: reruns leave the folder as is
+    stored = json.loads(path.read_text()) if path.exists() else None
+    if stored is not None and _id_scheme(stored, path) != plan.id_scheme:
+        raise StudyError(f"{path} names its runs with id scheme {_id_scheme(stored, path)}, this plan with "
+                         f"{plan.id_scheme}: plan it in a new folder, or use the salt that planned it")
+    if stored != json.loads(json.dumps(plan.to_json())):
+        atomic_write_json(path, plan.to_json())
     return path
 
 
@@ -267,4 +266,4 @@ def read_plan(root: str | Path) -> StudyPlan:
     if data.get("schema_version") != PLAN_SCHEMA_VERSION:
         raise StudyError(f"{path}: schema version {data.get('schema_version')} is not {PLAN_SCHEMA_VERSION}")
     return StudyPlan(data["study"], data["preset"], Path(root).resolve(),
-                     [RunSpec.from_json(r) for r in data["runs"]])
+                     [RunSpec.from_json(r) for r in data["runs"]], _id_scheme(data, path))
