@@ -31,45 +31,45 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from salt.config import ADDED_LATER
 from salt.data.frame_index import FrameIndex, SeekMissed, frame_index
 from salt.data.sampler import Mixture
 from salt.errors import UserError
+from salt.identity import ALWAYS, SCHEDULING_UNLESS_DEFAULT, UNLESS_DEFAULT
 
 
 @dataclass
 class VideoListConfig:
     # One clip per line, "path label", separated by whitespace (or a comma in a .csv).
     # Relative paths resolve against the list file's folder.
-    list_path: str = ""
-    frames_per_clip: int = 16
-    frame_step: int = 4  # take every frame_step-th frame
-    resolution: int = 224  # output height = width
-    crop_scale: list[float] = field(default_factory=lambda: [0.3, 1.0])  # random-resized-crop area fraction
-    crop_aspect: list[float] = field(default_factory=lambda: [0.75, 1.35])  # random-resized-crop w/h
-    hflip: bool = True
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
-    eval_clips: int = 1  # uniformly spaced clips per video at evaluation
+    list_path: str = field(default="", metadata=ALWAYS)
+    frames_per_clip: int = field(default=16, metadata=ALWAYS)
+    frame_step: int = field(default=4, metadata=ALWAYS)   # take every frame_step-th frame
+    resolution: int = field(default=224, metadata=ALWAYS)   # output height = width
+    crop_scale: list[float] = field(default_factory=lambda: [0.3, 1.0], metadata=ALWAYS)   # random-resized-crop area
+    crop_aspect: list[float] = field(default_factory=lambda: [0.75, 1.35], metadata=ALWAYS)   # ... and its w/h
+    hflip: bool = field(default=True, metadata=ALWAYS)
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406], metadata=ALWAYS)
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225], metadata=ALWAYS)
+    eval_clips: int = field(default=1, metadata=ALWAYS)   # uniformly spaced clips per video at evaluation
     # V-JEPA 2's sampling. The frame step from the video's own rate instead of frame_step: a target rate in frames
     # per second (fps), or the clip's length in seconds (duration); at most one of them. num_clips: clips per
     # video per training sample, from equal segments of the video (train.batch_size counts clips, so a step
     # draws batch_size / num_clips videos)
-    fps: float = field(default=0.0, metadata=ADDED_LATER)
-    duration: float = field(default=0.0, metadata=ADDED_LATER)
-    num_clips: int = field(default=1, metadata=ADDED_LATER)
+    fps: float = field(default=0.0, metadata=UNLESS_DEFAULT)
+    duration: float = field(default=0.0, metadata=UNLESS_DEFAULT)
+    num_clips: int = field(default=1, metadata=UNLESS_DEFAULT)
     # A mixture (V-JEPA 2's datasets / datasets_weights): several list files instead of list_path, each sample's
     # list drawn by weight. Without weights the lists are one concatenated list.
-    lists: list[str] = field(default_factory=list, metadata=ADDED_LATER)
-    list_weights: list[float] = field(default_factory=list, metadata=ADDED_LATER)
+    lists: list[str] = field(default_factory=list, metadata=UNLESS_DEFAULT)
+    list_weights: list[float] = field(default_factory=list, metadata=UNLESS_DEFAULT)
     # FFmpeg decoding threads per process: 0 = automatic (1 in each DataLoader worker, which together already
     # use the cores; FFmpeg's own count with frame threading when the main process decodes, num_workers=0)
-    decode_threads: int = field(default=0, metadata=ADDED_LATER)
+    decode_threads: int = field(default=0, metadata=SCHEDULING_UNLESS_DEFAULT)
     # spatial crops per clip at evaluation: squares spread evenly along the frame's long side (1 = the centre)
-    eval_crops: int = field(default=1, metadata=ADDED_LATER)
+    eval_crops: int = field(default=1, metadata=UNLESS_DEFAULT)
     # fast decoding: skip H.264's deblocking filter and allow FFmpeg's inexact speed-ups (faster, not bit-exact:
     # benchmarks/README.md gives the speed and PSNR); off keeps every frame exactly as a full decode gives it
-    fast_decode: bool = field(default=False, metadata=ADDED_LATER)
+    fast_decode: bool = field(default=False, metadata=UNLESS_DEFAULT)
 
     def __post_init__(self) -> None:
         for name in ("frames_per_clip", "frame_step", "resolution", "eval_clips", "eval_crops"):
