@@ -43,7 +43,7 @@ def curve_columns(final: pd.DataFrame) -> list[str]:
 
 
 def curve_name(key: dict) -> str:
-    """A curve in a few words: its group, then the design values that are set ("salt share=0.2 size=tiny")."""
+    """A curve in a few words: its group, then the design values that are set ("salt share=0.2 teacher=tiny")."""
     short = {"teacher_share": "share", "teacher_size": "teacher", "student_size": "student", "teacher_mask": "mask",
              "teacher_lr": "lr"}
     parts = [str(key.get("group", ""))]
