@@ -11,6 +11,8 @@ itself.
     <run>/features/<benchmark>-<split>-<key>/  a benchmark split's feature cache (salt.eval.cache): key.json,
                                             shard_XXXXX.pt, complete.json (written last)
     <run>/job.json, <run>/attempts.jsonl    a study's job ledger and the log of each start
+    <run>/lock, <run>/lock.jsonl            one writer at a time (salt.runlock): the flock'ed file naming its
+                                            holder, and the log of every acquire and release
 
     <study>/study.json                      the plan
     <study>/runs/<run id>/                  its runs (run folders as above)
@@ -19,6 +21,7 @@ itself.
     <study>/results.csv                     the results table (a view of the records)
     <study>/analysis/report.md              the analysis report and its figures
     <study>/hpo/                            a hyperparameter search's storage and trials
+    <study>/submit.lock                     one invocation at a time submits (salt.runlock.hold_study)
 
     <prepared>/videos/<stem>-<key>[_cNNN].mp4   a prepared collection (PrepareLayout, salt.data.prepare): the
     <prepared>/.prepare/<key>.json              re-encoded files, one record per input, options.json, lock, logs;
@@ -168,6 +171,15 @@ class RunLayout:
     def attempts(self) -> Path:
         return self.root / "attempts.jsonl"
 
+    # -- one writer at a time (salt.runlock) -------------------------------------------------------------------
+    @property
+    def lock(self) -> Path:
+        return self.root / "lock"
+
+    @property
+    def lock_log(self) -> Path:
+        return self.root / "lock.jsonl"
+
 
 @dataclass(frozen=True)
 class FeatureCacheLayout:
@@ -249,6 +261,10 @@ class StudyLayout:
     @property
     def hpo(self) -> Path:
         return self.root / "hpo"
+
+    @property
+    def submit_lock(self) -> Path:
+        return self.root / "submit.lock"
 
     def records(self) -> list[Path]:
         """Every evaluation record of the study's runs and baselines."""

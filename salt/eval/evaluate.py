@@ -41,6 +41,7 @@ from salt.masks import build_mask_generator
 from salt.layout import DEFAULT_BENCHMARK, RunLayout, read_metrics
 from salt.models import VideoViT
 from salt.objectives import build_network, build_objective, get_method
+from salt.runlock import hold as hold_run
 from salt.schema import NON_SEMANTIC_KEYS, RunConfig
 
 HELDOUT_MASK_SEED = 20250929   # fixed masks for held-out losses: comparable across runs and checkpoints
@@ -459,8 +460,14 @@ def evaluate_run(run_dir: str | Path, step: int | None = None, protocol: str | E
     """Evaluate a run's checkpoint (latest if `step` is None) on a benchmark (None: the default, the run's own
     data) and write its record into run_dir/evals/. `selection` "paper" evaluates the protocol's paper-selection
     variant; `encoder` picks V-JEPA's EMA ("default", "ema") or online encoder. Bad settings fail before any
-    clip is encoded."""
-    run_dir, layout = Path(run_dir), RunLayout(run_dir)
+    clip is encoded. Holds the run folder's lock (salt.runlock; a training job's periodic evaluation shares its
+    job's): while another job trains or evaluates the run, this fails with RunLockedError naming it."""
+    with hold_run(run_dir, "evaluate", create=False):
+        return _evaluate_run(Path(run_dir), step, protocol, data, benchmark, selection, encoder)
+
+
+def _evaluate_run(run_dir: Path, step, protocol, data, benchmark, selection, encoder) -> EvalRecord:
+    layout = RunLayout(run_dir)
     t0 = time.perf_counter()
     proto = eval_protocol(protocol, selection)
     bench = resolve_benchmark(benchmark)
@@ -505,8 +512,15 @@ def evaluate_baseline(kind: str, cfg: RunConfig, out_dir: str | Path, protocol: 
                       data: ProbeData | None = None, *, benchmark: str | BenchmarkConfig | None = None,
                       selection: str | None = None) -> EvalRecord:
     """Random-init encoder of cfg.model's size, or raw pixels, on cfg.data (or a named benchmark: random init
-    only): evaluated once per (data, model, protocol, benchmark) and reused from out_dir/baselines/ afterwards."""
+    only): evaluated once per (data, model, protocol, benchmark) and reused from out_dir/baselines/ afterwards
+    (written under the baseline folder's lock, salt.runlock)."""
     layout = RunLayout.baseline(out_dir, baseline_run_id(kind, cfg))
+    with hold_run(layout.root, "evaluate baseline"):
+        return _evaluate_baseline(kind, cfg, layout, protocol, data, benchmark, selection)
+
+
+def _evaluate_baseline(kind: str, cfg: RunConfig, layout: RunLayout, protocol, data, benchmark,
+                       selection) -> EvalRecord:
     proto = eval_protocol(protocol, selection)
     bench = resolve_benchmark(benchmark)
     if bench is not None and kind == "raw_pixels":

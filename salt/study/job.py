@@ -3,7 +3,8 @@ evaluation records. The same callable runs under every submitit executor (debug,
 
 On SLURM, a timeout or preemption signal makes submitit call `checkpoint()`: the run saves its state (when
 between steps; otherwise its last periodic checkpoint stands) and the job is requeued as a fresh `RunJob`
-that resumes. Every start is logged in RUN_DIR/attempts.jsonl (job id, the step it started from).
+that resumes. Every start is logged in RUN_DIR/attempts.jsonl (job id, the step it started from). The job holds
+the run folder's lock (salt.runlock) while it trains and evaluates.
 """
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ import time
 
 import submitit
 
+from salt.io import append_line
 from salt.study.spec import RunSpec
+
+LOCK_WAIT_S = 120.0   # how long a job waits for another job of the same run (salt.runlock) before it fails
 
 
 def _benchmarks(spec: RunSpec) -> list:
@@ -54,34 +58,38 @@ class RunJob(submitit.helpers.Checkpointable):
     def _train_and_evaluate(self, spec: RunSpec) -> dict:
         from salt.eval.evaluate import evaluate_run
         from salt.eval.periodic import evaluation_hooks
-        from salt.train.loop import Trainer
+        from salt.runlock import hold
+        from salt.train.distributed import DistributedContext
+        from salt.train.loop import Trainer, resolve_device
         layout = spec.layout
-        if layout.is_done():
-            summary = layout.read_done()
-        else:
-            # several tasks (GPUs): DDP from submitit's environment
-            self._trainer = Trainer(spec.config, resume=True, checkpoint_hooks=evaluation_hooks(spec.config))
-            is_main = self._trainer.dist.is_main
-            if is_main:
-                self._log_attempt(spec, self._trainer.start_step)
-            summary = self._trainer.fit()
-            self._trainer = None
-            if not is_main:   # evaluation records are written once, by rank 0
+        dist = DistributedContext.from_env(resolve_device(spec.config.train)[0].type)   # several tasks (GPUs): DDP
+        # one job at a time trains and evaluates the run (rank 0 locks for every rank); a requeued job whose
+        # earlier incarnation is still being killed waits for it
+        with hold(spec.run_dir, "study job", wait_s=LOCK_WAIT_S, dist=dist):
+            if layout.is_done():
+                summary = layout.read_done()
+            else:
+                self._trainer = Trainer(spec.config, resume=True, checkpoint_hooks=evaluation_hooks(spec.config),
+                                        dist=dist)
+                if dist.is_main:
+                    self._log_attempt(spec, self._trainer.start_step)
+                summary = self._trainer.fit()
+                self._trainer = None
+            if not dist.is_main:   # evaluation records are written once, by rank 0
                 return summary
-        for step in sorted(set(spec.eval_steps) | {spec.config.train.steps}):
-            if not layout.record(step, spec.evaluation).exists():
-                evaluate_run(spec.run_dir, step, spec.evaluation)
-            for bench in _benchmarks(spec):   # and on every benchmark the study names
-                if not layout.record(step, spec.evaluation, bench.name).exists():
-                    evaluate_run(spec.run_dir, step, spec.evaluation, benchmark=bench)
+            for step in sorted(set(spec.eval_steps) | {spec.config.train.steps}):
+                if not layout.record(step, spec.evaluation).exists():
+                    evaluate_run(spec.run_dir, step, spec.evaluation)
+                for bench in _benchmarks(spec):   # and on every benchmark the study names
+                    if not layout.record(step, spec.evaluation, bench.name).exists():
+                        evaluate_run(spec.run_dir, step, spec.evaluation, benchmark=bench)
         return summary
 
     def _log_attempt(self, spec: RunSpec, start_step: int) -> None:
         entry = {"job_id": _job_id(), "start_step": start_step, "host": socket.gethostname(), "pid": os.getpid(),
                  "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         spec.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(spec.layout.attempts, "a") as f:   # one short line per start: appends do not tear
-            f.write(json.dumps(entry) + "\n")
+        append_line(spec.layout.attempts, json.dumps(entry))   # one short line per start, whole or not at all
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """Called by submitit on SLURM's timeout/preemption signal, before the job is requeued."""

@@ -3,7 +3,10 @@
 Idempotent: a run whose folder has done.json and its evaluation records is skipped; a run whose job is active
 (`RunState.is_active`: pending, running, requeued, completing, suspended) is left alone (never submitted twice);
 a failed run (failed, timeout, cancelled, node_fail, out_of_memory, preempted) is resubmitted up to
-`max_attempts` times and resumes from its last checkpoint. Students wait for their teacher: on SLURM through
+`max_attempts` times and resumes from its last checkpoint. A run whose folder's lock (salt.runlock) is held is
+running, whatever its job record says (a job of another invocation or host, an earlier incarnation of a requeued
+job, a user's own `python -m salt` on it). Invocations take turns to decide and submit (the study's submit lock),
+so a second invocation sees the first one's jobs and submits none of them again. Students wait for their teacher: on SLURM through
 `--dependency=afterok:<teacher job>`, locally by running stage after stage. Each run's submissions are kept in
 RUN_DIR/job.json; the plan in STUDY_DIR/study.json; submitit's logs in STUDY_DIR/logs/.
 """
@@ -22,6 +25,7 @@ import submitit
 
 from salt.io import atomic_write_json
 from salt.layout import DEFAULT_BENCHMARK, StudyLayout
+from salt.runlock import describe, held_by, hold_study
 from salt.study.job import RunJob
 from salt.study.spec import RunSpec, StudyError, StudyPlan, write_plan
 from salt.study.state import RunState, process_alive, slurm_outcome, slurm_queue
@@ -88,8 +92,8 @@ def _local_job_alive(job: dict) -> bool:
 def run_states(specs: list[RunSpec]) -> dict[str, dict]:
     """Per run: state (a RunState: done from the run folder; while its SLURM job is queued or running, SLURM's
     state from squeue; after the job left the queue, how it ended from sacct when the cluster keeps accounting,
-    else failed; running while a local job's process is alive), attempts, last job id, SLURM's reason, log
-    paths and the last recorded error."""
+    else failed; running while a local job's process is alive or any process holds the run folder's lock),
+    attempts, last job id, SLURM's reason (or who holds the lock), log paths and the last recorded error."""
     jobs = {spec.run_id: read_job(spec) for spec in specs}
     last = {run_id: j["jobs"][-1] if j["jobs"] else {} for run_id, j in jobs.items()}
     slurm_ids = [job["job_id"] for job in last.values() if job.get("executor") == "slurm"]
@@ -101,20 +105,22 @@ def run_states(specs: list[RunSpec]) -> dict[str, dict]:
     for spec in specs:
         job, latest = jobs[spec.run_id], last[spec.run_id]
         job_id = latest.get("job_id", "")
+        holder = None if spec.run_id in done else held_by(spec.run_dir)
+        reason = queued.get(job_id, (None, ""))[1] or (f"locked: {describe(holder)}" if holder is not None else "")
         if spec.run_id in done:
             state = RunState.DONE
         elif job_id in queued:
             state = queued[job_id][0]
             if state is RunState.DONE:   # SLURM says COMPLETED, the folder says not done: no result
                 state = RunState.FAILED
-        elif _local_job_alive(latest):
+        elif _local_job_alive(latest) or holder is not None:
             state = RunState.RUNNING
         elif job["attempts"]:
             state = ended.get(job_id, RunState.FAILED)
         else:
             state = RunState.NOT_STARTED
         table[spec.run_id] = {"state": state, "attempts": job["attempts"], "job_id": job_id,
-                              "reason": queued.get(job_id, (None, ""))[1], "stdout": latest.get("stdout", ""),
+                              "reason": reason, "stdout": latest.get("stdout", ""),
                               "stderr": latest.get("stderr", ""), "error": job.get("error", "")}
     return table
 
@@ -210,16 +216,20 @@ def _blocked_by(spec: RunSpec, states: dict[str, dict], active: set[str]) -> lis
 
 
 def _run_in_order(plan: StudyPlan, options: LaunchOptions, executor) -> None:
-    """local/debug: one run at a time in dependency order (concurrent CPU jobs slow each other 10-20x here)."""
+    """local/debug: one run at a time in dependency order (concurrent CPU jobs slow each other 10-20x here). Each
+    run's state is read again just before it would be submitted, under the study's submit lock: another
+    invocation may have started it meanwhile."""
     states = run_states(plan.runs)
     for spec in plan.runs:
-        state = states[spec.run_id]
-        if state["state"] is RunState.DONE or state["state"].is_active or state["attempts"] >= options.max_attempts:
-            continue   # active: another invocation of this study has it
-        if _blocked_by(spec, states, set()):
-            continue
-        job = executor.submit(RunJob(spec.to_json(), options.threads))
-        _record_submission(spec, job, options.executor)
+        with hold_study(plan.root):
+            states[spec.run_id] = state = run_states([spec])[spec.run_id]
+            if (state["state"] is RunState.DONE or state["state"].is_active
+                    or state["attempts"] >= options.max_attempts):
+                continue   # active: another invocation of this study has it
+            if _blocked_by(spec, states, set()):
+                continue
+            job = executor.submit(RunJob(spec.to_json(), options.threads))
+            _record_submission(spec, job, options.executor)
         try:
             job.result()
         except Exception as error:   # recorded and shown in the status table; other runs go on
@@ -229,7 +239,15 @@ def _run_in_order(plan: StudyPlan, options: LaunchOptions, executor) -> None:
 
 def _submit_slurm(plan: StudyPlan, options: LaunchOptions, executor) -> None:
     """One job array per (stage, set of teacher jobs): independent runs share an array; a student waits for its
-    teacher's job with afterok. Jobs stuck on a dependency that can never be met are cancelled and resubmitted."""
+    teacher's job with afterok. Jobs stuck on a dependency that can never be met are cancelled and resubmitted.
+    The states are read, the jobs submitted and recorded under the study's submit lock (not the wait)."""
+    with hold_study(plan.root):
+        submitted = _submit_slurm_stages(plan, options, executor)
+    if options.wait:
+        wait_for(plan, [job for _, job in submitted], options)
+
+
+def _submit_slurm_stages(plan: StudyPlan, options: LaunchOptions, executor) -> list:
     states = run_states(plan.runs)
     active: dict[str, str] = {}   # run id -> job id of a job queued or running now
     for run_id in _cancel_unsatisfiable(plan, states):
@@ -258,8 +276,7 @@ def _submit_slurm(plan: StudyPlan, options: LaunchOptions, executor) -> None:
                 _record_submission(spec, job, "slurm")
                 active[spec.run_id] = str(job.job_id)
                 submitted.append((spec, job))
-    if options.wait:
-        wait_for(plan, [job for _, job in submitted], options)
+    return submitted
 
 
 def _cancel_unsatisfiable(plan: StudyPlan, states: dict[str, dict]) -> list[str]:

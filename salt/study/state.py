@@ -7,12 +7,11 @@ may be resubmitted). Its values are the names the status table prints.
 """
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
 from enum import Enum
 
+from salt.runlock import process_alive  # noqa: F401  (the launcher's and HPO's: one definition)
 from salt.study.spec import StudyError
 
 
@@ -147,22 +146,3 @@ def slurm_outcome(job_ids: list[str]) -> dict[str, RunState]:
         if job_id in job_ids and state.is_failed:
             outcome[job_id] = state
     return outcome
-
-
-def process_alive(host: str, pid: int | str) -> bool:
-    """A process of this host is alive (a local job, an HPO worker); a zombie (exited, not yet reaped by its
-    parent) is not. Another host's process cannot be seen from here: False, so a caller that must not call a
-    remote process dead compares `host` with `socket.gethostname()` first."""
-    if host != socket.gethostname():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, ValueError):
-        return False
-    if not os.path.isdir("/proc"):   # not Linux: kill(0) is all there is
-        return True
-    try:
-        with open(f"/proc/{int(pid)}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:   # exited since
-        return False

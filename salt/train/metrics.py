@@ -8,6 +8,8 @@ import time
 import warnings
 from pathlib import Path
 
+from salt.io import append_bytes, atomic_write_text
+
 
 class MetricsLog:
     """Appends one JSON object per logged step. On resume from step s, records at or after s (written after
@@ -19,14 +21,12 @@ class MetricsLog:
         if self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and _step_of(line) < resume_step]
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, self.path)
-        self._file = open(self.path, "a")
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        self._file = open(self.path, "ab", buffering=0)   # unbuffered: each line is on disk (or not) when written
 
     def write(self, record: dict) -> None:
-        self._file.write(json.dumps(record, sort_keys=True) + "\n")
-        self._file.flush()
+        """One line, whole or not at all: out of space, the log still ends with the previous line (DiskFullError)."""
+        append_bytes(self._file, self.path, (json.dumps(record, sort_keys=True) + "\n").encode())
 
     def close(self) -> None:
         self._file.close()
