@@ -29,7 +29,8 @@ from analysis.fits import MIN_DISTINCT, FitError, PowerLawFit, fit_error_vs_comp
 from analysis.resample import bootstrap_counts, one_blas_thread, percentile_interval
 
 LEVEL = 0.90                 # of the prediction interval
-N_BOOT = 200                 # resamples of each forecast fit (the report uses min(its --bootstrap, N_BOOT))
+N_BOOT = 200                 # resamples of each forecast fit (--predict)
+REPORT_BOOT = 50             # in the report (min with its --bootstrap): 4 fits per curve; coverage held at 20
 NOISE_DRAWS = 50             # seed-noise draws per resample
 LOSSES = ("losses.train", "losses.heldout")   # the two-step predictor's loss: the first one the curve has
 ALONG_CURVE = ("budget", "teacher_steps", "student_steps")   # design columns that change along a curve

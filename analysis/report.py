@@ -167,7 +167,7 @@ def analyze(frame: pd.DataFrame, target: str | None = None, *, evaluation: str |
         out.match = flops_to_match(final, target, out.curves)
         out.selection = rank_metrics(frame, target, n_boot=n_boot, n_perm=n_boot, seed=seed)
     if len(final):
-        boot = min(n_boot, forecast_.N_BOOT)
+        boot = min(n_boot, forecast_.REPORT_BOOT)
         out.forecast_budget = forecast_.as_budget(FORECAST_FACTOR * float(final["budget"].max()))
         out.forecast = forecast_.forecast(frame, target, out.forecast_budget, n_boot=boot, seed=seed)
         out.rollout = forecast_.rollout(frame, target, n_boot=boot, seed=seed)
