@@ -29,7 +29,7 @@ DEMO_PRESETS = {
     # ~minutes on 2 CPU cores: tests the pipeline, not the science.
     "tiny": DemoPreset("tiny", teacher_steps=450, student_steps=250, vjepa_steps=250),
     # ~40 minutes on 2 CPU cores: the teacher leaves the mean-prediction plateau (loss / mean-prediction loss
-    # 0.99 at step 250, 0.71 at 1500, 0.63 at 2500; README) and the student has a teacher worth copying.
+    # 0.99 at step 250, 0.71 at 1500, 0.63 at 2500; docs/results.md, History) and the student has a teacher worth copying.
     "small": DemoPreset("tiny", teacher_steps=2500, student_steps=2000, vjepa_steps=1500),
     # seconds: for the tests (the packaged micro setting, salt/configs/micro.yaml).
     "smoke": DemoPreset("micro", teacher_steps=4, student_steps=4, vjepa_steps=4, protocol="smoke"),
@@ -74,7 +74,7 @@ def run_demo(preset_name: str = "tiny", out_dir: str | Path = "runs/demo", extra
 
 
 HEADLINE = ("\nHeadline: the 10-shot linear probe on per-time-step pooled features (motion). On small synthetic data a "
-            "label-trained probe with all labels learns from random features too (docs/calibration.md), so "
+            "label-trained probe with all labels learns from random features too (the random init row above), so "
             "full-label and attentive columns are context, not the verdict.")
 
 

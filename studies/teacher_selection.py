@@ -86,7 +86,7 @@ PRESETS = {
     # The embedded default: 4 teacher runs (micro and tiny x multiblock and random masks) kept at 40 and 120 steps
     # -> 8 teacher checkpoints, each distilled into a tiny student (100 steps, evaluated at 4 points). 12 runs:
     # ~8 min on 2 idle CPU cores by extrapolation (idle here: a tiny teacher 15 s, a student 24 s, a smoke
-    # evaluation 8 s, each a fresh process); measured 37 min 49 s with other jobs holding the cores (README). The fewest that answer: leave-one-teacher-out needs 3+ teacher runs, a
+    # evaluation 8 s, each a fresh process); measured 37 min 49 s with other jobs holding the cores (docs/results.md). The fewest that answer: leave-one-teacher-out needs 3+ teacher runs, a
     # within-teacher R^2 4+ points per student, an interval 4+ students. Logged every 2 steps, so the students'
     # smoothed training losses (losses.train, losses.train_early at step 10) rest on several logged batches.
     "default": TeacherSelectionDials(teacher_sizes=["micro", "tiny"], teacher_steps=120, teacher_checkpoints=[40, 120],
@@ -94,7 +94,7 @@ PRESETS = {
                                      overrides=["train.batch_size=16", "optim.warmup_steps=20", "train.log_every=2"]),
     # Long enough for pretraining to show (hours on 2 CPU cores, minutes on one GPU): 6 teacher runs x 4
     # checkpoints = 24 students. A correlation of 0.7 then gets a Spearman interval excluding zero (with p < 0.05)
-    # 91% of the time, 8 students 33% (README); tests/test_analysis_selection.py runs a synthetic study of this design.
+    # 91% of the time, 8 students 33% (docs/results.md); tests/test_analysis_selection.py runs a synthetic study of this design.
     "small": TeacherSelectionDials(teacher_sizes=["micro", "tiny", "mini"], teacher_steps=2000,
                                    teacher_checkpoints=[250, 500, 1000, 2000], student_size="tiny", student_steps=1500,
                                    teacher_masks=["multiblock", "random"], evaluation="fast"),

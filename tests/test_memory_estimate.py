@@ -1,5 +1,5 @@
 """The dry run's per-GPU memory estimate (salt.study.estimate.step_memory) and its advice. Its activation model
-was checked against measured peak memory on CPU by benchmarks/memory_estimate.py (within 12%, README)."""
+was checked against measured peak memory on CPU by benchmarks/memory_estimate.py (within 12%, benchmarks/README.md)."""
 from __future__ import annotations
 
 import pytest

@@ -18,6 +18,7 @@ FORBIDDEN = {
     "salt/masks": ("salt.objectives", "salt.train", "salt.eval", "salt.study", "studies", "analysis"),
     "salt/data": ("salt.objectives", "salt.train", "salt.eval", "salt.study", "studies", "analysis"),
     "salt/io.py": ("salt.", "torch"),
+    "salt/errors.py": ("salt.", "torch"),
     "salt/layout.py": ("salt.checkpoint", "salt.objectives", "salt.train", "salt.eval", "salt.study", "torch"),
     "salt/runlock.py": ("salt.checkpoint", "salt.objectives", "salt.train", "salt.eval", "salt.study", "torch"),
     "salt/checkpoint.py": ("salt.objectives", "salt.train", "salt.eval", "salt.study"),

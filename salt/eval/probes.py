@@ -1,9 +1,9 @@
 """Frozen-feature evaluation: token pooling, feature extraction, linear (logistic-regression) probes, and
 `ProbeResult`, the one result type every probe (linear, k-NN, attentive) returns.
 
-The probes are trained in torch with full-batch L-BFGS because scikit-learn's solver was the slowest part of
-an evaluation (31-47 s per encoder, see docs/calibration.md); a convex problem this small converges in well under
-a second per fit. Weight decay is always chosen on a held-out part of the TRAIN features, and the test set is
+The probes are trained in torch with full-batch L-BFGS: a convex problem this small converges in well under a
+second per fit, and a whole `fast` evaluation of a tiny checkpoint, every probe included, is timed by
+`benchmarks/eval_fast.py` (benchmarks/README.md). Weight decay is always chosen on a held-out part of the TRAIN features, and the test set is
 scored once, so low-shot numbers are not inflated by selecting on test.
 """
 

@@ -232,8 +232,9 @@ class GradCheckpointing:
 
 
 def init_weights(module: nn.Module, scheme: str) -> None:
-    """Initialise Linear/Conv3d weights. 'xavier' (MAE) lets the pixel teacher escape the mean-prediction
-    plateau on small data (docs/calibration.md, round 2); 'trunc_normal' (std 0.02) is V-JEPA's."""
+    """Initialise Linear/Conv3d weights: 'xavier' (MAE's, the default) or 'trunc_normal' (std 0.02, V-JEPA's).
+    Compare them on your data with `model.init=trunc_normal`: a pixel teacher that stays on the mean-prediction
+    plateau gets a warning (salt.objectives.pixel)."""
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Conv3d)):
             if scheme == "xavier":

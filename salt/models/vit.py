@@ -97,7 +97,7 @@ def vit_micro() -> SizePreset:   # unit tests
     return _preset(64, 2, 2)
 
 
-def vit_tiny() -> SizePreset:    # embedded data, CPU minutes (the prototypes' size, docs/calibration.md)
+def vit_tiny() -> SizePreset:    # embedded data, CPU minutes (step times: benchmarks/train_step.py)
     return _preset(128, 4, 4)
 
 
