@@ -44,11 +44,12 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--allow-partial", action="store_true",
                         help="analyse what is there when runs lack done.json or records (default: refuse)")
     parser.add_argument("--no-figures", action="store_true", help="write report.md only")
-    parser.add_argument("--predict", nargs="+", type=float, metavar="BUDGET",
+    parser.add_argument("--predict", action="append", type=float, metavar="BUDGET",
                         help="print each curve's forecast of one new run's accuracy at BUDGET (the study's budget "
                              "units: steps, or FLOPs for a study budgeted in FLOPs) from both predictors (direct, "
                              "two-step through the student's loss) with 90%% prediction intervals, and the rollout "
-                             "check; writes no report (--bootstrap default 200 here)")
+                             "check; repeat it for several budgets; writes no report (--bootstrap default 200 "
+                             "here)")
     parser.add_argument("--choose-by", metavar="LOSS",
                         help="print the checkpoint each run's LOSS picks (train_loss, heldout_loss or a losses.* "
                              "column) against the probe's, the run each recipe's loss picks, and the regret; "

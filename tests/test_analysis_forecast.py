@@ -113,7 +113,7 @@ def test_the_report_shows_the_forecast_and_the_rollout_beside_the_fits(study, tm
 
 
 def test_cli_predict_prints_both_predictors_and_the_rollout(study, capsys):
-    assert main([str(study), "--predict", "16000", "32000", "--bootstrap", "10"]) == 0
+    assert main(["--predict", "16000", str(study), "--predict", "32000", "--bootstrap", "10"]) == 0
     out = capsys.readouterr().out
     assert "at budget 16000" in out and "at budget 32000" in out
     assert "two_step" in out and "losses.train" in out
