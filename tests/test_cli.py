@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import micro_overrides
 
@@ -98,3 +99,57 @@ def test_overrides_may_follow_options_and_runtime_errors_are_one_line(tmp_path):
     damaged = _salt("teacher", "--config", "micro_teacher", *overrides, "--resume")
     assert damaged.returncode == 2 and "error: no readable checkpoint" in damaged.stderr
     assert "Traceback" not in damaged.stderr
+
+
+def _one_error_line(result, *names):
+    """Exit status 2, no traceback, and exactly one `error:` line, which names each of `names`."""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 2 and "Traceback" not in result.stderr and len(errors) == 1, result.stderr[-3000:]
+    assert all(name in errors[0] for name in names), errors[0]
+
+
+def test_debug_and_salt_debug_restore_the_traceback():
+    import os
+    r = _salt("teacher", "--config", "tiny_teacher", "train.stepz=3", "--debug")
+    assert r.returncode != 0 and "Traceback" in r.stderr and "ConfigError: unknown config key 'train.stepz'" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "salt", "teacher", "--config", "tiny_teacher", "train.stepz=3"],
+                       capture_output=True, text=True, env={**os.environ, "SALT_DEBUG": "1"}, timeout=600)
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_teacher_benchmark_and_nan_errors_are_one_line(tmp_path):
+    """An unfinished teacher folder, a teacher whose config.yaml does not match its weights (the tensor is named),
+    a benchmark whose val labels the train list lacks, and a loss that becomes NaN after training started."""
+    import shutil
+    t = _salt("teacher", "--config", "micro_teacher", *micro_overrides(tmp_path, "t", steps=2))
+    assert t.returncode == 0, t.stderr
+    runs = tmp_path / "runs"
+    shutil.copytree(runs / "t", runs / "unfinished")
+    (runs / "unfinished" / "done.json").unlink()
+    shutil.copytree(runs / "t", runs / "mismatch")
+    config = runs / "mismatch" / "config.yaml"
+    config.write_text(config.read_text().replace("size: micro", "size: tiny"))
+    student = ["student", "--config", "micro_student", *micro_overrides(tmp_path, "s", steps=2)]
+    _one_error_line(_salt(*student, "--teacher", str(runs / "unfinished")), "unfinished", "not a finished run folder")
+    _one_error_line(_salt(*student, "--teacher", str(runs / "mismatch")), "mismatch", "missing tensors ['blocks.")
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "train.txt").write_text("a.mp4 0\nb.mp4 1\n")
+    (bench / "val.txt").write_text("c.mp4 0\nd.mp4 2\n")
+    (bench / "b.yaml").write_text("name: b\ntrain_list: train.txt\nval_list: val.txt\n"
+                                  "clip: {frames_per_clip: 8, frame_step: 2, resolution: 32}\n")
+    _one_error_line(_salt("eval", str(runs / "t"), "--benchmark", str(bench / "b.yaml"), "--protocol", "smoke"),
+                    "label(s) 2", "val.txt", "train.txt")
+    nan = _salt("teacher", "--config", "micro_teacher", *micro_overrides(tmp_path, "nan", steps=4), "optim.lr=1e30")
+    _one_error_line(nan, "loss is nan at step", "step_00000002.pt")
+
+
+def test_study_and_analysis_errors_are_one_line(tmp_path):
+    study = subprocess.run([sys.executable, "studies/compute_allocation.py", "--preset", "smoke", "--dry-run",
+                            "--out", str(tmp_path / "s"), "--set", "train.stepz=3"], capture_output=True, text=True,
+                           cwd=Path(__file__).resolve().parent.parent, timeout=600)
+    _one_error_line(study, "train.stepz")
+    (tmp_path / "empty").mkdir()
+    analysis = subprocess.run([sys.executable, "-m", "analysis", str(tmp_path / "empty"), "--no-figures"],
+                              capture_output=True, text=True, timeout=600)
+    _one_error_line(analysis, "empty", "study.json")

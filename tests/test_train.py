@@ -260,3 +260,16 @@ def test_rope_model_trains_end_to_end(micro_config):
     cfg = micro_config("vjepa", "rope", "model.pos_embed=rope", steps=2)
     summary = train(cfg)
     assert summary["steps"] == 2 and summary["final_metrics"]["loss"] > 0
+
+
+def test_a_zero_filled_latest_checkpoint_is_set_aside_and_the_one_before_loads(tmp_path):
+    """A latest checkpoint of the right size but all zeros (a crash between a file's allocation and its data
+    reaching the disk) is set aside like a truncated one, never deleted; the one before it loads."""
+    for step in (2, 4):
+        ckpt.save_checkpoint(tmp_path, step, {"step": step, "models": {"w": torch.full((8,), float(step))}}, keep=2)
+    layout = RunLayout(tmp_path)
+    latest = layout.checkpoint(4)
+    latest.write_bytes(bytes(latest.stat().st_size))
+    with pytest.warns(ckpt.CheckpointFallbackWarning, match="step_00000004.pt.*moved to step_00000004.pt.unreadable"):
+        path, state = ckpt.load_latest(tmp_path)
+    assert path == layout.checkpoint(2) and state["step"] == 2 and layout.set_aside(latest).is_file()
