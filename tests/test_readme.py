@@ -42,7 +42,7 @@ def test_every_block_is_run_or_says_why_not():
     params = readme_blocks()
     assert params, "README.md has no bash blocks"
     run = [p for p in params if not any(m.name == "skip" for m in p.marks)]
-    assert len(run) >= 4, f"only {len(run)} README blocks run in the tests"
+    assert len(run) >= 3, f"only {len(run)} README blocks run in the tests"
 
 
 @pytest.mark.parametrize("body,line", readme_blocks())
