@@ -36,6 +36,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from salt.identity import ID_SCHEME, IdSchemeError, stored_scheme
 from salt.io import atomic_write_json
 
 DONE_SCHEMA_VERSION = 1
@@ -116,14 +117,16 @@ class RunLayout:
         return self.done.is_file()
 
     def write_done(self, summary: dict) -> dict:
-        """Mark the run finished; -> the summary as written (with its schema version), as read_done returns it."""
-        done = {**summary, "schema_version": DONE_SCHEMA_VERSION}
+        """Mark the run finished; -> the summary as written (with its schema version and the run id scheme,
+        salt.identity), as read_done returns it."""
+        done = {**summary, "schema_version": DONE_SCHEMA_VERSION, "id_scheme": ID_SCHEME}
         atomic_write_json(self.done, done)
         return done
 
     def read_done(self) -> dict:
         """The run's summary. done.json files written before it carried a version have the same fields (read as
-        version 1); a newer version is refused by name rather than guessed at."""
+        version 1), and those written before it stored `id_scheme` are read with scheme 1; a newer version or
+        scheme is refused by name rather than guessed at."""
         try:
             data = json.loads(self.done.read_text())
         except FileNotFoundError:
@@ -134,7 +137,10 @@ class RunLayout:
         if not isinstance(version, int) or version > DONE_SCHEMA_VERSION:
             raise LayoutError(f"{self.done} has schema version {version!r}; this code reads up to "
                               f"{DONE_SCHEMA_VERSION} (written by a newer salt: update salt to read it)")
-        return data
+        try:
+            return {**data, "id_scheme": stored_scheme(data, self.done)}
+        except IdSchemeError as e:
+            raise LayoutError(str(e)) from e
 
     # -- evaluation records ------------------------------------------------------------------------------------
     @property

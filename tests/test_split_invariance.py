@@ -1,4 +1,5 @@
-"""One step, whatever the split: with padded masks (rows of different lengths), 2 processes x 2 micro-batches
+"""One step, whatever the split: with padded masks (rows of different lengths: mask.equalize=pad, or the cut per
+group of clips, mask.cut_group), 2 processes x 2 micro-batches
 compute the step of 1 process x 1 micro-batch on the same global batch, because every micro-batch divides its
 loss by the global batch's count of valid target tokens (MaskPair.spread_over). Weighting each micro-batch or
 process alike instead (its own token mean) fails this test: checked by hand, loss differences of ~1e-3."""
@@ -34,14 +35,17 @@ def _ranks_main(rank, port, configs):
 def test_padded_masks_give_the_same_step_on_any_split(micro_config, tmp_path):
     teacher = micro_config("teacher", "teacher", steps=2)
     train(teacher)
-    stages = {"student": [f"objective.teacher_checkpoint={run_dir_for(teacher)}"], "vjepa": [], "teacher": []}
-    whole = {s: micro_config(s, f"{s}-whole", *PADDED, *extra, steps=STEPS) for s, extra in stages.items()}
-    split = {s: micro_config(s, f"{s}-split", *PADDED, *extra, "train.accumulate=2", steps=STEPS)
-             for s, extra in stages.items()}
+    # padded masks for each method, and V-JEPA with the cut per group of 2 clips (groups padded to the longest)
+    cases = {"student": ("student", [*PADDED, f"objective.teacher_checkpoint={run_dir_for(teacher)}"]),
+             "vjepa": ("vjepa", PADDED), "teacher": ("teacher", PADDED),
+             "vjepa-cut-group": ("vjepa", [*PADDED, "mask.equalize=cut", "mask.cut_group=2"])}
+    whole = {c: micro_config(s, f"{c}-whole", *extra, steps=STEPS) for c, (s, extra) in cases.items()}
+    split = {c: micro_config(s, f"{c}-split", *extra, "train.accumulate=2", steps=STEPS)
+             for c, (s, extra) in cases.items()}
     for cfg in whole.values():
         train(cfg)
     mp.start_processes(_ranks_main, args=(_free_port(), list(split.values())), nprocs=2, start_method="spawn")
-    for stage in stages:
+    for stage in cases:
         one = read_metrics(run_dir_for(whole[stage]) / "metrics.jsonl")
         two = read_metrics(run_dir_for(split[stage]) / "metrics.jsonl")
         assert [r["step"] for r in two] == list(range(STEPS))
@@ -70,3 +74,34 @@ def test_a_global_count_spread_over_parts_adds_up_to_the_token_mean():
     torch.testing.assert_close(torch.stack(parts).mean(), token_mean(error, pair.target_valid), rtol=1e-6, atol=0)
     cut = build_mask_generator(MaskConfig(kind="multiblock"), (4, 6, 6))(16, torch.Generator().manual_seed(0))[0]
     assert cut.spread_over(4) is cut and cut.map(lambda t: t).target_count is None
+
+
+def test_the_cut_per_group_keeps_each_groups_shortest_row_and_draws_its_own_block_sizes():
+    from salt.masks import MaskConfig, build_mask_generator
+    grid = (4, 8, 8)
+    whole = build_mask_generator(MaskConfig(kind="multiblock"), grid)
+    grouped = build_mask_generator(MaskConfig(kind="multiblock", cut_group=6), grid)
+    for a, b in zip(whole(6, torch.Generator().manual_seed(0)), grouped(6, torch.Generator().manual_seed(0))):
+        assert torch.equal(a.context, b.context) and torch.equal(a.target, b.target)   # one group: the plain cut
+        assert b.context_valid is None
+    targets = grouped.sample_target_masks(24, torch.Generator().manual_seed(1))
+    pairs = grouped(24, torch.Generator().manual_seed(1))
+    for target, pair in zip(targets, pairs):
+        for g in range(4):
+            rows = slice(6 * g, 6 * g + 6)
+            for part, valid, idx in (((~target)[rows], pair.context_valid[rows], pair.context[rows]),
+                                     (target[rows], pair.target_valid[rows], pair.target[rows])):
+                assert (valid.sum(dim=1) == part.sum(dim=1).min()).all()   # every row cut to its group's shortest
+                kept = idx[:, :int(valid.sum(dim=1).max())]
+                assert part.gather(1, kept).all()   # kept tokens are the row's own
+    # block sizes drawn per group: with one block per clip, a clip's target is its block, the same size in a group
+    from salt.masks import BlockConfig
+    one_block = build_mask_generator(MaskConfig(kind="multiblock", cut_group=6, blocks=[
+        BlockConfig(num_blocks=1, spatial_scale=[0.1, 0.6])]), grid)
+    (target,) = one_block.sample_target_masks(24, torch.Generator().manual_seed(2))
+    sizes = target.sum(dim=1).view(4, 6)
+    assert (sizes == sizes[:, :1]).all() and sizes[:, 0].unique().numel() > 1
+    trimmed = pairs[0].map(lambda t: t[:6]).trimmed()
+    assert trimmed.context_valid.all() and trimmed.target_valid.all()   # one group: no padding left
+    with pytest.raises(ValueError, match="cut_group"):
+        MaskConfig(kind="multiblock", equalize="pad", cut_group=4)

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 
 from salt.checkpoint import load_checkpoint, load_matching
-from salt.config import config_hash, from_dict
+from salt.config import from_dict
 from salt.data import DATA_COUNTERS, ClipGeometry, LabelSpec, build_dataset, label_specs
 from salt.data.video import VideoListDataset
 from salt.eval.attentive import fit_attentive_probes
@@ -37,12 +37,13 @@ from salt.eval.probes import (ProbeResult, check_selection, extract_features, lo
 from salt.eval.record import (EvalRecord, ProbeScore, code_version, hardware_description, read_record,
                               train_losses, write_record)
 from salt.eval.spectral import alpha_req, lidar, rankme
+from salt.identity import BASELINE_KINDS, config_hash, run_id
 from salt.masks import build_mask_generator
 from salt.layout import DEFAULT_BENCHMARK, RunLayout, read_metrics
 from salt.models import VideoViT
 from salt.objectives import build_network, build_objective, get_method
 from salt.runlock import hold as hold_run
-from salt.schema import NON_SEMANTIC_KEYS, RunConfig
+from salt.schema import RunConfig
 
 HELDOUT_MASK_SEED = 20250929   # fixed masks for held-out losses: comparable across runs and checkpoints
 
@@ -488,7 +489,7 @@ def _evaluate_run(run_dir: Path, step, protocol, data, benchmark, selection, enc
     record = EvalRecord(
         run_id=state["run_id"], method=method.name, stage=method.stage, checkpoint_step=int(state["step"]),
         steps_total=cfg.train.steps, evaluation=evaluation_name(proto, method, which), seed=cfg.train.seed,
-        config_hash=config_hash(cfg, exclude=NON_SEMANTIC_KEYS), code_version=code_version(),
+        config_hash=config_hash(cfg), code_version=code_version(),
         model_size=cfg.model.size, params={"encoder": sum(p.numel() for p in probed.parameters())},
         teacher_run_id=teacher_run_id, teacher_step=teacher_step,
         flops_teacher_stage=float(state["flops_total"]) - float(state["flops"]), flops_run=float(state["flops"]),
@@ -498,23 +499,15 @@ def _evaluate_run(run_dir: Path, step, protocol, data, benchmark, selection, enc
     return read_record(write_record(run_dir, record))   # as stored (created_at filled in)
 
 
-def baseline_run_id(kind: str, cfg: RunConfig) -> str:
-    """One baseline per data (raw pixels) or per data and model (random init): reused by every run on them."""
-    if kind not in ("random_init", "raw_pixels"):
-        raise ValueError(f"baseline must be 'random_init' or 'raw_pixels', got {kind!r}")
-    data = dataclasses.replace(cfg.data, moving_digits=dataclasses.replace(cfg.data.moving_digits, cache_dir=""),
-                               num_workers=0)   # where data is cached or how it is loaded changes no score
-    key = config_hash(data) if kind == "raw_pixels" else config_hash(data) + "-" + config_hash(cfg.model)
-    return f"{kind}-{key}"
-
-
 def evaluate_baseline(kind: str, cfg: RunConfig, out_dir: str | Path, protocol: str | EvalProtocol = "fast",
                       data: ProbeData | None = None, *, benchmark: str | BenchmarkConfig | None = None,
                       selection: str | None = None) -> EvalRecord:
     """Random-init encoder of cfg.model's size, or raw pixels, on cfg.data (or a named benchmark: random init
     only): evaluated once per (data, model, protocol, benchmark) and reused from out_dir/baselines/ afterwards
     (written under the baseline folder's lock, salt.runlock)."""
-    layout = RunLayout.baseline(out_dir, baseline_run_id(kind, cfg))
+    if kind not in BASELINE_KINDS:
+        raise ValueError(f"baseline must be one of {', '.join(BASELINE_KINDS)}, got {kind!r}")
+    layout = RunLayout.baseline(out_dir, run_id(cfg, kind))   # one per data (and model): salt.identity
     with hold_run(layout.root, "evaluate baseline"):
         return _evaluate_baseline(kind, cfg, layout, protocol, data, benchmark, selection)
 

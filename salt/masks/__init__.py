@@ -12,7 +12,7 @@ from typing import Protocol
 
 import torch
 
-from salt.config import ADDED_LATER
+from salt.identity import ALWAYS, UNLESS_DEFAULT
 from salt.masks.multiblock import (EQUALIZE, BlockConfig, MultiBlockMaskGenerator, cut_to_equal_lengths,
                                    pad_to_equal_lengths)
 from salt.masks.simple import (CausalMaskGenerator, MaskPair, RandomTokenMaskGenerator, TubeMaskGenerator,
@@ -40,14 +40,22 @@ def _vjepa_blocks() -> list[BlockConfig]:
 
 @dataclass
 class MaskConfig:
-    kind: str = "multiblock"        # multiblock | random | tube | causal
-    blocks: list[BlockConfig] = field(default_factory=_vjepa_blocks)  # multiblock: one MaskPair per entry
-    ratio: float = 0.9              # random / tube: masked fraction; causal: fraction of time steps that are target
-    num_pairs: int = 1              # random / tube / causal: independent (context, target) pairs per clip
-    min_context: int = 1            # multiblock: redraw a sample's blocks when fewer context tokens remain
+    kind: str = field(default="multiblock", metadata=ALWAYS)   # multiblock | random | tube | causal
+    # multiblock: one MaskPair per entry
+    blocks: list[BlockConfig] = field(default_factory=_vjepa_blocks, metadata=ALWAYS)
+    # random / tube: masked fraction; causal: fraction of time steps that are target
+    ratio: float = field(default=0.9, metadata=ALWAYS)
+    # random / tube / causal: independent (context, target) pairs per clip
+    num_pairs: int = field(default=1, metadata=ALWAYS)
+    # multiblock: redraw a sample's blocks when fewer context tokens remain
+    min_context: int = field(default=1, metadata=ALWAYS)
     # multiblock: rows of different lengths are cut to the batch's shortest (V-JEPA's scheme; drops tokens, more
     # the larger the batch) or padded to the longest with attention / loss masks (keeps every token)
-    equalize: str = field(default="cut", metadata=ADDED_LATER)
+    equalize: str = field(default="cut", metadata=UNLESS_DEFAULT)
+    # multiblock cut: 0 cuts the whole global batch to its shortest row; N cuts each N consecutive clips to theirs,
+    # as V-JEPA's collator cuts each GPU's batch (the paper presets: 24 clips), with block sizes drawn per group
+    # too; the groups' rows are then padded to the longest. A property of the config, not of the process count.
+    cut_group: int = field(default=0, metadata=UNLESS_DEFAULT)
 
     def __post_init__(self):
         if self.kind not in MASK_KINDS:
@@ -66,6 +74,9 @@ class MaskConfig:
                              f"got {self.num_pairs}")
         if self.equalize not in EQUALIZE:
             raise ValueError(f"equalize must be one of {', '.join(EQUALIZE)}; got {self.equalize!r}")
+        if self.cut_group < 0 or (self.cut_group and (self.kind != "multiblock" or self.equalize != "cut")):
+            raise ValueError(f"cut_group must be 0, or >= 1 with kind 'multiblock' and equalize 'cut'; got "
+                             f"{self.cut_group} with kind {self.kind!r}, equalize {self.equalize!r}")
         if self.min_context < 1:
             raise ValueError(f"min_context must be >= 1, got {self.min_context}")
 
@@ -78,7 +89,7 @@ def num_mask_pairs(cfg: MaskConfig) -> int:
 def build_mask_generator(cfg: MaskConfig, grid: tuple[int, int, int]) -> MaskGenerator:
     """The generator for cfg.kind on a (T, H, W) token grid; ValueError if the grid cannot hold that mask."""
     if cfg.kind == "multiblock":
-        return MultiBlockMaskGenerator(grid, cfg.blocks, cfg.min_context, cfg.equalize)
+        return MultiBlockMaskGenerator(grid, cfg.blocks, cfg.min_context, cfg.equalize, cfg.cut_group)
     simple_kinds = {"random": RandomTokenMaskGenerator, "tube": TubeMaskGenerator, "causal": CausalMaskGenerator}
     if cfg.kind not in simple_kinds:
         raise ValueError(f"kind must be one of {', '.join(MASK_KINDS)}; got {cfg.kind!r}")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from salt.identity import ALWAYS
 from salt.masks.simple import MaskPair, check_batch_size, check_grid, indices_of, random_subset
 
 # V-JEPA resamples an empty-context sample forever; a bound turns an impossible config into an error.
@@ -29,10 +30,11 @@ def _check_range(name: str, value: list[float], upper: float) -> None:
 @dataclass
 class BlockConfig:
     """One V-JEPA multiblock config: how many blocks, and the ranges their size is drawn from."""
-    num_blocks: int = 8
-    spatial_scale: list[float] = field(default_factory=lambda: [0.15, 0.15])   # fraction of H*W per block
-    temporal_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])    # fraction of T per block
-    aspect_ratio: list[float] = field(default_factory=lambda: [0.75, 1.5])     # block h / w
+    num_blocks: int = field(default=8, metadata=ALWAYS)
+    # the ranges (low, high) of a block's size: a fraction of H*W, a fraction of T, and its h / w
+    spatial_scale: list[float] = field(default_factory=lambda: [0.15, 0.15], metadata=ALWAYS)
+    temporal_scale: list[float] = field(default_factory=lambda: [1.0, 1.0], metadata=ALWAYS)
+    aspect_ratio: list[float] = field(default_factory=lambda: [0.75, 1.5], metadata=ALWAYS)
 
     def __post_init__(self):
         if self.num_blocks < 1:
@@ -52,7 +54,8 @@ class MultiBlockMaskGenerator:
     most MAX_RESAMPLES times, then ValueError).
     """
 
-    def __init__(self, grid, blocks: list[BlockConfig], min_context: int = 1, equalize: str = "cut"):
+    def __init__(self, grid, blocks: list[BlockConfig], min_context: int = 1, equalize: str = "cut",
+                 cut_group: int = 0):
         self.grid = check_grid(grid)
         if not blocks:
             raise ValueError("blocks must list at least one BlockConfig")
@@ -61,20 +64,34 @@ class MultiBlockMaskGenerator:
                              f"got {min_context}")
         if equalize not in EQUALIZE:
             raise ValueError(f"equalize must be one of {EQUALIZE}, got {equalize!r}")
+        if cut_group < 0 or (cut_group and equalize != "cut"):
+            raise ValueError(f"cut_group must be 0 (the whole batch) or a number of clips >= 1 with equalize='cut', "
+                             f"got {cut_group} with equalize={equalize!r}")
         self.blocks = list(blocks)
         self.min_context = min_context
         self.equalize = equalize
+        self.cut_group = cut_group
 
     def __call__(self, batch_size: int, generator: torch.Generator) -> list[MaskPair]:
         targets = self.sample_target_masks(batch_size, generator)
         if self.equalize == "pad":
             return [pad_to_equal_lengths(target) for target in targets]
+        if self.cut_group and batch_size > self.cut_group:
+            return [cut_within_groups(target, self.cut_group, generator) for target in targets]
         return [cut_to_equal_lengths(target, generator) for target in targets]
+
+    def groups(self, batch_size: int) -> list[int]:
+        """The sizes of the groups of consecutive clips that draw their own block sizes (and, cut, are cut to their
+        own shortest row): the whole batch, or `cut_group` clips each as V-JEPA's collator per GPU batch."""
+        size = self.cut_group or batch_size
+        return [min(size, batch_size - start) for start in range(0, batch_size, size)]
 
     def sample_target_masks(self, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
         """The uncut target masks, one [B, T*H*W] bool tensor per BlockConfig (True = covered by a block)."""
         check_batch_size(batch_size)
-        return [self._sample_target_mask(cfg, batch_size, generator) for cfg in self.blocks]
+        per_group = [[self._sample_target_mask(cfg, n, generator) for cfg in self.blocks]
+                     for n in self.groups(batch_size)]
+        return [torch.cat(masks) for masks in zip(*per_group)]
 
     def sample_block_size(self, cfg: BlockConfig, generator: torch.Generator) -> tuple[int, int, int]:
         """(t, h, w) as in V-JEPA: scale -> token count, aspect ratio -> h / w, clamped to [1, grid]."""
@@ -128,6 +145,27 @@ def cut_to_equal_lengths(target: torch.Tensor, generator: torch.Generator) -> Ma
         context=indices_of(random_subset(context, int(context.sum(dim=1).min()), generator)),
         target=indices_of(random_subset(target, int(target.sum(dim=1).min()), generator)),
     )
+
+
+def cut_within_groups(target: torch.Tensor, group: int, generator: torch.Generator) -> MaskPair:
+    """cut_to_equal_lengths within each `group` consecutive rows (V-JEPA's collator cuts each GPU's batch to its
+    own shortest row), then the groups' rows padded to the longest with validity masks."""
+    kept_context, kept_target = (_subset_to_group_minimum(members, group, generator) for members in (~target, target))
+    context_idx, context_valid = padded_indices(kept_context)
+    target_idx, target_valid = padded_indices(kept_target)
+    return MaskPair(context_idx, target_idx, context_valid, target_valid)
+
+
+def _subset_to_group_minimum(members: torch.Tensor, group: int, generator: torch.Generator) -> torch.Tensor:
+    """Per row of a [B, N] bool tensor, a uniformly random subset of its True entries as large as the shortest
+    row of its group of `group` consecutive rows (random_subset, for all groups at once)."""
+    counts = members.sum(dim=1)
+    keep = torch.cat([c.min().expand(len(c)) for c in counts.split(group)])   # each row's group minimum
+    keys = torch.rand(members.shape, generator=generator, device=members.device).masked_fill_(~members, 2.0)
+    longest = int(keep.max())
+    chosen = keys.topk(longest, dim=1, largest=False, sorted=True).indices   # each row's smallest keys first
+    wanted = torch.arange(longest, device=members.device) < keep[:, None]
+    return torch.zeros_like(members).scatter_(1, chosen, wanted)
 
 
 def padded_indices(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -48,6 +48,18 @@ class MaskPair:
         count = self.target_valid.sum().to(torch.float32) / parts
         return MaskPair(self.context, self.target, self.context_valid, self.target_valid, target_count=count)
 
+    def trimmed(self) -> "MaskPair":
+        """These rows without the padding columns no row uses (valid entries come first in every row): a micro-batch
+        computes its own longest row, not the global batch's. The same loss (padding counts for nothing)."""
+        def cut(idx, valid):
+            if valid is None:
+                return idx, valid
+            length = int(valid.sum(dim=1).max())
+            return idx[:, :length], valid[:, :length]
+        (context, context_valid), (target, target_valid) = (cut(self.context, self.context_valid),
+                                                            cut(self.target, self.target_valid))
+        return MaskPair(context, target, context_valid, target_valid, target_count=self.target_count)
+
     def to(self, device: torch.device | str) -> "MaskPair":
         return self.map(lambda t: t.to(device, non_blocking=True))
 

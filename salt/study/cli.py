@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from salt.config import load_config
+from salt.config import load_config, to_dict
 from salt.errors import DEBUG_FLAG, DEBUG_HELP, report_errors
 from salt.study.estimate import (LoaderRate, fit_advice, loader_cores, read_loader_rate, step_flops,
-                                 step_memory)
+                                 step_memory, tokens_per_clip)
 from salt.study.launch import EXECUTORS, LaunchOptions, run_plan, run_states
 from salt.study.spec import StudyError, StudyPlan, read_plan, with_benchmarks
 from salt.study.state import RunState
@@ -231,6 +232,7 @@ def describe(plan: StudyPlan, options: LaunchOptions, gpu_tflops: float, gpu_mem
                          f"{stage_index}: {','.join(spec.depends_on) or '-'} | {labels}")
             if gpu_mem_gb is not None and memory > gpu_mem_gb:
                 misfits.append(f"  {spec.run_id}: {memory:.1f} GB; {fit_advice(cfg, devices, gpu_mem_gb)}")
+    lines += _mask_lines(plan)
     lines += ["", f"total training FLOPs (each run once): {total_run:.3e} as this code counts, {total_paper:.3e} in "
               f"the paper's accounting; ~{total_paper / (gpu_tflops * 1e12) / 3600:,.0f} GPU-hours at "
               f"{gpu_tflops:g} TFLOP/s achieved per GPU"]
@@ -245,6 +247,27 @@ def describe(plan: StudyPlan, options: LaunchOptions, gpu_tflops: float, gpu_mem
         lines += data_budget(plan, options, loader_rate, gpu_tflops)
     lines.append("nothing was submitted (--dry-run)")
     return "\n".join(lines)
+
+
+def _mask_lines(plan: StudyPlan) -> list[str]:
+    """Tokens per clip that the trained runs' masks keep (valid) and compute (row length, padding included), one
+    line per distinct mask config and batch size: what mask.equalize / mask.cut_group cost in context."""
+    seen, lines = set(), []
+    for spec in plan.runs:
+        cfg = spec.config
+        key = (json.dumps(to_dict(cfg.mask), sort_keys=True), cfg.train.batch_size, cfg.data.source)
+        if spec.role == "baseline" or key in seen:
+            continue
+        seen.add(key)
+        how = (f"{cfg.mask.kind}, pad" if cfg.mask.equalize == "pad" else
+               f"{cfg.mask.kind}, cut per {cfg.mask.cut_group} clips" if cfg.mask.cut_group else
+               f"{cfg.mask.kind}, cut over the batch")
+        pairs = "; ".join(f"pair {i + 1}: context {t['context_kept']:.0f} ({t['context_computed']:.0f}), target "
+                          f"{t['target_kept']:.0f} ({t['target_computed']:.0f})"
+                          for i, t in enumerate(tokens_per_clip(cfg)))
+        lines.append(f"masks ({how}, batch {cfg.train.batch_size}, e.g. {spec.run_id}): tokens kept per clip "
+                     f"(computed, padding included): {pairs}")
+    return ["", *lines] if lines else []
 
 
 def status_table(plan: StudyPlan, options: LaunchOptions, states: dict[str, dict] | None = None) -> str:

@@ -29,11 +29,38 @@ ACCOUNTINGS = ("run", "paper")
 
 
 @functools.lru_cache(maxsize=64)
-def _mask_lengths(mask_cfg_json: str, grid: tuple[int, int, int], batch_size: int, seed: int):
-    """(context, target) lengths of each pair, for MASK_SAMPLES steps; cached: a study's runs share masks."""
-    masks = build_mask_generator(from_dict(MaskConfig, json.loads(mask_cfg_json)), grid)
-    return [[(p.context.shape[1], p.target.shape[1]) for p in masks(batch_size, torch.Generator().manual_seed(
-        mix_seed(seed, 1, step)))] for step in range(MASK_SAMPLES)]
+def _mask_samples(mask_cfg_json: str, grid: tuple[int, int, int], batch_size: int, seed: int):
+    """Per pair, for MASK_SAMPLES steps: (context, target) row lengths, padding included (what is computed), and
+    the mean valid (context, target) tokens per clip (what is kept). Cached: a study's runs share masks.
+    Padded rows: the loop trims each micro-batch to its own longest row (MaskPair.trimmed); the estimate takes a
+    micro-batch to be one mask.cut_group (the paper presets: 24 clips on each GPU), else the whole batch."""
+    cfg = from_dict(MaskConfig, json.loads(mask_cfg_json))
+    masks = build_mask_generator(cfg, grid)
+    group = cfg.cut_group or batch_size
+
+    def computed(idx, valid):
+        if valid is None:
+            return idx.shape[1]
+        longest = [int(valid[i:i + group].sum(dim=1).max()) for i in range(0, batch_size, group)]
+        return round(sum(longest) / len(longest))
+
+    def kept(idx, valid):
+        return float(idx.shape[1]) if valid is None else float(valid.sum(dim=1).float().mean())
+    return [[(computed(p.context, p.context_valid), computed(p.target, p.target_valid), kept(p.context, p.context_valid),
+              kept(p.target, p.target_valid))
+             for p in masks(batch_size, torch.Generator().manual_seed(mix_seed(seed, 1, step)))]
+            for step in range(MASK_SAMPLES)]
+
+
+def tokens_per_clip(cfg: RunConfig) -> list[dict[str, float]]:
+    """Per mask pair, means over sampled steps of the global batch: context and target tokens a clip keeps
+    (valid ones) and computes (its row, padding included). What the cut drops (mask.equalize, mask.cut_group)."""
+    grid = _meta_objective(cfg)[0].encoder.grid
+    steps = _mask_samples(json.dumps(to_dict(cfg.mask), sort_keys=True), grid, cfg.train.batch_size,
+                          cfg.train.seed)
+    return [{name: sum(step[pair][i] for step in steps) / len(steps)
+             for i, name in enumerate(("context_computed", "target_computed", "context_kept", "target_kept"))}
+            for pair in range(len(steps[0]))]
 
 
 def _meta_pairs(lengths, batch_size: int, num_tokens: int, accounting: str) -> list[MaskPair]:
@@ -41,7 +68,7 @@ def _meta_pairs(lengths, batch_size: int, num_tokens: int, accounting: str) -> l
     masked tokens); this code cuts target lists to the batch minimum, so its predictor sees fewer."""
     def meta(n):
         return torch.empty(batch_size, n, device="meta")
-    return [MaskPair(meta(c), meta(num_tokens - c if accounting == "paper" else t)) for c, t in lengths]
+    return [MaskPair(meta(c), meta(num_tokens - c if accounting == "paper" else t)) for c, t, _, _ in lengths]
 
 
 def step_flops(cfg: RunConfig, *, accounting: str = "run", count_attention: bool | None = None) -> float:
@@ -79,7 +106,7 @@ def _step_costs(cfg_json: str, accounting: str) -> list[list[NetworkCost]]:
     objective, geometry = _meta_objective(cfg)
     batch_size, num_tokens = cfg.train.batch_size, objective.encoder.num_tokens
     video = torch.empty(batch_size, geometry.channels, geometry.frames, geometry.size, geometry.size, device="meta")
-    steps = _mask_lengths(json.dumps(to_dict(cfg.mask), sort_keys=True), objective.encoder.grid, batch_size,
+    steps = _mask_samples(json.dumps(to_dict(cfg.mask), sort_keys=True), objective.encoder.grid, batch_size,
                           cfg.train.seed)
     return [objective.costs({"video": video, "masks": _meta_pairs(lengths, batch_size, num_tokens, accounting)})
             for lengths in steps]

@@ -1,10 +1,11 @@
 """What one study job runs: train a run to completion (resuming from its last checkpoint), then write its
 evaluation records. The same callable runs under every submitit executor (debug, local, SLURM).
 
-On SLURM, a timeout or preemption signal makes submitit call `checkpoint()`: the run saves its state (when
-between steps; otherwise its last periodic checkpoint stands) and the job is requeued as a fresh `RunJob`
-that resumes. Every start is logged in RUN_DIR/attempts.jsonl (job id, the step it started from). The job holds
-the run folder's lock (salt.runlock) while it trains and evaluates.
+On SLURM, a timeout or preemption signal during training asks the run for a checkpoint at the end of the step
+under way (all ranks agree, sharded runs save collectively: `Trainer.save_on_signal`); then submitit calls
+`checkpoint()` and requeues the job as a fresh `RunJob` that resumes from that step. Every start is logged in
+RUN_DIR/attempts.jsonl (job id, the step it started from). The job holds the run folder's lock (salt.runlock)
+while it trains and evaluates.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import submitit
 from salt.io import append_line
 from salt.study.spec import RunSpec
 
+REQUEUE_WAIT_S = 300.0   # how long ranks other than 0 wait, after a checkpoint on request, for the requeue to end them
 LOCK_WAIT_S = 120.0   # how long a job waits for another job of the same run (salt.runlock) before it fails
 
 
@@ -73,8 +75,7 @@ class RunJob(submitit.helpers.Checkpointable):
                                         dist=dist)
                 if dist.is_main:
                     self._log_attempt(spec, self._trainer.start_step)
-                summary = self._trainer.fit()
-                self._trainer = None
+                summary = self._fit()
             if not dist.is_main:   # evaluation records are written once, by rank 0
                 return summary
             for step in sorted(set(spec.eval_steps) | {spec.config.train.steps}):
@@ -91,10 +92,31 @@ class RunJob(submitit.helpers.Checkpointable):
         spec.run_dir.mkdir(parents=True, exist_ok=True)
         append_line(spec.layout.attempts, json.dumps(entry))   # one short line per start, whole or not at all
 
+    def _fit(self) -> dict:
+        """Train. SLURM's timeout / preemption signal only asks for a checkpoint at the end of the step under way
+        (every rank agrees; a sharded run saves collectively); once it is written, submitit's own handler runs
+        (on rank 0: `checkpoint` below, then the requeue). The other ranks wait for the requeue to end them."""
+        from salt.train.loop import SavedOnRequest
+        signum = submitit.JobEnvironment._usr_sig()   # the signal submitit handles (SUBMITIT_PREEMPT_SIGNAL)
+        trainer, saved = self._trainer, None
+        with trainer.save_on_signal(signum) as submitit_handler:
+            try:
+                summary = trainer.fit()
+            except SavedOnRequest as e:
+                saved = e
+        self._trainer = None
+        if saved is None and not trainer.save_requested:
+            return summary
+        if not callable(submitit_handler):   # not inside a submitit job: nobody to requeue it
+            raise saved or SavedOnRequest(trainer.next_step)
+        submitit_handler(signum, None)   # rank 0: requeue, then exit
+        time.sleep(REQUEUE_WAIT_S)
+        raise RuntimeError(f"the job was not requeued within {REQUEUE_WAIT_S:g} s of its checkpoint at step "
+                           f"{trainer.next_step}; rerun the study to resume it")
+
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
-        """Called by submitit on SLURM's timeout/preemption signal, before the job is requeued."""
-        if self._trainer is not None:
-            self._trainer.checkpoint_now()
+        """Called by submitit on SLURM's timeout/preemption signal, before the job is requeued: during training
+        once the requested checkpoint is written (`_fit`), otherwise at once (nothing to save)."""
         return submitit.helpers.DelayedSubmission(RunJob(self.spec, self.threads))
 
     def __getstate__(self):   # the live trainer never travels with the pickled job

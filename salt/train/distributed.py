@@ -124,6 +124,14 @@ class DistributedContext:
             flat /= self.world_size
         return dict(zip(values, flat.tolist()))
 
+    def any(self, flag: bool) -> bool:
+        """True on every rank if `flag` is True on any rank (one all-reduce of one number)."""
+        if not self.enabled:
+            return flag
+        t = torch.tensor([int(flag)], dtype=torch.int64, device=self._collective_device())
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
     def sum(self, value: int, device: torch.device) -> int:
         if not self.enabled:
             return int(value)

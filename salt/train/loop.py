@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -18,17 +19,19 @@ import yaml
 from tqdm import tqdm
 
 from salt.checkpoint import load_latest, load_matching, save_checkpoint
-from salt.config import config_hash, to_dict
+from salt.config import to_dict
 from salt.data import DATA_COUNTERS, build_dataset, collate, step_sampler
 from salt.data.sampler import mix_seed
 from salt.errors import UserError
 from salt.flops import num_params, total_flops
+from salt.identity import run_id   # a command-line run's folder name (and its checkpoints' run_id)
 from salt.masks import build_mask_generator
 from salt.io import atomic_write_text
 from salt.layout import RunLayout
 from salt.objectives import Objective, build_objective, get_method
+from salt.runlock import hold as hold_run
 from salt.schedules import cosine, warmup_cosine
-from salt.schema import NON_SEMANTIC_KEYS, RunConfig
+from salt.schema import RunConfig
 from salt.train.distributed import DistributedContext, ShardedBatchSampler
 from salt.train.metrics import MetricsLog, StepTimer, WandbLogger
 
@@ -37,6 +40,15 @@ MASK_STREAM = 1   # keeps the mask RNG stream apart from the data stream that sh
 
 class NonFiniteLossError(UserError, RuntimeError):
     """The loss became NaN or infinite: the run stops, its last checkpoint stays good."""
+
+
+class SavedOnRequest(Exception):
+    """`fit` stopped after writing the checkpoint `Trainer.request_save` asked for; `step` is the step the run
+    resumes from."""
+
+    def __init__(self, step: int):
+        super().__init__(f"saved on request: the run resumes from step {step}")
+        self.step = step
 
 
 class RunFolderInUseError(UserError, RuntimeError):
@@ -49,11 +61,6 @@ Callback = Callable[["Trainer", int, dict], None]
 # checkpoint hook(trainer, step): called on rank 0 after the checkpoint of `step` was written (e.g. periodic
 # evaluation, salt.eval.periodic). It must not touch the global RNG, so that resuming stays exact.
 CheckpointHook = Callable[["Trainer", int], None]
-
-
-def run_id(cfg: RunConfig) -> str:
-    """Readable prefix + hash of the resolved config (names, folders and logging options excluded)."""
-    return cfg.name or f"{cfg.objective.method}-{config_hash(cfg, exclude=NON_SEMANTIC_KEYS)}"
 
 
 def run_layout(cfg: RunConfig) -> RunLayout:
@@ -149,12 +156,13 @@ class Trainer:
             self.optimizer.load_state_dict(self.dist.shard_optimizer_state(self.optimizer, state["optimizer"]))
         self.params = [p for m in self.objective.trainable().values() for p in m.parameters()]
         self.next_step, self.in_step = self.start_step, False
+        self.save_requested = False   # request_save(): a checkpoint at the next step boundary, then SavedOnRequest
         self.objective.train()
 
     def masks_for_step(self, step: int, batch_size: int) -> list:
-        """The (context, target) pairs of step `step`: a pure function of (seed, step)."""
+        """The (context, target) pairs of step `step` (on the CPU): a pure function of (seed, step)."""
         rng = torch.Generator().manual_seed(mix_seed(self.cfg.train.seed, MASK_STREAM, step))
-        return [pair.to(self.device) for pair in self.masks(batch_size, rng)]
+        return self.masks(batch_size, rng)
 
     # -- one step, top to bottom ---------------------------------------------------------------------------
     def step(self, step: int, batch: dict) -> dict[str, float]:
@@ -176,7 +184,7 @@ class Trainer:
         totals, flops = {}, 0.0
         for rows in (slice(i * n // k, (i + 1) * n // k) for i in range(k)):
             micro = _to_device({key: v[rows] if torch.is_tensor(v) else v for key, v in batch.items()}, self.device)
-            micro["masks"] = [p.map(lambda t: t[rows]) for p in pairs]
+            micro["masks"] = [p.map(lambda t: t[rows]).trimmed().to(self.device) for p in pairs]
             with autocast:
                 out = self.objective.loss(micro, step)
             (out["loss"] / k).backward()
@@ -238,11 +246,15 @@ class Trainer:
                         callback(self, step, record)
                 bar.update(1)
                 evaluate_now = cfg.train.eval_every and ((step + 1) % cfg.train.eval_every == 0 or last)
-                if (step + 1) % cfg.train.checkpoint_every == 0 or last or evaluate_now:
+                requested = self.dist.any(self.save_requested)   # one flag all-reduce per step (several ranks)
+                if (step + 1) % cfg.train.checkpoint_every == 0 or last or evaluate_now or requested:
                     self.dist.check_in_sync(self.objective.saved())
                     if self.save(step + 1) is not None:   # rank 0
                         for hook in self.checkpoint_hooks:
                             hook(self, step + 1)
+                if requested and not last:
+                    self.dist.barrier()   # rank 0's checkpoint is written before any rank reports it
+                    raise SavedOnRequest(step + 1)
         finally:
             bar.close()
             if log:
@@ -256,6 +268,23 @@ class Trainer:
         return summary
 
     # -- checkpoints ---------------------------------------------------------------------------------------
+    def request_save(self) -> None:
+        """Ask for a checkpoint at the end of the step under way: `fit` saves it (all ranks agree through one
+        all-reduce of the flag; sharded runs save collectively) and raises SavedOnRequest. Only sets a flag, so a
+        signal handler may call it (`save_on_signal`)."""
+        self.save_requested = True
+
+    @contextlib.contextmanager
+    def save_on_signal(self, signum: int):
+        """While inside: signal `signum` (e.g. SLURM's preemption / timeout warning) only calls `request_save`;
+        yields the handler it replaced, which the caller runs once SavedOnRequest says the checkpoint is written
+        (submitit's: requeue the job). Main thread only (Python's rule for signal handlers)."""
+        previous = signal.signal(signum, lambda *_: self.request_save())
+        try:
+            yield previous
+        finally:
+            signal.signal(signum, previous)
+
     def checkpoint_now(self) -> Path | None:
         """Save at `next_step` unless a step is under way (then None: the last periodic checkpoint stands).
         Safe from a signal handler (e.g. submitit's Checkpointable.checkpoint on SIGUSR2); no collectives, so
@@ -313,16 +342,20 @@ class Trainer:
 
 
 def train(cfg: RunConfig, *, resume: bool = False, callbacks: Iterable[Callback] = (),
-          checkpoint_hooks: Iterable[CheckpointHook] = (), dist: DistributedContext | None = None) -> dict:
+          checkpoint_hooks: Iterable[CheckpointHook] = (), dist: DistributedContext | None = None,
+          lock_wait_s: float = 0.0) -> dict:
     """Train one run to completion (or return its summary if it is already done). Without `dist`, the processes
-    come from the environment (salt.train.distributed); a process group started here is closed here."""
+    come from the environment (salt.train.distributed); a process group started here is closed here. The run
+    folder's lock (salt.runlock) is held throughout: another job training or evaluating the run makes this wait
+    up to `lock_wait_s`, then fail with RunLockedError naming that job."""
     layout = run_layout(cfg)
     if layout.is_done():
         return layout.read_done()
     context = dist or DistributedContext.from_env(resolve_device(cfg.train)[0].type)
     try:
-        return Trainer(cfg, resume=resume, callbacks=callbacks, checkpoint_hooks=checkpoint_hooks,
-                       dist=context).fit()
+        with hold_run(layout.root, "train", wait_s=lock_wait_s, dist=context):   # rank 0 locks for every rank
+            return Trainer(cfg, resume=resume, callbacks=callbacks, checkpoint_hooks=checkpoint_hooks,
+                           dist=context).fit()
     finally:
         if dist is None:
             context.close()
