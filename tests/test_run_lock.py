@@ -195,3 +195,36 @@ def test_two_concurrent_study_invocations_train_every_run_once(tmp_path):
         events = _events(spec.run_dir)
         assert [e["event"] for e in events] == ["acquire", "release"], events
         assert events[0]["what"] == ("evaluate baseline" if spec.role == "baseline" else "study job")
+
+
+@pytest.mark.slurm
+def test_a_slurm_job_holds_its_run_and_a_cancelled_one_never_blocks_the_next(slurm_cluster, tmp_path):
+    """The lock file names the SLURM job that trains the run; a second invocation while it runs submits nothing;
+    once it is cancelled (killed: no release) the resubmitted job takes the lock and logs the dead holder."""
+    from salt.study import LaunchOptions, run_plan, run_states
+    from studies.compute_allocation import PRESETS, AllocationDials, build
+    dials = AllocationDials(**{**PRESETS["smoke"].__dict__, "total_steps": [3001], "teacher_steps": [3000],
+                               "methods": ("pixel",), "baselines": False})
+    plan = build(dials, "smoke", tmp_path / "s", [f"data.moving_digits.cache_dir={tmp_path / 'cache'}"])
+    options = LaunchOptions(executor="slurm", partition=slurm_cluster.partition, cpus_per_task=1, threads=1,
+                            time_min=10, wait=False)
+    (teacher,) = plan.runs
+
+    def holding_job():
+        return (held_by(teacher.run_dir) or {}).get("slurm_job_id", "")
+
+    first = run_plan(plan, options)[teacher.run_id]["job_id"]
+    _wait_for(lambda: holding_job() == first, 120, f"job {first} to hold the run's lock")
+    again = run_plan(plan, options)[teacher.run_id]   # a second invocation while it runs: nothing submitted
+    assert again["job_id"] == first and again["attempts"] == 1 and again["state"] == "running"
+    slurm_cluster.run("scancel", first)
+    _wait_for(lambda: held_by(teacher.run_dir) is None, 120, "the cancelled job's lock to go")
+    _wait_for(lambda: run_states([teacher])[teacher.run_id]["state"].is_failed, 60, "the cancelled job to leave")
+    second = run_plan(plan, options)[teacher.run_id]["job_id"]   # resubmitted: the dead holder does not block
+    assert second != first
+    _wait_for(lambda: holding_job() == second, 120, f"job {second} to hold the run's lock")
+    slurm_cluster.run("scancel", second)
+    events = _events(teacher.run_dir)
+    assert [(e["event"], e["slurm_job_id"]) for e in events] == [("acquire", first), ("acquire", second)]
+    assert events[1]["previous_unreleased"]["slurm_job_id"] == first
+    assert json.loads(teacher.layout.job.read_text())["attempts"] == 2
