@@ -105,3 +105,19 @@ def test_the_cut_per_group_keeps_each_groups_shortest_row_and_draws_its_own_bloc
     assert trimmed.context_valid.all() and trimmed.target_valid.all()   # one group: no padding left
     with pytest.raises(ValueError, match="cut_group"):
         MaskConfig(kind="multiblock", equalize="pad", cut_group=4)
+
+
+def test_the_estimate_counts_what_each_choice_keeps_and_computes(micro_config):
+    """tokens_per_clip (the dry run's mask line; FLOPs and memory use the computed lengths): the whole-batch cut
+    computes what it keeps; pad keeps each clip's own tokens and computes more (padding); the cut per group keeps
+    more than the whole-batch cut."""
+    from salt.study.estimate import step_flops, tokens_per_clip
+    blocks = "mask.blocks=[{num_blocks: 3, spatial_scale: [0.1, 0.3]}]"
+    common = ["mask.kind=multiblock", blocks, "train.batch_size=16"]
+    cut, group, pad = (tokens_per_clip(micro_config("vjepa", "e", *common, *extra))[0]
+                       for extra in ([], ["mask.cut_group=4"], ["mask.equalize=pad"]))
+    assert cut["context_kept"] == cut["context_computed"]
+    assert abs(group["context_kept"] - group["context_computed"]) < 1   # a group's rows are as long (rounded mean)
+    assert cut["context_kept"] < group["context_kept"] < pad["context_kept"] < pad["context_computed"]
+    flops = [step_flops(micro_config("vjepa", "e", *common, *extra)) for extra in ([], ["mask.equalize=pad"])]
+    assert flops[0] < flops[1]   # padding is counted

@@ -100,6 +100,7 @@ def test_dry_run_prints_every_run_and_submits_nothing(tmp_path, capsys):
     for spec in plan.runs:
         assert spec.run_id in out
     assert "nothing was submitted" in out and "GPU-hours" in out
+    assert "tokens kept per clip" in out   # what the masks keep and compute (docs/scaling.md)
     assert not (tmp_path / "s").exists()
 
 
