@@ -15,7 +15,9 @@ Every field of a config dataclass says in its own metadata what part it plays in
 
 A field without one is refused by name when an id is computed (and tests/test_run_ids.py checks every field of
 RunConfig's tree). A new field that changes what a run computes is UNLESS_DEFAULT (ALWAYS would move every id);
-one that does not is NEVER. tests/golden_run_ids.json pins the ids of every packaged config and a study plan.
+one that does not is SCHEDULING_UNLESS_DEFAULT (a command-line folder then tells its other values apart) or NEVER,
+never SCHEDULING (which would move every command-line and baseline id). tests/golden_run_ids.json pins the ids of
+every packaged config and a study plan.
 
 `run_id(cfg, form)` gives every id (ID_SCHEME 1, the ids run folders have had since ids existed):
 

@@ -18,6 +18,7 @@ FORBIDDEN = {
     "salt/masks": ("salt.objectives", "salt.train", "salt.eval", "salt.study", "studies", "analysis"),
     "salt/data": ("salt.objectives", "salt.train", "salt.eval", "salt.study", "studies", "analysis"),
     "salt/io.py": ("salt.", "torch"),
+    "salt/identity.py": ("salt.", "torch"),   # run ids: stdlib only (salt.layout, so the analysis, imports it)
     "salt/errors.py": ("salt.", "torch"),
     "salt/layout.py": ("salt.checkpoint", "salt.objectives", "salt.train", "salt.eval", "salt.study", "torch"),
     "salt/runlock.py": ("salt.checkpoint", "salt.objectives", "salt.train", "salt.eval", "salt.study", "torch"),
