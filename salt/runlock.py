@@ -31,7 +31,7 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
-from salt.io import append_line
+from salt.io import append_line, raise_if_full
 from salt.layout import RunLayout, StudyLayout
 
 GRACE_S = 2.0   # every acquire retries this long: a launcher's `held_by` probe holds a shared lock for an instant
@@ -111,8 +111,8 @@ class _Lock:
 
     def release(self) -> None:
         try:
-            self.append_log("release")
             os.ftruncate(self.fd, 0)   # no holder any more (a holder that dies leaves its name: reported as stale)
+            self.append_log("release")
         except OSError as error:   # a full disk must not keep the lock: the kernel would drop it at exit anyway
             warnings.warn(f"could not log the release of {self.path}: {error}", RuntimeWarning, stacklevel=3)
         finally:
@@ -157,8 +157,12 @@ def acquire(path: Path, log: Path | None, what: str, wait_s: float = 0.0) -> _Lo
                 raise
         previous = _read_holder(fd)   # a holder that did not release: it died (the kernel dropped its lock)
         holder = job_identity(what)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(holder, sort_keys=True) + "\n").encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(holder, sort_keys=True) + "\n").encode(), 0)
+        except OSError as error:
+            raise_if_full(path, error)
+            raise
         lock = _Lock(path, log, fd, holder)
         stale = {"previous_unreleased": {key: previous.get(key, "") for key in _LOGGED}} if previous else {}
         lock.append_log("acquire", **stale)

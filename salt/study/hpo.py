@@ -43,7 +43,9 @@ from optuna.trial import TrialState
 
 from salt.config import ConfigError, with_overrides
 from salt.layout import read_metrics
+from salt.runlock import hold
 from salt.schema import RunConfig
+from salt.study.job import LOCK_WAIT_S
 from salt.study.state import process_alive, slurm_outcome, slurm_queue
 from salt.train.distributed import DistributedContext
 from salt.train.loop import NonFiniteLossError, Trainer, run_dir_for
@@ -165,15 +167,18 @@ def objective(trial: optuna.Trial, recipe: Recipe, started: Callable[[Trainer], 
     trial.set_user_attr("overrides", overrides)
     trial.set_user_attr("run_dir", str(run_dir_for(cfg)))
     callback = PruningCallback(trial, recipe.smooth)
-    trainer = Trainer(cfg, resume=True, callbacks=[callback], dist=DistributedContext())
-    if trainer.start_step:   # resumed: the losses logged before the checkpoint count towards the smoothed value
-        trial.set_user_attr("resumed_at_step", trainer.start_step)
-        if trainer.layout.metrics.exists():
-            callback.recent.extend(r["loss"] for r in read_metrics(trainer.layout.metrics)
-                                   if r["step"] < trainer.start_step)
-    if started is not None:
-        started(trainer)
-    trainer.fit()
+    # one worker at a time trains the trial's run (salt.runlock): a re-enqueued trial whose first worker is still
+    # alive waits for it, then fails naming it
+    with hold(run_dir_for(cfg), "hpo trial", wait_s=LOCK_WAIT_S):
+        trainer = Trainer(cfg, resume=True, callbacks=[callback], dist=DistributedContext())
+        if trainer.start_step:   # resumed: the losses logged before the checkpoint count towards the smoothed value
+            trial.set_user_attr("resumed_at_step", trainer.start_step)
+            if trainer.layout.metrics.exists():
+                callback.recent.extend(r["loss"] for r in read_metrics(trainer.layout.metrics)
+                                       if r["step"] < trainer.start_step)
+        if started is not None:
+            started(trainer)
+        trainer.fit()
     trial.set_user_attr("train_loss", callback.value)
     if recipe.value == "train_loss":
         return callback.value
