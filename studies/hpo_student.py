@@ -63,6 +63,16 @@ PRESETS = {
 }
 
 
+HPO_EPILOG = """examples:
+  python studies/hpo_student.py --dry-run                        # the teacher run and the search space
+  python studies/hpo_student.py --trials 8 --workers 2           # 8 trials over 2 workers; rerun: only the missing
+  python studies/hpo_student.py status                           # the trials so far, best first
+  python studies/hpo_student.py --trials 16 --workers 4 --profile slurm/profiles/example_gpu.yaml   # SLURM array
+
+docs/studies.md, "Hyperparameter search". Errors you can fix print one 'error:' line (exit 2); --debug or
+SALT_DEBUG=1 shows the traceback."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """-> the exit code (a study error: one `error:` line and 2, salt.errors)."""
     return report_errors(_main, argv)
@@ -72,6 +82,7 @@ def _main(argv: list[str]) -> int:
     import optuna
     from salt.study.hpo import best_trial_table, fail_lost_trials, launch, storage_path, wait_workers
     p = parser(STUDY, PRESETS)
+    p.epilog = HPO_EPILOG
     p.add_argument("--trials", type=int, default=8,
                    help="trials in all (finished or running); a re-invocation runs only the missing ones")
     p.add_argument("--workers", type=int, default=1, help="jobs sharing the optuna storage (array tasks)")
@@ -81,6 +92,12 @@ def _main(argv: list[str]) -> int:
     options = launch_options(args)
     plan = teacher_plan(dials, args.preset, root, args.overrides)
     recipe = student_recipe(dials, plan, args.overrides)
+    if args.action == "status":   # the trials so far; nothing is submitted
+        storage = Path(storage_path(recipe.study_dir))
+        if not storage.is_file():
+            raise StudyError(f"{storage} does not exist: no trial of this search has started")
+        print(best_trial_table(storage).to_string(index=False))
+        return 0
     if args.dry_run:
         print(describe(plan, options, args.gpu_tflops, args.gpu_mem_gb, args.cpu_gflops))
         print(f"then {args.trials} student trials over {args.workers} workers: {recipe.space}")
