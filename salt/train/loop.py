@@ -55,6 +55,10 @@ class RunFolderInUseError(UserError, RuntimeError):
     """The run folder has checkpoints and the run was not asked to resume them."""
 
 
+class DeviceUnavailableError(UserError, RuntimeError):
+    """train.device asks for a device this machine does not have."""
+
+
 # callback(trainer, step, record): called after each logged step with the record written to metrics.jsonl. It
 # may raise to stop training (the run stays resumable). It runs on every rank; one that stops must decide alike.
 Callback = Callable[["Trainer", int, dict], None]
@@ -74,7 +78,8 @@ def run_dir_for(cfg: RunConfig) -> Path:
 def resolve_device(train_cfg) -> tuple[torch.device, torch.dtype | None]:
     """-> (device, autocast dtype or None). bf16 autocast on CUDA by default; fp32 on CPU."""
     if train_cfg.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but CUDA is not available")
+        raise DeviceUnavailableError("train.device=cuda but CUDA is not available (train.device=auto uses it "
+                                     "when there is one)")
     use_cuda = train_cfg.device == "cuda" or (train_cfg.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if use_cuda else "cpu")
     if train_cfg.precision == "bf16" or (train_cfg.precision == "auto" and use_cuda):
