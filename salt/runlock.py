@@ -245,6 +245,31 @@ def _probe(path: Path) -> dict | None:
         os.close(fd)
 
 
+def read_log(run_dir: str | Path) -> list[dict]:
+    """RUN_DIR/lock.jsonl's events, oldest first ([] without one)."""
+    path = RunLayout(Path(run_dir)).lock_log
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def overlaps(events: list[dict]) -> list[str]:
+    """What in a lock log would mean two holders at once (a fault harness's check): an acquire while another holder
+    neither released nor is named as the dead holder before it, or a release by a process that did not hold it."""
+    problems, holder = [], None
+    for i, event in enumerate(events):
+        who = (event["host"], event["pid"])
+        if event["event"] == "acquire":
+            previous = event.get("previous_unreleased")
+            if holder is not None and (previous is None or (previous["host"], previous["pid"]) != holder):
+                problems.append(f"event {i}: pid {event['pid']} on {event['host']} acquired while pid {holder[1]} "
+                                f"on {holder[0]} held the lock")
+            holder = who
+        else:
+            if who != holder:
+                problems.append(f"event {i}: pid {event['pid']} on {event['host']} released a lock it did not hold")
+            holder = None
+    return problems
+
+
 @contextlib.contextmanager
 def hold_study(root: str | Path, wait_s: float = 600.0) -> Iterator[None]:
     """A study invocation's submission pass (deciding what to submit, submitting, recording it in job.json) is

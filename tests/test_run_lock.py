@@ -15,7 +15,7 @@ import pytest
 import torch.multiprocessing as mp
 
 from salt.layout import RunLayout
-from salt.runlock import RunLockedError, hold, held_by
+from salt.runlock import RunLockedError, hold, held_by, overlaps, read_log
 from salt.train.loop import run_dir_for, train
 from tests.conftest import micro_overrides
 
@@ -30,20 +30,18 @@ HOLDER = textwrap.dedent("""
 
 
 def _events(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in RunLayout(run_dir).lock_log.read_text().splitlines()]
+    events = read_log(run_dir)
+    assert overlaps(events) == [], events   # one holder at a time, or a dead one named by the next
+    return events
 
 
-def _assert_no_overlap(events: list[dict]) -> None:
-    """Each acquire follows a release, or names the unreleased holder before it (a dead process)."""
-    holder = None
-    for event in events:
-        if event["event"] == "acquire":
-            if holder is not None:
-                assert event["previous_unreleased"]["pid"] == holder, events
-            holder = event["pid"]
-        else:
-            assert event["pid"] == holder, events
-            holder = None
+def test_the_log_check_finds_two_holders_at_once():
+    a, b = {"host": "n1", "pid": 1}, {"host": "n2", "pid": 2}
+    good = [{"event": "acquire", **a}, {"event": "acquire", **b, "previous_unreleased": a}, {"event": "release", **b}]
+    assert overlaps(good) == []
+    bad = [{"event": "acquire", **a}, {"event": "acquire", **b}, {"event": "release", **a}]
+    assert overlaps(bad) == ["event 1: pid 2 on n2 acquired while pid 1 on n1 held the lock",
+                             "event 2: pid 1 on n1 released a lock it did not hold"]
 
 
 def _wait_for(condition, timeout: float, what: str) -> None:
@@ -84,6 +82,9 @@ def test_a_second_cli_run_exits_naming_the_holder_and_a_killed_holder_never_bloc
         line = second.stderr.strip().splitlines()[-1]
         assert line.startswith(f"error: {run_dir} is in use: held by 'train' (pid {first.pid} on host "), line
         assert str(RunLayout(run_dir).lock) in line and "command: " in line
+        evaluation = subprocess.run([sys.executable, "-m", "salt", "eval", str(run_dir)], cwd=REPO,
+                                    capture_output=True, text=True, timeout=300)   # nor may it be evaluated
+        assert evaluation.returncode == 2 and f"held by 'train' (pid {first.pid}" in evaluation.stderr
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -94,7 +95,6 @@ def test_a_second_cli_run_exits_naming_the_holder_and_a_killed_holder_never_bloc
     assert [(e["event"], e["pid"]) for e in events] == [("acquire", first.pid), ("acquire", events[1]["pid"]),
                                                          ("release", events[1]["pid"])]
     assert events[1]["previous_unreleased"]["pid"] == first.pid   # the killed holder, reported, not waited for
-    _assert_no_overlap(events)
 
 
 def test_a_job_waits_for_the_holder_or_fails_naming_it(tmp_path, holder):
@@ -143,7 +143,6 @@ def test_training_processes_of_one_job_lock_once_and_stop_together(micro_config,
     assert [(e["event"], e["what"]) for e in events] == [("acquire", "holder"), ("acquire", "train"),
                                                          ("release", "train")]
     assert events[1]["previous_unreleased"]["pid"] == process.pid
-    _assert_no_overlap(events)
 
 
 # -- studies ---------------------------------------------------------------------------------------------------
