@@ -12,45 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-
-def _as_float64(tensor: torch.Tensor, name: str, ndim: int, layout: str) -> torch.Tensor:
-    """Checked float64 copy: the shared input validation of every metric here."""
-    if not isinstance(tensor, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-    if tensor.ndim != ndim:
-        raise ValueError(f"{name} must be a {ndim}-D {layout} tensor, got shape {tuple(tensor.shape)}")
-    if tensor.numel() == 0:
-        raise ValueError(f"{name} must be non-empty, got shape {tuple(tensor.shape)}")
-    values = tensor.detach().to(dtype=torch.float64)
-    if not torch.isfinite(values).all():
-        raise ValueError(f"{name} contain NaN or infinite values")
-    return values
-
-
-def effective_rank(values: torch.Tensor, eps: float = 1e-7) -> float:
-    """exp(entropy) of a non-negative spectrum: the RankMe formula, shared by LiDAR.
-
-    p_k = v_k / sum(v) + eps; result = exp(-sum_k p_k log p_k) (0 log 0 = 0). k equal values give k, one nonzero
-    value gives 1; eps (as in RankMe) nudges zeros up slightly, so with eps > 0 the result is a hair above those.
-    """
-    spectrum = _as_float64(values, "values", 1, "[K]")
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    if (spectrum < 0).any():
-        raise ValueError(f"values must be non-negative, got minimum {float(spectrum.min())}")
-    total = spectrum.sum()
-    if total <= 0:
-        raise ValueError("values are all zero: the effective rank is undefined")
-    p = spectrum / total + eps
-    entropy = -torch.special.xlogy(p, p).sum()
-    return float(torch.exp(entropy))
-
-
-def rankme(features: torch.Tensor, eps: float = 1e-7) -> float:
-    """RankMe (Garrido et al. 2023): effective rank of the singular values of the raw N x K embedding matrix
-    (no centering, as in the paper). Collapsed encoders put their features in few directions; this counts how
-    many carry weight, without labels. ~1 (rank 1) to min(N, K); float64 so small singular values survive."""
-    return effective_rank(torch.linalg.svdvals(_as_float64(features, "features", 2, "[N, K]")), eps)
+from salt.spectrum import as_float64, effective_rank, rankme  # noqa: F401  (re-exported: the metrics' API)
 
 
 def _inverse_sqrt(symmetric: torch.Tensor) -> torch.Tensor:
@@ -74,7 +36,7 @@ def lidar(embeddings: torch.Tensor, delta: float = 1e-4, eps: float = 1e-7) -> f
     the LDA matrix that round-off makes slightly negative are clamped to 0 before the effective rank (eps as in
     RankMe).
     """
-    views = _as_float64(embeddings, "embeddings", 3, "[num_clips, num_views, D]")
+    views = as_float64(embeddings, "embeddings", 3, "[num_clips, num_views, D]")
     num_clips, num_views, dim = views.shape
     if num_clips < 2:
         raise ValueError(f"embeddings need at least 2 clips (surrogate classes), got {num_clips}")
@@ -117,7 +79,7 @@ def covariance_spectrum(features: torch.Tensor) -> torch.Tensor:
     This drops the round-off floor of rank-deficient features (which would bend the fitted tail) but keeps real
     small eigenvalues.
     """
-    matrix = _as_float64(features, "features", 2, "[N, D]")
+    matrix = as_float64(features, "features", 2, "[N, D]")
     num_samples = matrix.shape[0]
     if num_samples < 2:
         raise ValueError(f"features need at least 2 samples (rows), got {num_samples}")

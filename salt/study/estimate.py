@@ -24,13 +24,16 @@ from salt.masks.simple import MaskPair
 from salt.objectives import build_network, build_objective, get_method
 from salt.schema import RunConfig
 
-MASK_SAMPLES = 16   # mask lengths vary by step (multiblock): the estimate averages this many sampled steps
+# Mask lengths vary by step (multiblock draws its block sizes once per step, or once per mask.cut_group clips): the
+# estimate averages sampled steps holding this many block-size draws (16 steps of a whole-batch cut; at batch 3072
+# cut per 24 clips, 128 draws a step, 2 steps)
+MASK_SAMPLES = 16
 ACCOUNTINGS = ("run", "paper")
 
 
 @functools.lru_cache(maxsize=64)
 def _mask_samples(mask_cfg_json: str, grid: tuple[int, int, int], batch_size: int, seed: int):
-    """Per pair, for MASK_SAMPLES steps: (context, target) row lengths, padding included (what is computed), and
+    """Per pair, for the first sampled steps (MASK_SAMPLES): (context, target) row lengths, padding included (what is computed), and
     the mean valid (context, target) tokens per clip (what is kept). Cached: a study's runs share masks.
     Padded rows: the loop trims each micro-batch to its own longest row (MaskPair.trimmed); the estimate takes a
     micro-batch to be one mask.cut_group (the paper presets: 24 clips on each GPU), else the whole batch."""
@@ -49,7 +52,8 @@ def _mask_samples(mask_cfg_json: str, grid: tuple[int, int, int], batch_size: in
     return [[(computed(p.context, p.context_valid), computed(p.target, p.target_valid), kept(p.context, p.context_valid),
               kept(p.target, p.target_valid))
              for p in masks(batch_size, torch.Generator().manual_seed(mix_seed(seed, 1, step)))]
-            for step in range(MASK_SAMPLES)]
+            for step in range(max(2, -(-MASK_SAMPLES // len(masks.groups(batch_size))))
+                              if hasattr(masks, "groups") else MASK_SAMPLES)]
 
 
 def tokens_per_clip(cfg: RunConfig) -> list[dict[str, float]]:
@@ -99,7 +103,7 @@ def _meta_objective(cfg: RunConfig):
 
 @functools.lru_cache(maxsize=256)
 def _step_costs(cfg_json: str, accounting: str) -> list[list[NetworkCost]]:
-    """The objective's own costs of the global batch, for MASK_SAMPLES sampled steps."""
+    """The objective's own costs of the global batch, for each sampled step (_mask_samples)."""
     cfg = from_dict(RunConfig, json.loads(cfg_json))
     if accounting not in ACCOUNTINGS:
         raise ValueError(f"accounting must be one of {ACCOUNTINGS}, got {accounting!r}")

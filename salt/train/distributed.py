@@ -124,6 +124,14 @@ class DistributedContext:
             flat /= self.world_size
         return dict(zip(values, flat.tolist()))
 
+    def gather_rows(self, local: torch.Tensor) -> torch.Tensor:
+        """Every rank's [n, ...] tensor (the same n on each), concatenated in rank order, on every rank."""
+        if not self.enabled:
+            return local
+        out = [torch.empty_like(local) for _ in range(self.world_size)]
+        dist.all_gather(out, local.contiguous())
+        return torch.cat(out)
+
     def any(self, flag: bool) -> bool:
         """True on every rank if `flag` is True on any rank (one all-reduce of one number)."""
         if not self.enabled:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from salt.checkpoint import load_latest, load_matching, save_checkpoint
 from salt.config import to_dict
 from salt.data import DATA_COUNTERS, build_dataset, collate, step_sampler
-from salt.data.sampler import mix_seed
+from salt.data.sampler import batch_for_step, mix_seed
 from salt.errors import UserError
 from salt.flops import num_params, total_flops
 from salt.identity import run_id   # a command-line run's folder name (and its checkpoints' run_id)
@@ -34,6 +34,7 @@ from salt.schedules import cosine, warmup_cosine
 from salt.schema import RunConfig
 from salt.train.distributed import DistributedContext, ShardedBatchSampler
 from salt.train.metrics import MetricsLog, StepTimer, WandbLogger
+from salt.train.watch import WATCH_SEED, CollapseWatch
 
 MASK_STREAM = 1   # keeps the mask RNG stream apart from the data stream that shares the run seed
 
@@ -143,6 +144,7 @@ class Trainer:
         self.masks = build_mask_generator(cfg.mask, self.objective.encoder.grid)
         self.start_step, self.flops = 0, 0.0
         self.data_counts = dict.fromkeys(DATA_COUNTERS, 0)   # unreadable files skipped, decodes that could not seek
+        self.watch = self._collapse_watch() if cfg.train.watch_every else None
         existing = self.layout.latest_checkpoint()
         if existing is not None and not resume:
             raise RunFolderInUseError(f"run folder {self.run_dir} already has checkpoints: pass --resume to continue "
@@ -183,8 +185,7 @@ class Trainer:
         pairs = [p.spread_over(k * self.dist.world_size).map(self.dist.shard)
                  for p in self.masks_for_step(step, n * self.dist.world_size)]
         lr, wd = set_schedules(self.optimizer, cfg.optim, step, cfg.train.steps)
-        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype
-                    else contextlib.nullcontext())
+        autocast = self._autocast()
         self.optimizer.zero_grad(set_to_none=True)
         totals, flops = {}, 0.0
         for rows in (slice(i * n // k, (i + 1) * n // k) for i in range(k)):
@@ -239,7 +240,10 @@ class Trainer:
                 with timer.step():
                     metrics = self.step(step, batch)
                 last = step + 1 == cfg.train.steps
-                if step % cfg.train.log_every == 0 or last:
+                watched = self.watch is not None and (step % cfg.train.watch_every == 0 or last)
+                if watched:   # the collapse alarm's measurement, logged with this step
+                    metrics.update(self.watch.measure(self._probed(), self.dist, self._autocast()))
+                if step % cfg.train.log_every == 0 or last or watched:
                     record = {"step": step, **metrics, "flops": self.flops, **self.data_counts, **timer.window(),
                               "elapsed_s": time.perf_counter() - t0}
                     if log:
@@ -250,6 +254,8 @@ class Trainer:
                     for callback in self.callbacks:
                         callback(self, step, record)
                 bar.update(1)
+                if watched:   # warns, or stops before this step's checkpoint (train.collapse_stop)
+                    self.watch.check(step, metrics)
                 evaluate_now = cfg.train.eval_every and ((step + 1) % cfg.train.eval_every == 0 or last)
                 requested = self.dist.any(self.save_requested)   # one flag all-reduce per step (several ranks)
                 if (step + 1) % cfg.train.checkpoint_every == 0 or last or evaluate_now or requested:
@@ -271,6 +277,23 @@ class Trainer:
         if main:
             summary = self.layout.write_done(summary)
         return summary
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
+
+    # -- the collapse alarm (salt.train.watch) ---------------------------------------------------------------
+    def _collapse_watch(self) -> CollapseWatch:
+        """The watched clips: train.watch_clips fixed clips of the training data (at least one per process; each
+        process keeps its share), on the device."""
+        t = self.cfg.train
+        clips = -(-max(t.watch_clips, self.dist.world_size) // self.dist.world_size) * self.dist.world_size
+        items = batch_for_step(len(self.dataset), min(clips, len(self.dataset)), WATCH_SEED, 0)
+        video = collate([self.dataset[item] for item in self.dist.shard(items)])["video"]
+        return CollapseWatch(video.to(self.device), t.collapse_floor, t.collapse_fraction, t.collapse_stop)
+
+    def _probed(self) -> torch.nn.Module:
+        """The network evaluations probe (the registry's `probed`: the online encoder, V-JEPA's included)."""
+        return getattr(self.objective, get_method(self.cfg.objective.method).probed)
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def request_save(self) -> None:
@@ -316,6 +339,7 @@ class Trainer:
             # Data order and masks are pure functions of (seed, step): their whole state is this.
             "data": {"seed": self.cfg.train.seed, "next_step": next_step},
             "masks": {"seed": self.cfg.train.seed, "stream": MASK_STREAM, "next_step": next_step},
+            **({"watch": self.watch.state_dict()} if self.watch is not None else {}),
         }
         return save_checkpoint(self.run_dir, next_step, state, keep=self.cfg.train.keep_checkpoints)
 
@@ -325,6 +349,8 @@ class Trainer:
             load_matching(module, state["models"][name], f"resume {self.run_dir} ({name})")
         torch.set_rng_state(state["rng"]["torch"])
         self.start_step, self.flops = state["step"], state["flops"]
+        if self.watch is not None and "watch" in state:   # (checkpoints from before the collapse alarm lack it)
+            self.watch.load_state_dict(state["watch"])
         # (checkpoints from before seek_fallbacks was counted lack it)
         self.data_counts = {key: state[key] if key in state else 0 for key in DATA_COUNTERS}
 
