@@ -139,10 +139,14 @@ def read_video_list(list_path: str) -> list[VideoEntry]:
     comma_separated = list_path.lower().endswith(".csv")
     entries = []
     with open(list_path, encoding="utf-8") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            line = raw.strip()
-            if line:
-                entries.append(_parse_line(line, line_number, list_path, root, comma_separated))
+        try:
+            for line_number, raw in enumerate(handle, start=1):
+                line = raw.strip()
+                if line:
+                    entries.append(_parse_line(line, line_number, list_path, root, comma_separated))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"video list {list_path} is not UTF-8 text (byte {e.start} of the part read): "
+                             "a list is one 'path label' per line") from None
     if not entries:
         raise ValueError(f"video list {list_path} has no entries")
     return entries
