@@ -145,7 +145,7 @@ def read_video_list(list_path: str) -> list[VideoEntry]:
                 if line:
                     entries.append(_parse_line(line, line_number, list_path, root, comma_separated))
         except UnicodeDecodeError as e:
-            raise ValueError(f"video list {list_path} is not UTF-8 text (byte {e.start} of the part read): "
+            raise ValueError(f"video list {list_path} is not UTF-8 text ({e.reason}): "
                              "a list is one 'path label' per line") from None
     if not entries:
         raise ValueError(f"video list {list_path} has no entries")
