@@ -290,3 +290,11 @@ def test_config_validation(fields, message):
     with pytest.raises(ValueError, match=message):
         VideoListConfig(**fields)
 
+
+
+def test_a_list_that_is_not_text_is_an_error_naming_it(tmp_path):
+    from salt.data.video import read_video_list
+    path = tmp_path / "binary.txt"
+    path.write_bytes(b"video.mp4 0\n\xf0\x28\x8c\x28 1\n")
+    with pytest.raises(ValueError, match=r"video list .*binary.txt is not UTF-8 text"):
+        read_video_list(str(path))
