@@ -57,3 +57,13 @@ def test_the_rule_remembers_the_highest_value_across_a_resume():
         warnings.simplefilter("error")
         resumed.check(4, {"rankme": 2.5})   # still low: no second alarm
     assert watch.state_dict() == {"best": 6.0, "alarmed": False}
+
+
+def test_watching_changes_nothing_the_run_trains(micro_config):
+    import torch
+    runs = [micro_config("vjepa", name, f"train.watch_every={every}", steps=5) for name, every in (("watched", 2), ("unwatched", 0))]
+    for cfg in runs:
+        train(cfg)
+    on, off = (load_checkpoint(run_dir_for(cfg)) for cfg in runs)
+    assert all(torch.equal(on["models"][m][k], v) for m in off["models"] for k, v in off["models"][m].items())
+    assert torch.equal(on["rng"]["torch"], off["rng"]["torch"]) and "watch" in on and "watch" not in off
