@@ -57,6 +57,10 @@ def test_padded_masks_give_the_same_step_on_any_split(micro_config, tmp_path):
         for name in want:
             for key, value in want[name].items():
                 _assert_close_weights(got[name][key], value, f"{stage} {name}.{key}")
+        worst = max((got[n][k] - v).abs().max().item() for n in want for k, v in want[n].items()
+                    if not k.endswith("attn.qkv.bias"))   # (the key bias: see _assert_close_weights)
+        print(f"{stage}: max weight difference {worst:.1e}")
+        assert worst <= 1e-5, stage
 
 
 def test_a_global_count_spread_over_parts_adds_up_to_the_token_mean():
