@@ -1,11 +1,11 @@
 """Calibrate the collapse alarm (salt.train.watch) on runs made to collapse and on healthy runs, and measure its cost.
 
 Runs (tiny setting, the demo's step counts, RankMe watched every --watch-every steps):
-  healthy: the demo's three runs (pixel teacher 450 steps, SALT student 250, V-JEPA 250);
+  the demo's three runs (`python -m salt demo --preset tiny`: pixel teacher 450 steps, SALT student 250, V-JEPA 250);
   made to collapse: V-JEPA without an EMA target (momentum 0: the target is the student itself), V-JEPA at 20x
   the learning rate, and a SALT student at 30x the learning rate.
-For each run: RankMe at the first watch, its highest, its last, and where the alarm rule of each (floor, fraction)
-pair in the grid first fires. Then the step-time cost of one watch at the default interval.
+For each run: RankMe at the first watch, its highest, its last, and where the alarm rule (salt.train.watch) with
+each (fraction, share of the run) pair in the grid first fires. Then the step-time cost of one watch at the default interval.
 
     .venv/bin/python benchmarks/collapse_watch.py --out /tmp/collapse
 """
@@ -28,16 +28,17 @@ from salt.train.watch import CollapseWarning
 
 from machine import matmul_gflops   # benchmarks/machine.py
 
-RUNS = {   # name: (config, steps, overrides, made to collapse)
-    "teacher": ("tiny_teacher", 450, [], False),
-    "student": ("tiny_student", 250, ["objective.teacher_checkpoint={teacher}"], False),
-    "vjepa": ("tiny_vjepa", 250, [], False),
-    "vjepa-no-ema": ("tiny_vjepa", 250, ["objective.ema_momentum=[0.0,0.0]"], True),
-    "vjepa-lr-x20": ("tiny_vjepa", 250, ["optim.lr=2.0e-2"], True),
-    "student-lr-x30": ("tiny_student", 250, ["objective.teacher_checkpoint={teacher}", "optim.lr=3.0e-2"], True),
+RUNS = {   # name: (config, steps, overrides, kind)
+    "teacher": ("tiny_teacher", 450, [], "demo"),
+    "student": ("tiny_student", 250, ["objective.teacher_checkpoint={teacher}"], "demo"),
+    "vjepa": ("tiny_vjepa", 250, [], "demo"),
+    "vjepa-no-ema": ("tiny_vjepa", 250, ["objective.ema_momentum=[0.0,0.0]"], "made to collapse"),
+    "vjepa-lr-x20": ("tiny_vjepa", 250, ["optim.lr=2.0e-2"], "made to collapse"),
+    "student-lr-x30": ("tiny_student", 250, ["objective.teacher_checkpoint={teacher}", "optim.lr=3.0e-2"],
+                       "made to collapse"),
 }
-FLOORS = (1.0, 1.5, 2.0)
-FRACTIONS = (0.25, 0.5, 0.7)
+FLOOR = 1.0
+RULES = [(fraction, after) for after in (0.0, 0.3, 0.5) for fraction in (0.5, 0.7)]   # (fraction, share of run)
 
 
 def config(name: str, out: Path, watch_every: int) -> RunConfig:
@@ -48,11 +49,12 @@ def config(name: str, out: Path, watch_every: int) -> RunConfig:
         f"train.watch_every={watch_every}", *(e.format(teacher=teacher) for e in extra)])
 
 
-def first_alarm(values: list[tuple[int, float]], floor: float, fraction: float) -> int | None:
+def first_alarm(values: list[tuple[int, float]], fraction: float, after: int) -> int | None:
+    """salt.train.watch's rule: below FLOOR at any step, or from `after` on below fraction x the highest so far."""
     best = 0.0
     for step, value in values:
         best = max(best, value)
-        if value < floor or value < fraction * best:
+        if value < FLOOR or (step >= after and value < fraction * best):
             return step
     return None
 
@@ -72,13 +74,14 @@ def main(argv: list[str] | None = None) -> int:
             train(config(name, out, args.watch_every))
         records = read_metrics(run_dir_for(config(name, out, args.watch_every)) / "metrics.jsonl")
         trajectories[name] = [(r["step"], r["rankme"]) for r in records if "rankme" in r]
-    print(f"\nRankMe on 32 fixed training clips every {args.watch_every} steps; alarm step per rule (floor, fraction)")
-    rules = [(f, r) for f in FLOORS for r in FRACTIONS]
-    print("| run | collapse made | first | highest | last | " + " | ".join(f"{f:g}, {r:g}" for f, r in rules) + " |")
-    print("|---|---|---:|---:|---:|" + "---|" * len(rules))
+    print(f"\nRankMe on 32 fixed training clips every {args.watch_every} steps; first alarm step per rule (fraction "
+          f"of the highest, from which share of the run; floor {FLOOR:g})")
+    print("| run | kind | first | highest | last | " + " | ".join(f"{f:g}, {a:g}" for f, a in RULES) + " |")
+    print("|---|---|---:|---:|---:|" + "---|" * len(RULES))
     for name, values in trajectories.items():
-        alarms = [first_alarm(values, f, r) for f, r in rules]
-        print(f"| {name} | {'yes' if RUNS[name][3] else 'no'} | {values[0][1]:.2f} | {max(v for _, v in values):.2f} | "
+        steps = RUNS[name][1]
+        alarms = [first_alarm(values, f, round(a * steps)) for f, a in RULES]
+        print(f"| {name} | {RUNS[name][3]} | {values[0][1]:.2f} | {max(v for _, v in values):.2f} | "
               f"{values[-1][1]:.2f} | " + " | ".join("-" if a is None else str(a) for a in alarms) + " |")
     for name, values in trajectories.items():
         print(f"{name}: " + " ".join(f"{s}:{v:.1f}" for s, v in values))

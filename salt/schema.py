@@ -170,19 +170,23 @@ class TrainConfig:
     # target) sharded over the processes with FSDP2, block by block (salt.train.distributed); same math either way
     shard: str = field(default="none", metadata=SCHEDULING_UNLESS_DEFAULT)
     # collapse alarm (salt.train.watch): every watch_every steps (0: never), RankMe of the encoder on watch_clips
-    # fixed clips, logged; CollapseWarning (CollapseError with collapse_stop) below collapse_floor or below
-    # collapse_fraction of the run's highest value. It computes nothing the run trains on.
+    # fixed clips, logged; CollapseWarning (CollapseError with collapse_stop) below collapse_floor, or, after
+    # collapse_after of the run, below collapse_fraction of the run's highest value. It computes nothing the run
+    # trains on. Defaults calibrated on healthy and collapsing tiny runs (benchmarks/collapse_watch.py).
     watch_every: int = field(default=100, metadata=SCHEDULING_UNLESS_DEFAULT)
     watch_clips: int = field(default=32, metadata=SCHEDULING_UNLESS_DEFAULT)
-    collapse_floor: float = field(default=1.5, metadata=SCHEDULING_UNLESS_DEFAULT)
-    collapse_fraction: float = field(default=0.5, metadata=SCHEDULING_UNLESS_DEFAULT)
+    collapse_floor: float = field(default=1.0, metadata=SCHEDULING_UNLESS_DEFAULT)
+    collapse_fraction: float = field(default=0.7, metadata=SCHEDULING_UNLESS_DEFAULT)
+    collapse_after: float = field(default=0.5, metadata=SCHEDULING_UNLESS_DEFAULT)
     collapse_stop: bool = field(default=False, metadata=SCHEDULING_UNLESS_DEFAULT)
 
     def __post_init__(self):
         _check_choice("device", self.device, ("auto", "cpu", "cuda"))
-        if self.watch_every < 0 or self.watch_clips < 2 or not 0 <= self.collapse_fraction < 1:
-            raise ValueError(f"watch_every must be >= 0, watch_clips >= 2 and collapse_fraction in [0, 1); got "
-                             f"{self.watch_every}, {self.watch_clips}, {self.collapse_fraction}")
+        if (self.watch_every < 0 or self.watch_clips < 2 or not 0 <= self.collapse_fraction < 1
+                or not 0 <= self.collapse_after <= 1):
+            raise ValueError(f"watch_every must be >= 0, watch_clips >= 2, collapse_fraction in [0, 1) and "
+                             f"collapse_after in [0, 1]; got {self.watch_every}, {self.watch_clips}, "
+                             f"{self.collapse_fraction}, {self.collapse_after}")
         _check_choice("precision", self.precision, ("auto", "fp32", "bf16"))
         _check_choice("eval_protocol", self.eval_protocol, ("smoke", "fast", "systematic"))
         _check_choice("shard", self.shard, ("none", "fsdp"))

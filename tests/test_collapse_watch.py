@@ -10,7 +10,7 @@ from salt.layout import read_metrics
 from salt.train.loop import run_dir_for, train
 from salt.train.watch import CollapseError, CollapseWarning, CollapseWatch
 
-WATCH = ["train.watch_every=3"]
+WATCH = ["train.watch_every=3", "train.collapse_after=0"]   # no grace: micro runs drop at once
 
 
 def _run(cfg):
@@ -26,9 +26,9 @@ def test_a_collapsing_run_warns_at_the_first_watch_after_the_drop_and_a_healthy_
     assert [s for s, _ in healthy] == [0, 3, 6, 9, 11] and not quiet   # every watch logged, even off log_every
     collapsing, alarms = _run(micro_config("vjepa", "collapse", *WATCH, "optim.lr=5e-2", steps=12))
     best, dropped = 0.0, None
-    for step, value in collapsing:   # the first watch below half the highest so far (the default rule)
+    for step, value in collapsing:   # the first watch below 0.7 x the highest so far (the default fraction)
         best = max(best, value)
-        if value < 0.5 * best:
+        if value < 0.7 * best:
             dropped = step
             break
     assert dropped is not None, collapsing
@@ -46,12 +46,12 @@ def test_collapse_stop_ends_the_run_before_that_steps_checkpoint(micro_config):
 
 
 def test_the_rule_remembers_the_highest_value_across_a_resume():
-    watch = CollapseWatch(clips=None, floor=1.0, fraction=0.5, stop=False)
+    watch = CollapseWatch(clips=None, floor=1.0, fraction=0.5, stop=False, after=2)
     for step, value in enumerate([4.0, 6.0, 5.0]):
         watch.check(step, {"rankme": value})
-    resumed = CollapseWatch(clips=None, floor=1.0, fraction=0.5, stop=False)
+    resumed = CollapseWatch(clips=None, floor=1.0, fraction=0.5, stop=False, after=2)
     resumed.load_state_dict(watch.state_dict())
-    with pytest.warns(CollapseWarning, match="fell to 2.90 \\(highest so far 6.00"):
+    with pytest.warns(CollapseWarning, match="is 2.90 \\(highest so far 6.00"):
         resumed.check(3, {"rankme": 2.9})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -67,3 +67,13 @@ def test_watching_changes_nothing_the_run_trains(micro_config):
     on, off = (load_checkpoint(run_dir_for(cfg)) for cfg in runs)
     assert all(torch.equal(on["models"][m][k], v) for m in off["models"] for k, v in off["models"][m].items())
     assert torch.equal(on["rng"]["torch"], off["rng"]["torch"]) and "watch" in on and "watch" not in off
+
+
+def test_a_drop_within_the_grace_period_waits_unless_it_is_below_the_floor():
+    watch = CollapseWatch(clips=None, floor=1.0, fraction=0.7, stop=False, after=10)
+    watch.check(0, {"rankme": 4.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        watch.check(5, {"rankme": 1.5})   # low, but early: healthy runs dip here too
+    with pytest.warns(CollapseWarning, match="step 6: .* is 0.90"):
+        watch.check(6, {"rankme": 0.9})   # rank one: collapsed at any step

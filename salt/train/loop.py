@@ -289,7 +289,8 @@ class Trainer:
         clips = -(-max(t.watch_clips, self.dist.world_size) // self.dist.world_size) * self.dist.world_size
         items = batch_for_step(len(self.dataset), min(clips, len(self.dataset)), WATCH_SEED, 0)
         video = collate([self.dataset[item] for item in self.dist.shard(items)])["video"]
-        return CollapseWatch(video.to(self.device), t.collapse_floor, t.collapse_fraction, t.collapse_stop)
+        return CollapseWatch(video.to(self.device), t.collapse_floor, t.collapse_fraction, t.collapse_stop,
+                             after=round(t.collapse_after * t.steps))
 
     def _probed(self) -> torch.nn.Module:
         """The network evaluations probe (the registry's `probed`: the online encoder, V-JEPA's included)."""
