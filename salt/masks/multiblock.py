@@ -150,22 +150,13 @@ def cut_to_equal_lengths(target: torch.Tensor, generator: torch.Generator) -> Ma
 def cut_within_groups(target: torch.Tensor, group: int, generator: torch.Generator) -> MaskPair:
     """cut_to_equal_lengths within each `group` consecutive rows (V-JEPA's collator cuts each GPU's batch to its
     own shortest row), then the groups' rows padded to the longest with validity masks."""
-    kept_context, kept_target = (_subset_to_group_minimum(members, group, generator) for members in (~target, target))
+    def group_minimum(members):   # each row's count: the shortest row of its group
+        return torch.cat([c.min().expand(len(c)) for c in members.sum(dim=1).split(group)])
+    kept_context, kept_target = (random_subset(members, group_minimum(members), generator)
+                                 for members in (~target, target))
     context_idx, context_valid = padded_indices(kept_context)
     target_idx, target_valid = padded_indices(kept_target)
     return MaskPair(context_idx, target_idx, context_valid, target_valid)
-
-
-def _subset_to_group_minimum(members: torch.Tensor, group: int, generator: torch.Generator) -> torch.Tensor:
-    """Per row of a [B, N] bool tensor, a uniformly random subset of its True entries as large as the shortest
-    row of its group of `group` consecutive rows (random_subset, for all groups at once)."""
-    counts = members.sum(dim=1)
-    keep = torch.cat([c.min().expand(len(c)) for c in counts.split(group)])   # each row's group minimum
-    keys = torch.rand(members.shape, generator=generator, device=members.device).masked_fill_(~members, 2.0)
-    longest = int(keep.max())
-    chosen = keys.topk(longest, dim=1, largest=False, sorted=True).indices   # each row's smallest keys first
-    wanted = torch.arange(longest, device=members.device) < keep[:, None]
-    return torch.zeros_like(members).scatter_(1, chosen, wanted)
 
 
 def padded_indices(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

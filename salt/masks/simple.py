@@ -82,16 +82,21 @@ def count_for_ratio(ratio: float, total: int) -> int:
     return min(max(1, round(ratio * total)), total - 1)
 
 
-def random_subset(members: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """Per row of a [B, N] bool tensor, k of its True entries chosen uniformly at random (as a bool mask).
+def random_subset(members: torch.Tensor, k: int | torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Per row of a [B, N] bool tensor, k of its True entries chosen uniformly at random (as a bool mask); k is
+    one number for every row, or an int64 tensor [B] of one per row.
 
     Used to equalise row lengths across a batch: V-JEPA instead keeps each row's k smallest indices, so
     late-frame / bottom-right tokens are dropped more often than others; a uniform subset has no such bias.
     Every row must have at least k True entries.
     """
     keys = torch.rand(members.shape, generator=generator, device=members.device).masked_fill_(~members, 2.0)
-    chosen = keys.topk(k, dim=1, largest=False, sorted=False).indices  # topk + scatter: ~5x cheaper than argsort
-    return torch.zeros_like(members).scatter_(1, chosen, True)
+    if isinstance(k, int):
+        chosen = keys.topk(k, dim=1, largest=False, sorted=False).indices  # topk + scatter: ~5x cheaper than argsort
+        return torch.zeros_like(members).scatter_(1, chosen, True)
+    longest = int(k.max())   # each row's smallest keys first, then the first k of each row kept
+    chosen = keys.topk(longest, dim=1, largest=False, sorted=True).indices
+    return torch.zeros_like(members).scatter_(1, chosen, torch.arange(longest, device=members.device) < k[:, None])
 
 
 def indices_of(mask: torch.Tensor) -> torch.Tensor:

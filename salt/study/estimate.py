@@ -33,27 +33,24 @@ ACCOUNTINGS = ("run", "paper")
 
 @functools.lru_cache(maxsize=64)
 def _mask_samples(mask_cfg_json: str, grid: tuple[int, int, int], batch_size: int, seed: int):
-    """Per pair, for the first sampled steps (MASK_SAMPLES): (context, target) row lengths, padding included (what is computed), and
-    the mean valid (context, target) tokens per clip (what is kept). Cached: a study's runs share masks.
-    Padded rows: the loop trims each micro-batch to its own longest row (MaskPair.trimmed); the estimate takes a
-    micro-batch to be one mask.cut_group (the paper presets: 24 clips on each GPU), else the whole batch."""
+    """Per pair, for the first sampled steps (MASK_SAMPLES): (context, target) row lengths, padding included (what
+    is computed), and the mean valid (context, target) tokens per clip (what is kept). Cached: a study's runs share
+    masks. Padded rows: the loop trims each micro-batch to its own longest row (MaskPair.trimmed); the estimate takes
+    a micro-batch to be one mask.cut_group (the paper presets: 24 clips on each GPU), else the whole batch."""
     cfg = from_dict(MaskConfig, json.loads(mask_cfg_json))
     masks = build_mask_generator(cfg, grid)
     group = cfg.cut_group or batch_size
+    groups = -(-batch_size // group)   # block-size draws per step (cut_group: one per group)
 
-    def computed(idx, valid):
-        if valid is None:
-            return idx.shape[1]
-        longest = [int(valid[i:i + group].sum(dim=1).max()) for i in range(0, batch_size, group)]
-        return round(sum(longest) / len(longest))
-
-    def kept(idx, valid):
-        return float(idx.shape[1]) if valid is None else float(valid.sum(dim=1).float().mean())
-    return [[(computed(p.context, p.context_valid), computed(p.target, p.target_valid), kept(p.context, p.context_valid),
-              kept(p.target, p.target_valid))
-             for p in masks(batch_size, torch.Generator().manual_seed(mix_seed(seed, 1, step)))]
-            for step in range(max(2, -(-MASK_SAMPLES // len(masks.groups(batch_size))))
-                              if hasattr(masks, "groups") else MASK_SAMPLES)]
+    def sample(pair):
+        micro = [pair.map(lambda t: t[i:i + group]).trimmed() for i in range(0, batch_size, group)]
+        computed = [round(sum(getattr(m, part).shape[1] for m in micro) / groups) for part in ("context", "target")]
+        kept = [float(idx.shape[1]) if valid is None else float(valid.sum(dim=1).float().mean())
+                for idx, valid in ((pair.context, pair.context_valid), (pair.target, pair.target_valid))]
+        return (*computed, *kept)
+    steps = MASK_SAMPLES if groups == 1 else max(2, -(-MASK_SAMPLES // groups))
+    return [[sample(p) for p in masks(batch_size, torch.Generator().manual_seed(mix_seed(seed, 1, step)))]
+            for step in range(steps)]
 
 
 def tokens_per_clip(cfg: RunConfig) -> list[dict[str, float]]:

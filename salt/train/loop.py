@@ -144,11 +144,11 @@ class Trainer:
         self.masks = build_mask_generator(cfg.mask, self.objective.encoder.grid)
         self.start_step, self.flops = 0, 0.0
         self.data_counts = dict.fromkeys(DATA_COUNTERS, 0)   # unreadable files skipped, decodes that could not seek
-        self.watch = self._collapse_watch() if cfg.train.watch_every else None
         existing = self.layout.latest_checkpoint()
         if existing is not None and not resume:
             raise RunFolderInUseError(f"run folder {self.run_dir} already has checkpoints: pass --resume to continue "
                                       "it, or choose another name/out_dir (finished results are never overwritten)")
+        self.watch = self._collapse_watch() if cfg.train.watch_every else None   # decodes clips: after the check
         found = load_latest(self.run_dir) if existing is not None else None   # an unreadable newest is set aside
         state = found[1] if found is not None else None
         if state is not None:
