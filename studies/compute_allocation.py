@@ -130,15 +130,16 @@ DEFAULT_SCOPE = (
     "training, evaluation, results, analysis and report. It cannot show how to split compute: every teacher stops "
     "before the ~400 steps after which the tiny random-mask teacher leaves the mean-prediction plateau, so its "
     "students learn from barely trained teachers; one seed gives no intervals; two budgets give no "
-    "accuracy-vs-compute fit. For a verdict: --preset small (about 2.5 h on 2 CPU cores).")
+    "accuracy-vs-compute fit. For a verdict: --preset small (hours on 2 CPU cores: its dry run says how many).")
 SMALL_SCOPE = (
-    "one budget of 5e13 FLOPs (~1,500 V-JEPA steps of batch 32), the teacher's share of it 10-60% (teachers of "
-    "~330-1,970 steps: the 40% and 60% teachers are past the ~400-step plateau), V-JEPA at the same compute, 2 seeds, "
-    "fast evaluation. It can say whether SALT's best share is ahead of, behind or not distinguishable from V-JEPA at "
-    "this budget, and which shares cannot be told from the best; with one budget it cannot say how accuracy scales "
-    "with compute, nor whether the best share moves at other budgets. Each share trains its own teacher: a kept "
-    "checkpoint of one longer teacher would be mid-cosine (its learning rate not annealed), not the short "
-    "teacher the share pays for.")
+    "four budgets, 6.25e12 to 5e13 FLOPs (~190 to ~1,500 V-JEPA steps of batch 32), the teacher's share of each "
+    "10-60% (teachers of ~40-1,970 steps: at 5e13 the 40% and 60% teachers are past the ~400-step plateau; at "
+    "6.25e12 the 10% teacher's 41 steps end inside the 50-step warmup), V-JEPA at the same compute, 2 seeds, fast "
+    "evaluation. At each budget it can say whether SALT's best share is ahead of, behind or not distinguishable "
+    "from V-JEPA, and which shares cannot be told from the best; across budgets it fits accuracy against compute "
+    "and checks a forecast of the largest budget from the three smaller ones (the rollout). Each share trains its "
+    "own teacher: a kept checkpoint of one longer teacher would be mid-cosine (its learning rate not annealed), "
+    "not the short teacher the share pays for.")
 
 # Tests: the packaged micro setting (salt/configs/micro.yaml), seconds per run.
 PRESETS = {
@@ -149,8 +150,10 @@ PRESETS = {
     "default": AllocationDials(total_steps=[150, 300], teacher_steps=[25, 50, 100],
                                overrides=["train.batch_size=16", "optim.warmup_steps=20", "train.log_every=10"],
                                scope=DEFAULT_SCOPE),
-    # A verdict at one budget on 2 CPU cores in ~2.5 h (the dry run prints the estimate): a benchmark, not a test.
-    "small": AllocationDials(total_flops=[5.0e13], teacher_shares=[0.1, 0.2, 0.4, 0.6], seeds=[0, 1],
+    # Verdicts at four budgets and a forecast of the largest on 2 CPU cores in hours (the dry run prints the
+    # estimate): a benchmark, not a test.
+    "small": AllocationDials(total_flops=[6.25e12, 1.25e13, 2.5e13, 5.0e13], teacher_shares=[0.1, 0.2, 0.4, 0.6],
+                             seeds=[0, 1],
                              evaluation="fast", scope=SMALL_SCOPE),
     # The paper's grid (ViT-L teacher and student, batch 3072); needs GPUs and --set data.video.list_path=...
     "paper": AllocationDials(total_steps=[120_000, 160_000, 240_000], teacher_steps=[20_000, 40_000, 80_000],
