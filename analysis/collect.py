@@ -20,8 +20,9 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from salt.eval.record import SCALAR_COLUMNS, load_records, train_losses
+from salt.eval.record import SCALAR_COLUMNS, load_records
 from salt.layout import DEFAULT_BENCHMARK, LayoutError, RunLayout, StudyLayout, read_metrics
+from salt.losslog import train_losses
 
 # Label keys the analysis uses; a missing key is a NaN column so code can rely on them existing.
 LABEL_KEYS = ("group", "total_steps", "teacher_steps", "student_steps", "teacher_size", "student_size",
@@ -35,7 +36,7 @@ RESERVED = frozenset(SCALAR_COLUMNS) | frozenset(DERIVED_COLUMNS)
 CONFIG_COLUMNS = ("study_dir", "group", "method", "budget", "teacher_share", "teacher_steps", "student_steps",
                   "teacher_size", "student_size", "teacher_mask", "teacher_lr")
 MAX_LISTED = 30            # runs named in an incompleteness message
-TRAIN_LOSS_KEYS = ("train", "train_early")   # losses.* of salt.eval.record.train_losses
+TRAIN_LOSS_KEYS = ("train", "train_early")   # losses.* of salt.losslog.train_losses
 
 
 class StudyDataError(ValueError):
@@ -85,7 +86,7 @@ def _number(value) -> float:
 
 def _fill_train_losses(frame: pd.DataFrame, layouts: dict[str, RunLayout]) -> pd.DataFrame:
     """losses.train / losses.train_early of records written before evaluate_run recorded them: the same
-    numbers (salt.eval.record.train_losses) from the run's metrics.jsonl, where it is there."""
+    numbers (salt.losslog.train_losses) from the run's metrics.jsonl, where it is there."""
     columns = [f"losses.{k}" for k in TRAIN_LOSS_KEYS]
     for column in columns:
         if column not in frame:

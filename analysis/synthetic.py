@@ -249,7 +249,7 @@ class SelectionSpec:
     - along a student's training its error falls from `start_error`: e(f) = final + (start - final) exp(-rate f);
     - the student's loss, held-out and logged per step (metrics.jsonl, batch noise `batch_noise`), is
       loss_offset + loss_slope * e(f): it predicts accuracy within a teacher (along f) and across teachers;
-      losses.train / train_early come from the log through salt.eval.record.train_losses, as evaluate_run's do;
+      losses.train / train_early come from the log through salt.losslog.train_losses, as evaluate_run's do;
     - teacher RankMe, LiDAR and alpha-ReQ are noise, drawn afresh at every teacher checkpoint.
     """
     teacher_sizes: tuple[str, ...] = ("tiny", "mini")
@@ -310,7 +310,8 @@ def _selection_plan(spec: SelectionSpec) -> list[dict]:
 def write_selection_study(out_dir, spec: SelectionSpec | None = None, seed: int = 0) -> Path:
     """Write a synthetic teacher-selection study folder (the layout studies/teacher_selection.py produces,
     with known laws: SelectionSpec). Returns the folder."""
-    from salt.eval.record import train_losses, write_record
+    from salt.eval.record import write_record
+    from salt.losslog import train_losses
     from salt.layout import read_metrics
 
     spec = spec or SelectionSpec()

@@ -17,7 +17,9 @@ from pathlib import Path
 import torch
 
 from salt.config import load_config, resolve_config
-from salt.eval.evaluate import encoder_scores, eval_protocol, evaluate_run, load_probe_data
+from salt.eval.evaluate import eval_protocol, evaluate_run, load_probe_data
+from salt.eval.features import clip_features
+from salt.eval.scores import feature_scores
 from salt.schema import RunConfig
 from salt.train.loop import run_dir_for, train
 
@@ -60,7 +62,7 @@ def main(argv=None) -> int:
         from salt.data import build_dataset
         _, geometry = build_dataset(cfg.data, "test")
         t0 = time.perf_counter()
-        encoder_scores(random_encoder(cfg, geometry, 0), data, protocol)
+        feature_scores(clip_features(random_encoder(cfg, geometry, 0), data, protocol), protocol)
         print(f"parts: probe data {t_data:.1f} s; encoder + metrics + probes {time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from salt.eval.attentive import (
-    AttentiveProbe, CrossAttentionBlock, ParallelAttentiveProbes, cached_features, fit_attentive_probes,
+    AttentiveProbe, CrossAttentionBlock, ParallelAttentiveProbes, fit_attentive_probes,
     protocol_grid, train_parallel_probes, view_averaged_logits,
 )
 
@@ -145,18 +145,3 @@ def test_bad_inputs_raise_clear_errors():
         fit_attentive_probes(tokens, labels, tokens, labels, val_fraction=1.0, **fit)
     with pytest.raises(ValueError, match="divisible by num_heads"):
         AttentiveProbe(DIM, CLASSES, num_heads=3)
-
-
-def test_cached_features_computes_once_and_reloads(tmp_path):
-    calls = []
-
-    def compute():
-        calls.append(1)
-        return {"train": torch.arange(6.0).reshape(2, 3)}
-
-    first = cached_features(tmp_path, "enc-step100.train", compute)
-    again = cached_features(tmp_path, "enc-step100.train", compute)
-    assert len(calls) == 1
-    torch.testing.assert_close(again["train"], first["train"])
-    with pytest.raises(ValueError, match="key"):
-        cached_features(tmp_path, "../escape", compute)

@@ -3,7 +3,8 @@ import math
 
 import pytest
 
-from salt.eval.evaluate import EvalProtocol, evaluate_baseline, evaluate_run, shifted_views
+from salt.eval.evaluate import EvalProtocol, evaluate_baseline, evaluate_run
+from salt.eval.features import shifted_views
 from salt.eval.record import load_records, read_record, record_path
 from salt.train.loop import run_dir_for, train
 
@@ -87,7 +88,8 @@ def test_multi_view_test_clips_are_averaged():
     and a test set whose views are identical copies scores exactly like the single-view set."""
     import torch
     from salt.data import LabelSpec
-    from salt.eval.evaluate import ProbeData, encoder_scores
+    from salt.eval.features import ProbeData, clip_features
+    from salt.eval.scores import feature_scores
     from tests.micro import make_vit
     g = torch.Generator().manual_seed(0)
     train_videos, test_videos = torch.randn(40, 1, 4, 16, 16, generator=g), torch.randn(20, 1, 4, 16, 16, generator=g)
@@ -97,8 +99,8 @@ def test_multi_view_test_clips_are_averaged():
                       labels[1], [LabelSpec("label", 2)])
     torch.manual_seed(0)
     encoder = make_vit()
-    _, single_scores = encoder_scores(encoder, single, MICRO_PROTOCOL)
-    _, multi_scores = encoder_scores(encoder, multi, MICRO_PROTOCOL)
+    _, single_scores = feature_scores(clip_features(encoder, single, MICRO_PROTOCOL), MICRO_PROTOCOL)
+    _, multi_scores = feature_scores(clip_features(encoder, multi, MICRO_PROTOCOL), MICRO_PROTOCOL)
     assert [(p.column, p.test_accuracy) for p in single_scores] == [(p.column, p.test_accuracy) for p in multi_scores]
     # Every probe's ProbeResult reaches the record whole: a linear probe's draws and spread, the attentive
     # probe's held-out score of its chosen head and the test views it averaged.

@@ -87,13 +87,6 @@ def test_extract_features_batches_and_matches_direct_call():
     torch.testing.assert_close(features, layer(videos.mean(dim=(2, 3, 4))).detach())
 
 
-def test_extract_features_accepts_dataset_of_tuples():
-    videos = torch.randn(5, 3, 2, 4, 4)
-    dataset = [(videos[i], i % 2) for i in range(5)]
-    features = extract_features(lambda v: v.flatten(1), dataset, batch_size=2)
-    assert torch.equal(features, videos.flatten(1))
-
-
 # ---------------------------------------------------------------- RankMe
 
 

@@ -1,10 +1,9 @@
-"""Evaluation records (salt.eval.record): round trip, validation, the pandas loaders, concurrency, provenance."""
+"""Evaluation records (salt.eval.record): round trip, validation, the pandas loaders, concurrency."""
 
 import json
 import math
 import multiprocessing
 import re
-import subprocess
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,18 +17,13 @@ from salt.eval.record import (
     EvalRecord,
     ProbeScore,
     RecordError,
-    code_version,
     find_records,
-    hardware_description,
     load_probe_scores,
     load_records,
     read_record,
     record_path,
     write_record,
 )
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 def make_record(run_id="teacher-a", step=100, evaluation="fast", **changes) -> EvalRecord:
     record = EvalRecord(
@@ -257,27 +251,3 @@ def test_concurrent_writers_never_interfere_and_readers_never_see_partial_files(
     assert len(frame) == 40
     assert sorted(frame["checkpoint_step"]) == sorted([w * 1000 + i for w in range(2) for i in range(20)])
     assert list((tmp_path / "evals").glob(".*")) == []   # no temp files left behind
-
-
-def test_code_version_is_the_commit_of_this_checkout():
-    version = code_version(REPO)
-    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", version), version
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
-    assert version[:40] == head.strip()
-    assert code_version() == version   # default: the checkout that holds the salt package
-
-
-def test_code_version_is_empty_outside_a_git_checkout(tmp_path, monkeypatch):
-    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))   # never find a repo above tmp_path
-    assert code_version(tmp_path) == ""
-    assert code_version(tmp_path / "missing") == ""
-
-
-def test_hardware_description_names_the_device():
-    import torch
-
-    description = hardware_description()
-    if torch.cuda.is_available():
-        assert torch.cuda.get_device_name(0) in description
-    else:
-        assert description == f"cpu x{torch.get_num_threads()} threads"

@@ -8,8 +8,9 @@ import pytest
 
 from analysis.collect import load_study
 from analysis.synthetic import SyntheticSpec, write_synthetic_study
-from salt.eval.record import EARLY_FRACTION, read_record, record_to_json, smoothed_loss, train_losses
+from salt.eval.record import read_record, record_to_json
 from salt.layout import RunLayout, read_metrics
+from salt.losslog import EARLY_FRACTION, smoothed_loss, train_losses
 
 
 def rows(losses, every=1):

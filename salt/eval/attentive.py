@@ -12,15 +12,13 @@ different model from the one that was selected, and doubles the cost; the chosen
 (1 - val_fraction) of the train labels, which the result's details record as `num_fit`.
 
 Inputs are token features [N, tokens, D] (or [N, views, tokens, D]) extracted once by the caller: probing
-never re-runs the encoder. `cached_features` keeps them on disk between evaluations.
+never re-runs the encoder (salt.eval.cache keeps a benchmark's features on disk between evaluations).
 """
 from __future__ import annotations
 
 import copy
 import math
-import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -33,7 +31,6 @@ from salt.eval.probes import ProbeResult, _as_labels, _holdout_split, check_sele
 from salt.eval.cache import TokenRows, device_autocast, resolve_device
 from salt.models.tokens import init_weights
 from salt.models.vit import LayerNorm
-from salt.io import atomic_write_bytes
 
 SYSTEMATIC_LRS = [5e-3, 3e-3, 1e-3, 3e-4, 1e-4]
 SYSTEMATIC_WDS = [0.8, 0.4, 0.1, 0.01]
@@ -369,23 +366,3 @@ def fit_attentive_probes(train_tokens, train_labels, test_tokens, test_labels, *
                "test_views": test_tokens.shape[1], "selection": cfg.selection, "num_heads": cfg.num_heads,
                "blocks": cfg.self_attn_depth + 1}
     return ProbeResult(test_acc[chosen], selection_score=val_acc[chosen], details=details)
-
-
-_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-def cached_features(cache_dir: str | Path, key: str, compute: Callable[[], object]):
-    """`compute()` once per key: later calls load `cache_dir/key.pt` (weights_only=True) instead.
-
-    The key is the caller's promise that the features are the same (encoder checkpoint, data split, layer,
-    views...); nothing here hashes contents. Tensors or dicts/lists of tensors; written atomically, so an
-    interrupted save never leaves a torn cache file.
-    """
-    if not isinstance(key, str) or not _KEY.fullmatch(key):
-        raise ValueError(f"key must be a file-name-safe string (letters, digits, . _ -), got {key!r}")
-    path = Path(cache_dir) / f"{key}.pt"
-    if path.exists():
-        return torch.load(path, map_location="cpu", weights_only=True)
-    value = compute()
-    atomic_write_bytes(path, lambda f: torch.save(value, f))
-    return value

@@ -23,6 +23,7 @@ from typing import Callable
 
 import torch
 
+from salt.eval.probes import pool_tokens
 from salt.io import atomic_write_bytes, atomic_write_json
 from salt.layout import FeatureCacheLayout
 
@@ -121,10 +122,10 @@ def device_autocast(device: torch.device):
 
 
 def _pool(tokens: torch.Tensor, grid: tuple[int, int, int]) -> dict[str, torch.Tensor]:
-    t, h, w = grid
-    n, _, dim = tokens.shape
-    per_time = tokens.reshape(n, t, h * w, dim).mean(dim=2)
-    return {"time": per_time.reshape(n, t * dim), "mean": per_time.mean(dim=1)}
+    """Time-pooled features (salt.eval.probes.pool_tokens) and their mean over time steps as the mean-pooled
+    ones (the mean of per-step means: what caches have always held, equal to the mean over tokens up to rounding)."""
+    per_time = pool_tokens(tokens, grid, "time")
+    return {"time": per_time, "mean": per_time.unflatten(1, (grid[0], -1)).mean(dim=1)}
 
 
 def _write_shard(path, videos: list[dict]) -> None:

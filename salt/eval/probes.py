@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -76,45 +76,21 @@ def pool_tokens(tokens: torch.Tensor, grid: tuple[int, int, int], how: str) -> t
     raise ValueError(f"how must be 'mean' or 'time', got {how!r}")
 
 
-def _video_of(item: Any) -> torch.Tensor:
-    """A dataset item is either the video tensor or a tuple/list whose first element is the video."""
-    if isinstance(item, (tuple, list)):
-        item = item[0]
-    if not isinstance(item, torch.Tensor):
-        raise ValueError(f"dataset items must be a video tensor or a (video, ...) tuple, got {type(item).__name__}")
-    return item
-
-
 @torch.no_grad()
-def extract_features(
-    encode: Callable[[torch.Tensor], torch.Tensor],
-    videos: torch.Tensor | Sequence[Any],
-    batch_size: int,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """Run `encode` over videos in batches under no_grad and return the concatenated outputs on CPU.
-
-    `videos` is a float tensor [N, C, T, H, W] or a dataset-like object (len + integer indexing) whose items
-    are video tensors [C, T, H, W] or (video, ...) tuples. Batches are moved to `device` when given.
-    """
+def extract_features(encode: Callable[[torch.Tensor], torch.Tensor], videos: torch.Tensor,
+                     batch_size: int) -> torch.Tensor:
+    """Run `encode` over videos [N, C, T, H, W] in batches under no_grad and return the concatenated outputs on
+    CPU."""
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if isinstance(videos, torch.Tensor) and videos.ndim != 5:
+    if not isinstance(videos, torch.Tensor):
+        raise ValueError(f"videos must be a tensor [N, C, T, H, W], got {type(videos).__name__}")
+    if videos.ndim != 5:
         raise ValueError(f"videos must be [N, C, T, H, W], got shape {tuple(videos.shape)}")
-    total = len(videos)
-    if total == 0:
+    if len(videos) == 0:
         raise ValueError("videos is empty")
-    outputs = []
-    for start in range(0, total, batch_size):
-        stop = min(start + batch_size, total)
-        if isinstance(videos, torch.Tensor):
-            batch = videos[start:stop]
-        else:
-            batch = torch.stack([_video_of(videos[i]) for i in range(start, stop)])
-        if device is not None:
-            batch = batch.to(device)
-        outputs.append(encode(batch).detach().cpu())
-    return torch.cat(outputs)
+    return torch.cat([encode(videos[start:start + batch_size]).detach().cpu()
+                      for start in range(0, len(videos), batch_size)])
 
 
 @dataclass

@@ -11,13 +11,13 @@ import json
 import math
 import os
 import re
-import subprocess
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, get_args, get_origin, get_type_hints
 
+from salt.identity import BASELINE_KINDS   # evaluated-only; trained runs name a registered method
 from salt.io import atomic_write_bytes
 from salt.layout import DEFAULT_BENCHMARK, EVALUATION_NAME, RunLayout, is_record_file
 
@@ -25,17 +25,11 @@ from salt.layout import DEFAULT_BENCHMARK, EVALUATION_NAME, RunLayout, is_record
 # encoder earlier code probed: the trained one)
 SCHEMA_VERSION = 2
 
-BASELINE_METHODS = ("random_init", "raw_pixels")   # evaluated-only; trained runs name a registered method
 STAGES = ("teacher", "student", "baseline")
 PROBES = ("linear", "attentive", "knn")
 SELECTIONS = ("strict", "paper")            # salt.eval.probes.check_selection says what each means
 ENCODERS = ("online", "ema", "")             # the trained encoder, V-JEPA's EMA target, none (baselines)
 POOLINGS = ("time", "mean", "tokens", "pixels")
-
-# losses["train"] / losses["train_early"] (train_losses): exponentially weighted means of the logged training loss
-# with this time constant (a fraction of the run's steps), at the checkpoint and at EARLY_FRACTION of the run.
-TRAIN_LOSS_SMOOTHING = 0.05
-EARLY_FRACTION = 0.1
 
 # Standard JSON has no NaN/Infinity: NaN is written as null, +-infinity as these strings.
 _INFINITIES = {"Infinity": math.inf, "-Infinity": -math.inf}
@@ -103,7 +97,7 @@ class EvalRecord:
     evaluation: str               # name of the evaluation protocol, e.g. "fast" / "systematic"
     seed: int = 0
     config_hash: str = ""
-    code_version: str = ""        # git commit (see code_version())
+    code_version: str = ""        # git commit (salt.provenance.code_version)
     model_size: str = ""
     params: dict[str, int] = field(default_factory=dict)
     teacher_run_id: str = ""
@@ -130,8 +124,8 @@ class EvalRecord:
         if not isinstance(self.method, str) or not self.method.isidentifier():
             raise ValueError(f"method must be a method's name (an identifier), got {self.method!r}")
         _check_choice("stage", self.stage, STAGES)
-        if (self.stage == "baseline") != (self.method in BASELINE_METHODS):
-            raise ValueError(f"stage 'baseline' goes with the methods {BASELINE_METHODS} and only those; "
+        if (self.stage == "baseline") != (self.method in BASELINE_KINDS):
+            raise ValueError(f"stage 'baseline' goes with the methods {BASELINE_KINDS} and only those; "
                              f"got method {self.method!r} with stage {self.stage!r}")
         for name in ("evaluation", "benchmark"):
             if not isinstance(getattr(self, name), str) or not EVALUATION_NAME.match(getattr(self, name)):
@@ -161,69 +155,6 @@ class EvalRecord:
                 raise ValueError(f"probes has two scores for {score.column} (probe, pooling, label, shots "
                                  f"must be unique within a record)")
             seen.add(score.column)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# training losses from the run's metrics log
-
-def smoothed_loss(rows: list[dict], step: int, tau: float) -> float:
-    """Exponentially weighted mean of the loss logged before `step` (a row's "step" is the 0-based step whose
-    batch it scored, so checkpoint `step` has seen rows 0..step-1), weights exp(-(step - 1 - row step) / tau).
-    One logged batch is noisy; the weighted mean needs no minimum logging rate (a sparse log leans on its
-    nearest rows). NaN when nothing was logged before `step`."""
-    points = [(r["step"], r["loss"]) for r in rows
-              if isinstance(r.get("step"), (int, float)) and isinstance(r.get("loss"), (int, float))
-              and 0 <= r["step"] < step and math.isfinite(r["loss"])]
-    if not points:
-        return math.nan
-    weights = [math.exp(-(step - 1 - s) / tau) for s, _ in points]
-    return sum(w * v for w, (_, v) in zip(weights, points)) / sum(weights)
-
-
-def train_losses(rows: list[dict], checkpoint_step: int, steps_total: int) -> dict[str, float]:
-    """The record's training-loss entries from a run's metrics rows (salt.layout.read_metrics):
-    `train` = the smoothed loss at the checkpoint, `train_early` = the smoothed loss at EARLY_FRACTION of the run
-    (the same step for every run of one recipe: the early-selection proxy), present once the checkpoint has
-    passed that step. Time constant: TRAIN_LOSS_SMOOTHING of the run's steps (at least one step)."""
-    tau = max(1.0, TRAIN_LOSS_SMOOTHING * steps_total)
-    out = {"train": smoothed_loss(rows, checkpoint_step, tau)}
-    early = max(1, round(EARLY_FRACTION * steps_total))
-    if checkpoint_step >= early:
-        out["train_early"] = smoothed_loss(rows, early, tau)
-    return {k: v for k, v in out.items() if math.isfinite(v)}
-
-
-# ---------------------------------------------------------------------------------------------------------
-# provenance
-
-def code_version(repo_dir: str | Path | None = None) -> str:
-    """`git rev-parse HEAD` of repo_dir (default: the checkout holding this package), with "-dirty" when
-    tracked files differ from HEAD; "" when it is not a git checkout or git is unavailable. Never raises."""
-    folder = Path(repo_dir) if repo_dir is not None else Path(__file__).resolve().parent
-    try:
-        if not folder.is_dir():
-            return ""
-        head = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=20, check=True).stdout.strip()
-        if not re.fullmatch(r"[0-9a-f]{40}", head):
-            return ""
-        # exit code 1 = tracked files differ from HEAD; untracked files (run outputs) do not count
-        diff = subprocess.run(["git", "-C", str(folder), "diff", "--quiet", "HEAD", "--"], capture_output=True,
-                              timeout=20)
-        return head + ("-dirty" if diff.returncode == 1 else "")
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return ""
-
-
-def hardware_description() -> str:
-    """The accelerator an evaluation ran on, e.g. "NVIDIA H200" or "cpu x2 threads" (wall times depend on it)."""
-    import torch
-
-    if torch.cuda.is_available():
-        count = torch.cuda.device_count()
-        name = torch.cuda.get_device_name(0)
-        return name if count == 1 else f"{count}x {name}"
-    return f"cpu x{torch.get_num_threads()} threads"
 
 
 # ---------------------------------------------------------------------------------------------------------
