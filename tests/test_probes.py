@@ -70,6 +70,15 @@ def test_pool_tokens_rejects_bad_input():
         pool_tokens(hand_built_tokens(), (2, 2, 3), "max")
 
 
+def test_the_feature_cache_pools_with_pool_tokens():
+    """salt.eval.cache stores pool_tokens' time pooling and, as mean pooling, the mean of its time steps."""
+    from salt.eval.cache import _pool
+    tokens = torch.randn(3, 2 * 2 * 3, 5, generator=torch.Generator().manual_seed(0))
+    pooled = _pool(tokens, (2, 2, 3))
+    assert torch.equal(pooled["time"], pool_tokens(tokens, (2, 2, 3), "time"))
+    torch.testing.assert_close(pooled["mean"], pool_tokens(tokens, (2, 2, 3), "mean"))
+
+
 def test_extract_features_batches_and_matches_direct_call():
     torch.manual_seed(0)
     layer = torch.nn.Linear(3, 4)

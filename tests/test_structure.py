@@ -66,6 +66,13 @@ def test_imports_run_one_way():
     assert violations() == []
 
 
+def test_records_are_built_in_one_place():
+    """Issue 21: every evaluation record in salt/ comes from one constructor call (salt.eval.evaluate)."""
+    sites = [f"{path.relative_to(REPO)}:{n}" for path in sorted(REPO.glob("salt/**/*.py"))
+             for n, line in enumerate(path.read_text().splitlines(), 1) if "EvalRecord(" in line]
+    assert len(sites) == 1 and sites[0].startswith("salt/eval/evaluate.py:"), sites
+
+
 def test_the_checker_sees_lazy_imports(tmp_path):
     """The rules would catch what they forbid: a lazy upward import inside a function is found."""
     probe = tmp_path / "probe.py"
