@@ -13,10 +13,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from salt.errors import report_errors
 from salt.layout import StudyLayout
-from salt.study.cli import describe, launch_options, parser, with_seeds
-from salt.study.launch import make_executor, preflight_slurm, run_plan
+from salt.study.cli import StudyHooks, study_main
+from salt.study.launch import run_states
 from salt.study.spec import PlanBuilder, StudyError, StudyPlan
 from salt.study.state import RunState
 
@@ -50,7 +49,8 @@ def student_recipe(dials: HpoDials, plan: StudyPlan, overrides: list[str] = ()):
                     overrides=[*dials.overrides, *overrides])
     student = b.student(dials.student_config, plan.runs[0],
                         [f"model.size={dials.student_size}", f"train.steps={dials.student_steps}"])
-    return Recipe(base=student.config, space=dials.space, study_dir=str(StudyLayout(plan.root).hpo))
+    return Recipe(base=student.config, space=dials.space, study_dir=str(StudyLayout(plan.root).hpo),
+                  teacher_id=plan.runs[0].run_id)
 
 
 PRESETS = {
@@ -66,58 +66,57 @@ PRESETS = {
 HPO_EPILOG = """examples:
   python studies/hpo_student.py --dry-run                        # the teacher run and the search space
   python studies/hpo_student.py --trials 8 --workers 2           # 8 trials over 2 workers; rerun: only the missing
-  python studies/hpo_student.py status                           # the trials so far, best first
+  python studies/hpo_student.py status                           # the teacher, then the trials so far, best first
   python studies/hpo_student.py --trials 16 --workers 4 --profile slurm/profiles/example_gpu.yaml   # SLURM array
 
 docs/studies.md, "Hyperparameter search". Errors you can fix print one 'error:' line (exit 2); --debug or
 SALT_DEBUG=1 shows the traceback."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    """-> the exit code (a study error: one `error:` line and 2, salt.errors)."""
-    return report_errors(_main, argv)
-
-
-def _main(argv: list[str]) -> int:
-    import optuna
-    from salt.study.hpo import best_trial_table, fail_lost_trials, launch, storage_path, wait_workers
-    p = parser(STUDY, PRESETS)
+def arguments(p) -> None:
     p.epilog = HPO_EPILOG
     p.add_argument("--trials", type=int, default=8,
                    help="trials in all (finished or running); a re-invocation runs only the missing ones")
     p.add_argument("--workers", type=int, default=1, help="jobs sharing the optuna storage (array tasks)")
-    args = p.parse_args(argv)
-    root = args.out or Path("runs") / "studies" / f"{STUDY}-{args.preset}"
-    dials = with_seeds(PRESETS[args.preset], args.seeds)   # HpoDials have no seeds: --seeds is refused by name
-    options = launch_options(args)
-    plan = teacher_plan(dials, args.preset, root, args.overrides)
-    recipe = student_recipe(dials, plan, args.overrides)
-    if args.action == "status":   # the trials so far; nothing is submitted
-        storage = Path(storage_path(recipe.study_dir))
-        if not storage.is_file():
+
+
+def search(action: str, plan: StudyPlan, options, args) -> int:
+    """The trials on top of the teacher's plan (StudyHooks.then): what they would be (dry-run), the table so far
+    (status), or, once the teacher is done, the missing ones run by `--workers` jobs (salt.study.hpo.launch) and
+    waited for (salt.study.launch.wait_jobs). -> 1 when a worker failed or was lost (run again to finish)."""
+    import optuna
+    from salt.study.hpo import best_trial_table, fail_lost_trials, launch, storage_path
+    from salt.study.launch import error_line, make_executor, wait_jobs
+    storage = storage_path(StudyLayout(plan.root).hpo)
+    if action == "dry-run":
+        recipe = student_recipe(PRESETS[args.preset], plan, args.overrides)
+        print(f"then {args.trials} student trials over {args.workers} workers: {recipe.space}")
+        return 0
+    if action == "status":
+        if not Path(storage).is_file():
             raise StudyError(f"{storage} does not exist: no trial of this search has started")
         print(best_trial_table(storage).to_string(index=False))
         return 0
-    if args.dry_run:
-        print(describe(plan, options, args.gpu_tflops, args.gpu_mem_gb, args.cpu_gflops))
-        print(f"then {args.trials} student trials over {args.workers} workers: {recipe.space}")
-        return 0
-    states = run_plan(plan, options)
-    if states[plan.runs[0].run_id]["state"] is not RunState.DONE:
-        raise StudyError(f"the teacher {plan.runs[0].run_id} did not finish: {states[plan.runs[0].run_id]}")
-    executor = make_executor(options, StudyLayout(plan.root).logs)
-    if options.executor == "slurm":
-        preflight_slurm(options)
-    jobs = launch(executor, args.workers, args.trials, recipe,
+    teacher = plan.runs[0]
+    state = run_states([teacher])[teacher.run_id]
+    if state["state"] is not RunState.DONE:
+        raise StudyError(f"the teacher {teacher.run_id} did not finish: {state}")
+    jobs = launch(make_executor(options, StudyLayout(plan.root).logs), args.workers, args.trials,
+                  student_recipe(PRESETS[args.preset], plan, args.overrides),
                   pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2))
-    errors = wait_workers(jobs, options.poll_s)
-    lost = fail_lost_trials(storage_path(recipe.study_dir))   # a killed worker's trial: failed and enqueued again
-    print(best_trial_table(storage_path(recipe.study_dir)).to_string(index=False))
+    errors = [f"worker {job_id}: {error_line(error)}" for job_id, error in wait_jobs(jobs, options.poll_s).items()]
+    lost = fail_lost_trials(storage)   # a killed worker's trial: failed and enqueued again
+    print(best_trial_table(storage).to_string(index=False))
     if errors or lost:
         print("\n".join(errors + [f"trial {n}: its worker is gone; its parameters are enqueued again" for n in lost]
                         + ["run the same command again to finish the trials that were lost"]), file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """-> the exit code (salt.study.cli.study_main: a study error is one `error:` line and 2)."""
+    return study_main(STUDY, PRESETS, teacher_plan, argv, StudyHooks(arguments=arguments, then=search))
 
 
 if __name__ == "__main__":

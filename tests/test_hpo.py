@@ -1,12 +1,16 @@
-"""optuna search over a run recipe: shared journal storage across worker processes, pruning, early errors."""
+"""optuna search over a run recipe: shared journal storage across worker processes, pruning, early errors; trials
+named by run id and trained by the study's job code."""
+import json
+from pathlib import Path
+
 import optuna
 import pytest
 
 from salt.config import ConfigError
 from salt.data import build_dataset
-from salt.study.hpo import (Recipe, best_trial_table, create_storage, create_study, launch, run_worker,
-                            storage_path, with_overrides)
-from salt.train.loop import run_dir_for
+from salt.identity import run_id
+from salt.study.hpo import (Recipe, Worker, best_trial_table, create_storage, create_study, launch, storage_path,
+                            trial_config, with_overrides)
 
 SPACE = {"optim.lr": ("log_uniform", 1e-4, 1e-2), "optim.weight_decay": ("uniform", 0.0, 0.1)}
 
@@ -57,9 +61,11 @@ def test_two_worker_processes_share_one_journal(base, tmp_path, monkeypatch):
     assert sorted(t.number for t in trials) == list(range(6))
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert len({t.params["optim.lr"] for t in trials}) == 6
-    for t in trials:
-        assert (tmp_path / "study" / "trials" / f"trial-{t.number}" / "done.json").exists()
+    for t in trials:   # each trial's run: STUDY/trials/<its run id as a study names it>, finished
         again = with_overrides(base, t.user_attrs["overrides"])   # the trial's overrides reproduce its values
+        assert t.user_attrs["run_id"] == run_id(again, "study")
+        assert t.user_attrs["run_dir"] == str(tmp_path / "study" / "trials" / t.user_attrs["run_id"])
+        assert (Path(t.user_attrs["run_dir"]) / "done.json").exists()
         assert (again.optim.lr, again.optim.weight_decay) == (t.params["optim.lr"], t.params["optim.weight_decay"])
         assert t.intermediate_values.keys() == {0, 1, 2, 3}
     table = best_trial_table(storage_path(recipe.study_dir), "hpo")
@@ -77,15 +83,13 @@ def test_a_clearly_worse_trial_is_pruned(base, tmp_path):
     study = create_study(storage, "prune")
     for lr in (3e-3, 1e-2, 1e-7, 5e-3):
         study.enqueue_trial({"optim.lr": lr})
-    ran = run_worker(storage, "prune", 4, recipe,
-                     pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
+    ran = Worker(storage, "prune", recipe, optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)).run(4)
     assert ran == [0, 1, 2, 3]
     trials = optuna.load_study(study_name="prune", storage=create_storage(storage)).get_trials()
     states = [t.state.name for t in trials]
     assert states == ["COMPLETE", "COMPLETE", "PRUNED", "COMPLETE"], [t.intermediate_values for t in trials]
     pruned = trials[2]
-    assert pruned.last_step < 5 and not (run_dir_for(with_overrides(cfg, [
-        "name=trial-2", f"out_dir={tmp_path / 'study' / 'trials'}"])) / "done.json").exists()
+    assert pruned.last_step < 5 and not (Path(pruned.user_attrs["run_dir"]) / "done.json").exists()
     for t in (trials[0], trials[1], trials[3]):
         assert t.value == t.user_attrs["heldout_loss"] != t.user_attrs["train_loss"]
     table = best_trial_table(storage, "prune")
@@ -148,3 +152,78 @@ def test_a_killed_local_worker_leaves_no_trial_running_for_ever(base, tmp_path, 
     best = min(trials[1:], key=lambda t: t.value)
     assert table["number"].iloc[0] == best.number and table["value"].iloc[0] == best.value == study.best_value
     assert list(table["state"]) == ["COMPLETE", "COMPLETE", "FAIL"]
+
+
+def test_a_resumed_trial_continues_its_run_and_reports_what_an_uninterrupted_one_does(base, tmp_path):
+    """A trial whose run stopped after its checkpoint at step 2 (a requeued or retried trial) resumes it: the same
+    value and intermediate values as the same trial run in one go, and the resume step recorded."""
+    from salt.train.loop import train
+    cfg = with_overrides(base, ["train.checkpoint_every=2", "train.steps=5"])
+    space = {"optim.lr": ("log_uniform", 1e-4, 1e-2)}
+    whole, cut = (Recipe(cfg, space, str(tmp_path / name), smooth=2) for name in ("whole", "cut"))
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_3(trainer, step, record):
+        if step == 3:
+            raise Stop
+    with pytest.raises(Stop):   # the trial's own run, interrupted after its checkpoint at step 2
+        train(trial_config(cut, ["optim.lr=0.003"]), resume=True, callbacks=[stop_at_3])
+    values = {}
+    for recipe in (whole, cut):
+        storage = storage_path(recipe.study_dir)
+        create_study(storage).enqueue_trial({"optim.lr": 3e-3})
+        assert Worker(storage, "hpo", recipe, optuna.pruners.NopPruner()).run(1) == [0]
+        (t,) = create_study(storage).get_trials()
+        values[recipe.study_dir] = (t.value, t.intermediate_values, t.user_attrs.get("resumed_at_step"))
+        assert Path(t.user_attrs["run_dir"]).name == t.user_attrs["run_id"]
+    (value, reported, resumed), (value_cut, reported_cut, resumed_cut) = values.values()
+    assert value_cut == value and resumed_cut == 2 and resumed is None
+    assert reported_cut == {step: v for step, v in reported.items() if step >= 2}   # steps 0, 1 before the cut
+    attempts = Path(cut.study_dir) / "trials" / run_id(with_overrides(cfg, ["optim.lr=0.003"]), "study") / \
+        "attempts.jsonl"
+    assert [json.loads(line)["start_step"] for line in attempts.read_text().splitlines()] == [2]
+
+
+def test_the_same_values_twice_are_one_run(base, tmp_path):
+    """A second trial with a finished trial's values (a lost trial's retry, a repeated categorical choice) finds its
+    run done: the same value, read back, and no training."""
+    recipe = Recipe(base, {"optim.lr": ("categorical", [1e-3])}, str(tmp_path / "study"), value="heldout_loss")
+    storage = storage_path(recipe.study_dir)
+    create_study(storage)
+    assert Worker(storage, "hpo", recipe, optuna.pruners.NopPruner()).run(2) == [0, 1]
+    first, second = create_study(storage).get_trials()
+    assert first.user_attrs["run_dir"] == second.user_attrs["run_dir"]
+    assert (first.value, first.user_attrs["train_loss"]) == (second.value, second.user_attrs["train_loss"])
+    assert len((Path(first.user_attrs["run_dir"]) / "attempts.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_student_trial_is_named_as_the_study_names_the_same_student(tmp_path):
+    """hpo_student's trials: the run id PlanBuilder.student gives the same config (the teacher by its run id)."""
+    from salt.study.spec import PlanBuilder
+    from studies import hpo_student
+    dials = hpo_student.PRESETS["smoke"]
+    plan = hpo_student.teacher_plan(dials, "smoke", tmp_path / "h")
+    recipe = hpo_student.student_recipe(dials, plan)
+    values = ["optim.lr=0.0005", "optim.weight_decay=0.01"]
+    b = PlanBuilder(hpo_student.STUDY, "smoke", tmp_path / "h", evaluation=dials.evaluation)
+    student = b.student(dials.student_config, plan.runs[0],
+                        [f"model.size={dials.student_size}", f"train.steps={dials.student_steps}", *values])
+    cfg = trial_config(recipe, values)
+    assert cfg.name == student.run_id and cfg.out_dir == str(tmp_path / "h" / "hpo" / "trials")
+    assert trial_config(recipe, ["optim.lr=0.0006", values[1]]).name != student.run_id
+
+
+def test_a_journal_from_before_run_ids_still_gives_its_table(tmp_path):
+    """Trials of a search made before trials were named by run id (folders trial-N, no run_id attribute): the
+    table reads them, with an empty run id and their old folders."""
+    storage = storage_path(tmp_path / "old")
+    study = create_study(storage)
+    for n, value in enumerate((0.5, 0.25)):
+        trial = study.ask({"optim.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})
+        trial.set_user_attr("run_dir", str(tmp_path / "old" / "trials" / f"trial-{n}"))
+        study.tell(trial, value)
+    table = best_trial_table(storage)
+    assert list(table["number"]) == [1, 0] and list(table["run_id"]) == ["", ""]
+    assert list(table["run_dir"]) == [str(tmp_path / "old" / "trials" / f"trial-{n}") for n in (1, 0)]

@@ -297,10 +297,15 @@ def with_seeds(dials, seeds: int | None):
 
 @dataclass(frozen=True)
 class StudyHooks:
-    """What a study does with its records (studies/reporting.py supplies these; each may be left out)."""
+    """What a study does with its records (studies/reporting.py supplies these; each may be left out), and what it
+    runs on top of its plan (studies/hpo_student.py: an optuna search over the teacher the plan trains)."""
     results: Callable[[StudyPlan], Path | str] | None = None   # after every invocation: the results table
     summarize: Callable[[Path], str] | None = None             # once every run is done: printed
     report: Callable[[Path], Path] | None = None               # once every run is done: report and figures
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None   # the study's own options (and epilog)
+    # after the plan, for each action: "dry-run" (say what it would run), "status" (what it ran), "run" (run it,
+    # once run_plan returned) -> an exit code; the larger of it and the plan's is the command's
+    then: Callable[[str, StudyPlan, LaunchOptions, argparse.Namespace], int] | None = None
 
 
 def study_main(study: str, presets: dict, build: Callable[..., StudyPlan], argv: list[str] | None = None,
@@ -313,7 +318,10 @@ def study_main(study: str, presets: dict, build: Callable[..., StudyPlan], argv:
 
 def _study_main(study: str, presets: dict, build: Callable[..., StudyPlan], argv: list[str],
                 hooks: StudyHooks) -> int:
-    args = parser(study, presets).parse_args(argv)
+    p = parser(study, presets)
+    if hooks.arguments:
+        hooks.arguments(p)
+    args = p.parse_args(argv)
     root = args.out or Path("runs") / "studies" / f"{study}-{args.preset}"
     rate = parse_loader_rate(args.loader_rate) if args.loader_rate is not None else None
     if rate is not None and not args.dry_run:
@@ -325,19 +333,21 @@ def _study_main(study: str, presets: dict, build: Callable[..., StudyPlan], argv
         print(status_table(plan, options, states))
         if hooks.results:
             hooks.results(plan)
-        return 0 if all(s["state"].is_healthy for s in states.values()) else 1
+        code = 0 if all(s["state"].is_healthy for s in states.values()) else 1
+        return max(code, hooks.then("status", plan, options, args)) if hooks.then else code
     plan = build(with_seeds(presets[args.preset], args.seeds), args.preset, root, args.overrides)
     plan = with_benchmarks(plan, args.benchmarks)
     if args.dry_run:
         print(describe(plan, options, args.gpu_tflops, args.gpu_mem_gb, args.cpu_gflops, rate))
-        return 0
+        return hooks.then("dry-run", plan, options, args) if hooks.then else 0
     states = run_plan(plan, options)
     print(status_table(plan, options, states))
     if hooks.results:
         print(f"\nresults: {hooks.results(plan)}")
+    code = 0 if all(s["state"].is_healthy for s in states.values()) else 1
     if all(s["state"] is RunState.DONE for s in states.values()):
         if hooks.summarize:
             print(hooks.summarize(plan.root))
         if hooks.report:
             print(f"report and figures: {hooks.report(plan.root)}")
-    return 0 if all(s["state"].is_healthy for s in states.values()) else 1
+    return max(code, hooks.then("run", plan, options, args)) if hooks.then else code

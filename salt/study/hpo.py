@@ -2,27 +2,26 @@
 given size), with trials run by many workers at once: local processes, or SLURM array tasks via submitit.
 
     space = {"optim.lr": ("log_uniform", 1e-4, 3e-3), "optim.weight_decay": ("uniform", 0.0, 0.1)}
-    launch(executor, n_workers=8, n_trials=64, base=cfg, space=space, study_dir="studies/lr_wd",
-           pruner=optuna.pruners.MedianPruner(n_startup_trials=5))
+    jobs = launch(executor, n_workers=8, n_trials=64, recipe=Recipe(cfg, space, "studies/lr_wd"),
+                  pruner=optuna.pruners.MedianPruner(n_startup_trials=5))
+    salt.study.launch.wait_jobs(jobs, poll_s=5.0)
     best_trial_table(storage_path("studies/lr_wd"), "hpo")
 
 Every worker shares one storage: an optuna JournalStorage file guarded by a file lock (works on NFS), or an RDB
-URL (sqlite:///..., postgresql://...). A trial is one ordinary training run, `STUDY/trials/trial-<number>`,
-built from the base config by `key=value` overrides (the config module's one override path: an unknown key or
-a wrong type is an error before anything runs). Its intermediate value, reported at each logged step, is the
-training loss averaged over the last `smooth` log records; the pruner may stop the trial there
-(optuna.TrialPruned; the run folder stays resumable). Its value is that smoothed loss at the last step, or
-with value="heldout_loss" the run's own objective on fixed held-out clips and masks (salt.eval.evaluate).
+URL (sqlite:///..., postgresql://...). A trial is one ordinary training run, built from the base config by
+`key=value` overrides (the config module's one override path: an unknown key or a wrong type is an error before
+anything runs), named by its run id as a study names the same config (`STUDY/trials/<run id>`; user attribute
+`run_id`) and trained by the study's job code (salt.study.job.train_resumable). Its intermediate value, reported
+at each logged step, is the training loss averaged over the last `smooth` log records; the pruner may stop the
+trial there (optuna.TrialPruned; the run folder stays resumable). Its value is that smoothed loss at the last
+step, or with value="heldout_loss" the run's own objective on fixed held-out clips and masks (salt.eval.evaluate).
 A trial is one process: ranks from the environment are not used (several tasks of one job are several workers).
+A search made before trials were named by run id (`trials/trial-<number>`) is read, not continued.
 
-Killed and requeued workers: optuna's JournalStorage has no heartbeat, so a worker killed mid-trial would leave its
-trial RUNNING for ever. Each trial records its worker (`worker_identity`: SLURM job id and task, or host and pid)
-when it starts; `fail_lost_trials`, run by every `launch`, marks FAIL each RUNNING trial whose worker is gone (its
-SLURM job left the queue; a local process no longer alive on this host) and enqueues its parameters again, and
-`launch` submits only what the study still lacks (`n_trials` counts finished and running trials, not a lost one).
-Workers (`Worker`) are `Checkpointable`: on SLURM's timeout or preemption signal the trial's run saves and the
-job is requeued; the requeued worker first finishes the trials its job left RUNNING (the storage, not memory,
-says which), resuming their run folders, then runs the rest of its share.
+Lost and requeued workers (docs/studies.md): each trial records its worker (`worker_identity`); every `launch`
+fails the RUNNING trials whose worker is gone and enqueues their values again (`fail_lost_trials`: optuna's
+JournalStorage has no heartbeat), then submits only what the study lacks. A requeued `Worker` first finishes the
+trials its job left RUNNING from their run folders. Waiting for workers: salt.study.launch.wait_jobs.
 """
 from __future__ import annotations
 
@@ -30,10 +29,9 @@ import collections
 import math
 import os
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import optuna
 import pandas as pd
@@ -42,21 +40,25 @@ import yaml
 from optuna.trial import TrialState
 
 from salt.config import ConfigError, with_overrides
+from salt.identity import run_id
 from salt.layout import read_metrics
-from salt.runlock import hold
+from salt.objectives import get_method
+from salt.runlock import RunLockedError, hold
 from salt.schema import RunConfig
-from salt.study.job import LOCK_WAIT_S
+from salt.study.job import LOCK_WAIT_S, train_resumable
 from salt.study.state import process_alive, slurm_outcome, slurm_queue
 from salt.train.distributed import DistributedContext
-from salt.train.loop import NonFiniteLossError, Trainer, run_dir_for
+from salt.train.loop import NonFiniteLossError, run_layout
 
 KINDS = ("log_uniform", "uniform", "categorical")
 VALUES = ("train_loss", "heldout_loss")
 DEFAULT_STUDY = "hpo"
 WORKER_ATTR = "worker"            # trial user attribute: who runs it (worker_identity())
+RUN_ID_ATTR = "run_id"            # trial user attribute: its run's id (the folder STUDY/trials/<run id>)
 LOST_ATTR = "worker_lost"         # on a trial failed by fail_lost_trials: why its worker counts as gone
 RETRY_ATTR = "retry_of"           # on the trial enqueued in its place: the lost trial's number
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+TRIAL_ERRORS = (NonFiniteLossError, RunLockedError)   # the trial fails (recorded), its worker goes on
 
 # {dotted config key: ("log_uniform", lo, hi) | ("uniform", lo, hi) | ("categorical", [choice, ...])}
 SearchSpace = Mapping[str, tuple]
@@ -71,6 +73,7 @@ class Recipe:
     study_dir: str
     value: str = "train_loss"   # train_loss | heldout_loss
     smooth: int = 3             # intermediate value = mean loss of the last `smooth` log records
+    teacher_id: str = ""        # a student's teacher by run id, as a study names it ("": by checkpoint path)
 
     def __post_init__(self):
         if self.value not in VALUES:
@@ -80,7 +83,6 @@ class Recipe:
         object.__setattr__(self, "space", check_space(self.space, self.base))
 
 
-# -- search space and configs ----------------------------------------------------------------------------
 def override(key: str, value: Any) -> str:
     """`key=value` with the value written as YAML (1e-05 -> 1.0e-05: YAML reads the former as a string)."""
     text = yaml.safe_dump(value, default_flow_style=True).rstrip("\n").removesuffix("\n...")
@@ -131,70 +133,76 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> list[str]:
     return out
 
 
-def trial_config(recipe: Recipe, number: int, overrides: list[str]) -> RunConfig:
-    trials = Path(recipe.study_dir) / "trials"
-    return with_overrides(recipe.base, [*overrides, f"name=trial-{number}", override("out_dir", str(trials)),
-                                        "train.progress=false"])
+def trial_config(recipe: Recipe, overrides: list[str]) -> RunConfig:
+    """The trial's run, named by its run id as a study names the same config (`run_id(cfg, "study")`, a student's
+    teacher by `recipe.teacher_id`), in STUDY/trials/: the same values are the same run (a retry continues it)."""
+    cfg = with_overrides(recipe.base, overrides)
+    teacher = ""
+    if get_method(cfg.objective.method).needs_teacher:
+        teacher = recipe.teacher_id or cfg.objective.teacher_checkpoint
+    name = run_id(cfg, "study", teacher_id=teacher)
+    return with_overrides(cfg, [f"name={name}", override("out_dir", str(Path(recipe.study_dir) / "trials")),
+                                "train.progress=false"])
 
 
-# -- one trial -----------------------------------------------------------------------------------------
+def smoothed(losses: list[float]) -> float:
+    """A trial's value from its logged training losses: the mean of the last ones (the caller keeps `smooth`)."""
+    return sum(losses) / len(losses)
+
+
 class PruningCallback:
-    """Trainer callback: report the smoothed training loss at each logged step; stop if the pruner says so."""
+    """Trainer callback: report the smoothed training loss at each logged step (a resumed run's earlier losses
+    count too: its first call reads them back); stop if the pruner says so."""
 
     def __init__(self, trial: optuna.Trial, smooth: int):
-        self.trial, self.recent = trial, collections.deque(maxlen=smooth)
-        self.trainer: Trainer | None = None
+        self.trial, self.recent, self.started = trial, collections.deque(maxlen=smooth), False
 
-    @property
-    def value(self) -> float:
-        return sum(self.recent) / len(self.recent)
-
-    def __call__(self, trainer: Trainer, step: int, record: dict) -> None:
-        self.trainer = trainer
+    def __call__(self, trainer, step: int, record: dict) -> None:
+        if not self.started and trainer.start_step:   # resumed: the record of `step` is already in the log
+            self.trial.set_user_attr("resumed_at_step", trainer.start_step)
+            logged = read_metrics(trainer.layout.metrics)
+            self.recent.extend(r["loss"] for r in logged if r["step"] < trainer.start_step)
+        self.started = True
         self.recent.append(record["loss"])
-        self.trial.report(self.value, step)
+        value = smoothed(list(self.recent))
+        self.trial.report(value, step)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at step {step}: smoothed training loss {self.value:.4f}")
+            raise optuna.TrialPruned(f"pruned at step {step}: smoothed training loss {value:.4f}")
 
 
-def objective(trial: optuna.Trial, recipe: Recipe, started: Callable[[Trainer], None] | None = None) -> float:
-    """Train the trial's run; its value is the smoothed final training loss (or the held-out loss). The run resumes
-    from its folder's last checkpoint (a requeued worker finishing its trial); `started` sees the Trainer before it
-    trains (a Worker keeps it, to save it on SLURM's signal)."""
+def objective(trial: optuna.Trial, recipe: Recipe) -> float:
+    """Train the trial's run as a study job trains one (salt.study.job.train_resumable), under its folder's lock;
+    its value, the smoothed final training loss from the run's log (or the held-out loss of its last checkpoint),
+    is the same whether the run went through in one go, was resumed, or had finished before (a retry)."""
     trial.set_user_attr(WORKER_ATTR, worker_identity())
     overrides = suggest(trial, recipe.space)
-    cfg = trial_config(recipe, trial.number, overrides)
-    trial.set_user_attr("overrides", overrides)
-    trial.set_user_attr("run_dir", str(run_dir_for(cfg)))
-    callback = PruningCallback(trial, recipe.smooth)
-    # one worker at a time trains the trial's run (salt.runlock): a re-enqueued trial whose first worker is still
-    # alive waits for it, then fails naming it
-    with hold(run_dir_for(cfg), "hpo trial", wait_s=LOCK_WAIT_S):
-        trainer = Trainer(cfg, resume=True, callbacks=[callback], dist=DistributedContext())
-        if trainer.start_step:   # resumed: the losses logged before the checkpoint count towards the smoothed value
-            trial.set_user_attr("resumed_at_step", trainer.start_step)
-            if trainer.layout.metrics.exists():
-                callback.recent.extend(r["loss"] for r in read_metrics(trainer.layout.metrics)
-                                       if r["step"] < trainer.start_step)
-        if started is not None:
-            started(trainer)
-        trainer.fit()
-    trial.set_user_attr("train_loss", callback.value)
-    if recipe.value == "train_loss":
-        return callback.value
-    heldout = _heldout_loss(trainer, cfg)
-    trial.set_user_attr("heldout_loss", heldout)
-    return heldout
+    cfg = trial_config(recipe, overrides)
+    layout = run_layout(cfg)
+    for name, value in {"overrides": overrides, RUN_ID_ATTR: cfg.name, "run_dir": str(layout.root)}.items():
+        trial.set_user_attr(name, value)
+    dist = DistributedContext()   # one process: several tasks of a job are several workers
+    # one worker at a time trains the run (salt.runlock): a trial whose run another worker trains (a retry whose
+    # lost worker still runs, the same values twice at once) waits for it, then fails (RunLockedError)
+    with hold(layout.root, "hpo trial", wait_s=LOCK_WAIT_S, dist=dist):
+        train_resumable(cfg, dist, [PruningCallback(trial, recipe.smooth)])
+    values = {"train_loss": smoothed([r["loss"] for r in read_metrics(layout.metrics)][-recipe.smooth:])}
+    if recipe.value == "heldout_loss":
+        values["heldout_loss"] = _heldout_loss(cfg, layout.root)
+    for name, value in values.items():   # user attributes: every value computed, the trial's among them
+        trial.set_user_attr(name, value)
+    return values[recipe.value]
 
 
-def _heldout_loss(trainer: Trainer, cfg: RunConfig) -> float:
+def _heldout_loss(cfg: RunConfig, run_dir: Path) -> float:
+    """The run's own objective, restored from its last checkpoint, on fixed held-out clips and masks."""
+    from salt.checkpoint import load_checkpoint
     from salt.data import build_dataset
-    from salt.eval.evaluate import eval_protocol, heldout_loss
-    test_set, _ = build_dataset(cfg.data, "test")
-    return heldout_loss(trainer.objective.cpu().eval(), cfg, test_set, eval_protocol(cfg.train.eval_protocol))
+    from salt.eval.evaluate import eval_protocol, heldout_loss, restored_objective
+    test_set, geometry = build_dataset(cfg.data, "test")
+    restored = restored_objective(cfg, load_checkpoint(run_dir), geometry)
+    return heldout_loss(restored, cfg, test_set, eval_protocol(cfg.train.eval_protocol))
 
 
-# -- storage, workers, launch ------------------------------------------------------------------------------
 def storage_path(study_dir: str | Path) -> str:
     """The default storage of a study folder: a journal file in it."""
     return str(Path(study_dir) / "optuna.journal")
@@ -211,7 +219,7 @@ def create_storage(path: str | Path) -> optuna.storages.BaseStorage:
     return JournalStorage(JournalFileBackend(text, lock_obj=JournalFileOpenLock(text)))
 
 
-def create_study(storage: str | Path, study_name: str = DEFAULT_STUDY) -> optuna.Study:
+def create_study(storage: str | Path, study_name: str = DEFAULT_STUDY) -> optuna.Study:   # or reopen it
     return optuna.create_study(storage=create_storage(storage), study_name=study_name, direction="minimize",
                                load_if_exists=True)
 
@@ -227,35 +235,18 @@ def worker_identity() -> dict:
     return {"executor": executor, "job_id": job_id, "task": task, "host": socket.gethostname(), "pid": os.getpid()}
 
 
-def _same_slurm_worker(worker: dict, me: dict) -> bool:
-    """`worker` is an earlier incarnation of this SLURM job task (a requeued job keeps its id)."""
-    key = ("executor", "job_id", "task")
-    return me["executor"] == "slurm" and all(worker.get(k) == me[k] for k in key)
-
-
-def run_worker(storage: str | Path, study_name: str, n_trials: int, recipe: Recipe, *,
-               pruner: optuna.pruners.BasePruner | None = None, sampler: optuna.samplers.BaseSampler | None = None,
-               ) -> list[int]:
-    """What one worker runs, in this process: `n_trials` trials of the shared study (Worker.run)."""
-    return Worker(str(storage), study_name, recipe, pruner).run(n_trials, sampler)
-
-
 class Worker(submitit.helpers.Checkpointable):
     """One job of `launch` (an array task on SLURM): `n_trials` trials of the shared study, one after another, with
-    a sampler seeded per worker. A trial whose loss is not finite fails (recorded, not fatal).
-
-    On SLURM's timeout or preemption signal submitit calls `checkpoint`: the trial's run saves its state (when
-    between steps; otherwise its last periodic checkpoint stands), the same call is requeued and this process
-    exits, leaving the trial RUNNING. The requeued job first finishes the trials it left RUNNING (the storage
-    records each trial's SLURM job and task: a requeued job keeps its id), resuming their run folders, and counts
-    the trials it finished before towards its share. A requeue from outside (`scontrol requeue`, no signal) takes
-    the same path from the last periodic checkpoint."""
+    a sampler seeded per worker. A trial whose loss is not finite, or whose run another worker holds, fails
+    (recorded, not fatal). On SLURM's signal the trial's run saves as a study job's does, then `checkpoint`
+    requeues the same call, leaving the trial RUNNING; the requeued job (same id) first finishes the trials the
+    storage says it left RUNNING, from their run folders, and counts them towards its share (`scontrol
+    requeue`: the same, from the last periodic checkpoint)."""
 
     def __init__(self, storage: str, study_name: str, recipe: Recipe,
                  pruner: optuna.pruners.BasePruner | None = None, seed: int | None = None):
         self.storage, self.study_name, self.recipe, self.pruner, self.seed = storage, study_name, recipe, pruner, seed
-        self._trainer: Trainer | None = None   # the trial training now, for checkpoint()
-        self._exiting = False                   # checkpoint() ran: submitit requeues the job and exits
+        self._exiting = False   # checkpoint() ran: submitit requeues the job and exits
 
     def __call__(self, worker: int, n_trials: int) -> list[int]:
         # constant_liar: running trials count as bad guesses, so concurrent workers do not all try the same point
@@ -268,9 +259,9 @@ class Worker(submitit.helpers.Checkpointable):
         study = optuna.load_study(study_name=self.study_name, storage=create_storage(self.storage),
                                   sampler=sampler or optuna.samplers.TPESampler(constant_liar=True),
                                   pruner=self.pruner)
-        me = worker_identity()
-        mine = [t for t in study.get_trials(deepcopy=False)
-                if _same_slurm_worker(t.user_attrs.get(WORKER_ATTR, {}), me) and LOST_ATTR not in t.user_attrs]
+        me, key = worker_identity(), ("executor", "job_id", "task")   # a requeued SLURM job keeps its id and task
+        mine = [t for t in study.get_trials(deepcopy=False) if me["executor"] == "slurm" and LOST_ATTR not in
+                t.user_attrs and all(t.user_attrs.get(WORKER_ATTR, {}).get(k) == me[k] for k in key)]
         numbers = []
         for t in mine:
             if t.state == TrialState.RUNNING:
@@ -281,22 +272,17 @@ class Worker(submitit.helpers.Checkpointable):
             numbers.append(trial.number)
 
         if n_trials > len(mine):
-            study.optimize(self._objective, n_trials=n_trials - len(mine), catch=(NonFiniteLossError,),
+            study.optimize(self._objective, n_trials=n_trials - len(mine), catch=TRIAL_ERRORS,
                            callbacks=[remember], gc_after_trial=True)
         return numbers
 
     def _objective(self, trial: optuna.Trial) -> float:
         try:
-            return objective(trial, self.recipe, self._keep)
+            return objective(trial, self.recipe)
         except Exception as error:
-            if self._exiting:   # submitit's exit, raised inside whatever ran (e.g. torch.save), surfaced as
-                raise SystemExit(-1) from error   # another error: not the trial's failure, leave it RUNNING
+            if self._exiting:   # submitit's exit (a signal outside training), raised inside whatever ran, surfaced
+                raise SystemExit(-1) from error   # as another error: not the trial's failure, leave it RUNNING
             raise
-        finally:
-            self._trainer = None
-
-    def _keep(self, trainer: Trainer) -> None:
-        self._trainer = trainer
 
     def _finish(self, study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
         """Run a RUNNING trial to its end and tell the storage, as study.optimize does for the trials it asks."""
@@ -307,20 +293,17 @@ class Worker(submitit.helpers.Checkpointable):
             study.tell(trial, state=TrialState.PRUNED)
         except Exception as error:
             study.tell(trial, state=TrialState.FAIL)
-            if not isinstance(error, NonFiniteLossError):
+            if not isinstance(error, TRIAL_ERRORS):
                 raise
         else:
             study.tell(trial, value)
 
     def checkpoint(self, worker: int, n_trials: int) -> submitit.helpers.DelayedSubmission:
+        """Called by submitit on SLURM's signal: during training once the trial's run saved the step under way
+        (salt.study.job.train_resumable), otherwise at once."""
         self._exiting = True
-        if self._trainer is not None:
-            self._trainer.checkpoint_now()
         return submitit.helpers.DelayedSubmission(
             Worker(self.storage, self.study_name, self.recipe, self.pruner, self.seed), worker, n_trials)
-
-    def __getstate__(self):   # the live trainer never travels with the pickled job
-        return {**self.__dict__, "_trainer": None, "_exiting": False}
 
 
 def fail_lost_trials(storage: str | Path, study_name: str = DEFAULT_STUDY) -> list[int]:
@@ -387,33 +370,11 @@ def launch(executor, n_workers: int, n_trials: int, recipe: Recipe, *, storage: 
     return executor.map_array(Worker(storage, study_name, recipe, pruner, seed), workers, [counts[w] for w in workers])
 
 
-def wait_workers(jobs: list, poll_s: float = 5.0) -> list[str]:
-    """Wait until every worker job has ended. -> one line per worker that failed. SLURM jobs are followed with
-    squeue (a requeued worker is waited for), not submitit's job.done(), which cannot tell that a job SLURM
-    killed has ended on a cluster without accounting."""
-    slurm_ids = [str(job.job_id) for job in jobs if isinstance(job, submitit.SlurmJob)]
-    while any(state.is_active for state, _ in slurm_queue(slurm_ids).values()):
-        time.sleep(poll_s)
-    ended = slurm_outcome(slurm_ids)
-    errors = []
-    for job in jobs:
-        job_id = str(job.job_id)
-        if job_id in slurm_ids and not job.paths.result_pickle.exists():
-            errors.append(f"worker {job_id}: ended without a result ({ended.get(job_id, 'failed')}; log "
-                          f"{job.paths.stderr})")
-            continue
-        try:
-            job.result()
-        except Exception as error:   # the worker's exception, as submitit reports it
-            lines = str(error).strip().splitlines()
-            errors.append(f"worker {job_id}: {lines[-1] if lines else type(error).__name__}")
-    return errors
-
-
 def best_trial_table(storage: str | Path, study_name: str = DEFAULT_STUDY) -> pd.DataFrame:
     """One row per trial, best first (finished trials by value, then pruned, running, failed): number, state,
     value (a pruned or running trial's last reported value), the searched values (config keys), last reported
-    step, run folder, duration."""
+    step, run id and folder (a search made before trials were named by run id: no run id, its trial-N folder),
+    duration."""
     study = optuna.load_study(study_name=study_name, storage=create_storage(storage))
     order = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "WAITING": 3, "FAIL": 4}
     rows = []
@@ -422,7 +383,8 @@ def best_trial_table(storage: str | Path, study_name: str = DEFAULT_STUDY) -> pd
         rows.append({"number": t.number, "state": t.state.name,
                      "value": t.value if t.value is not None else (t.intermediate_values.get(last_step, math.nan)
                                                                    if last_step is not None else math.nan),
-                     **t.params, "last_step": last_step, "run_dir": t.user_attrs.get("run_dir", ""),
+                     **t.params, "last_step": last_step, "run_id": t.user_attrs.get(RUN_ID_ATTR, ""),
+                     "run_dir": t.user_attrs.get("run_dir", ""),
                      "duration_s": t.duration.total_seconds() if t.duration else math.nan})
     table = pd.DataFrame(rows, columns=None if rows else ["number", "state", "value"])
     if table.empty:
@@ -433,5 +395,5 @@ def best_trial_table(storage: str | Path, study_name: str = DEFAULT_STUDY) -> pd
 
 
 __all__ = ["KINDS", "PruningCallback", "Recipe", "SearchSpace", "Worker", "best_trial_table", "check_space",
-           "counted_trials", "create_storage", "create_study", "fail_lost_trials", "launch", "objective", "run_worker",
-           "storage_path", "suggest", "trial_config", "wait_workers", "with_overrides", "worker_identity"]
+           "counted_trials", "create_storage", "create_study", "fail_lost_trials", "launch", "objective",
+           "storage_path", "suggest", "trial_config", "with_overrides", "worker_identity"]

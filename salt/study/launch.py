@@ -20,6 +20,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import submitit
 
@@ -138,8 +139,7 @@ def _record_submission(spec: RunSpec, job, executor: str) -> None:
 
 def _record_failure(spec: RunSpec, error: BaseException | str) -> None:
     info = read_job(spec)
-    text = str(error).strip()
-    info["error"] = error if isinstance(error, str) else f"{type(error).__name__}: {text.splitlines()[-1] if text else ''}"
+    info["error"] = error_line(error)
     atomic_write_json(job_file(spec), info)
 
 
@@ -292,19 +292,51 @@ def _cancel_unsatisfiable(plan: StudyPlan, states: dict[str, dict]) -> list[str]
 
 
 def wait_for(plan: StudyPlan, jobs: list, options: LaunchOptions) -> None:
-    """Until no job of this plan is queued or running; records the error of each failed one."""
-    by_job = {str(job.job_id): job for job in jobs}
-    specs = plan.by_id()
-    while True:
-        states = run_states(plan.runs)
+    """Until no job of this plan is queued or running (its run states: a requeued job or a held lock counts);
+    records the error of each failed one."""
+    specs, states = plan.by_id(), {}
+
+    def active() -> bool:
+        states.update(run_states(plan.runs))
         _cancel_unsatisfiable(plan, states)
-        if not any(s["state"].is_active for s in states.values()):
-            break
-        time.sleep(options.poll_s)
+        return any(s["state"].is_active for s in states.values())
+
+    errors = wait_jobs(jobs, options.poll_s, active)
     for run_id, state in states.items():
-        job = by_job.get(state["job_id"])
-        if state["state"].is_failed and job is not None:
-            try:
-                job.result()
-            except Exception as error:
-                _record_failure(specs[run_id], error)
+        if state["state"].is_failed and state["job_id"] in errors:
+            _record_failure(specs[run_id], errors[state["job_id"]])
+
+
+def wait_jobs(jobs: list, poll_s: float, active: Callable[[], bool] | None = None) -> dict[str, BaseException | str]:
+    """The one wait loop of the study stack (a plan's jobs, an HPO search's workers): poll every `poll_s` seconds
+    while `active()` (default: while squeue lists one of the SLURM jobs as queued or running, a requeued one
+    included; not submitit's job.done(), which cannot tell that a job SLURM killed has ended on a cluster without
+    accounting). -> {job id: its error} for each job that failed: the exception it raised, or a line saying it
+    ended without a result (killed by SLURM: how it ended, and its log). A local job is waited for by its result."""
+    slurm_ids = [str(job.job_id) for job in jobs if isinstance(job, submitit.SlurmJob)]
+    if active is None:
+        def active() -> bool:
+            return any(state.is_active for state, _ in slurm_queue(slurm_ids).values())
+    while active():
+        time.sleep(poll_s)
+    ended = slurm_outcome(slurm_ids)
+    errors: dict[str, BaseException | str] = {}
+    for job in jobs:
+        job_id = str(job.job_id)
+        if job_id in slurm_ids and not job.paths.result_pickle.exists():
+            errors[job_id] = f"ended without a result ({ended.get(job_id, 'failed')}; log {job.paths.stderr})"
+            continue
+        try:
+            job.result()
+        except Exception as error:   # the job's exception, as submitit reports it: returned, not raised
+            errors[job_id] = error
+    return errors
+
+
+def error_line(error: BaseException | str) -> str:
+    """A job's error in one line: the exception's type and the last line of its message (submitit's report ends
+    with the job's own exception)."""
+    if isinstance(error, str):
+        return error
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[-1] if text else ''}"
