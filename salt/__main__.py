@@ -78,7 +78,7 @@ def _main(argv: list[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    by_command = {m.command: m for m in methods()}
+    by_command = {m.command: m for m in methods() if m.trains}
     for command, method in by_command.items():
         config = f"tiny_{command}" if (PACKAGED_CONFIGS / f"tiny_{command}.yaml").is_file() else "my_config.yaml"
         teacher = " --teacher runs/my-teacher" if method.needs_teacher else ""   # a finished run folder

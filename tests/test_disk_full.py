@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from salt.checkpoint import load_checkpoint, save_checkpoint
+from salt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from salt.eval.record import read_record, write_record
 from salt.io import DiskFullError, append_line, atomic_write_text
 from salt.layout import RunLayout, read_metrics
@@ -54,17 +54,21 @@ def temp_files(root: Path) -> list[Path]:
     return [p for p in root.rglob(".*") if p.name.endswith(".tmp")]
 
 
+def _checkpoint(step: int, size: int) -> Checkpoint:
+    return Checkpoint(step=step, run_id="run", config={}, models={"m": {"w": torch.zeros(size)}})
+
+
 def test_failed_atomic_writes_keep_the_previous_file_and_remove_the_temp_file(small_disk):
     layout = RunLayout(small_disk / "run")
     layout.write_done({"steps": 1})
-    save_checkpoint(layout.root, 2, {"w": torch.zeros(1000)}, keep=2)
+    save_checkpoint(layout.root, _checkpoint(2, 1000), keep=2)
     record = write_record(layout.root, make_record(run_id="run", step=2))
     results = small_disk / "results.csv"
     atomic_write_text(results, "a,b\n1,2\n")
     before = {p: p.read_bytes() for p in (layout.done, layout.checkpoint(2), record, results)}
     fill(small_disk, 0)
     writes = {layout.done: lambda: layout.write_done({"steps": 2, "pad": "x" * 100_000}),
-              layout.checkpoint(4): lambda: save_checkpoint(layout.root, 4, {"w": torch.zeros(1 << 20)}, keep=1),
+              layout.checkpoint(4): lambda: save_checkpoint(layout.root, _checkpoint(4, 1 << 20), keep=1),
               record: lambda: write_record(layout.root, make_record(run_id="run", step=2, hardware="x" * 100_000)),
               results: lambda: atomic_write_text(results, "a,b\n" + "1,2\n" * 100_000)}
     for path, write in writes.items():
@@ -73,7 +77,7 @@ def test_failed_atomic_writes_keep_the_previous_file_and_remove_the_temp_file(sm
             write()
         assert isinstance(error.value, OSError) and error.value.errno == errno.ENOSPC
     assert {p: p.read_bytes() for p in before} == before   # every previous file as it was, and still readable
-    assert layout.read_done()["steps"] == 1 and load_checkpoint(layout.checkpoint(2))["w"].shape == (1000,)
+    assert layout.read_done()["steps"] == 1 and load_checkpoint(layout.checkpoint(2))["models"]["m"]["w"].shape == (1000,)
     assert read_record(record).checkpoint_step == 2
     assert [step for step, _ in layout.checkpoints()] == [2]   # the old one is not deleted for a failed new one
     assert temp_files(small_disk) == []

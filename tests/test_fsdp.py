@@ -91,7 +91,7 @@ def _assert_same_checkpoint(a: dict, b: dict, rng: bool = True):
     for i, values in oa["state"].items():
         for k, v in values.items():
             assert torch.equal(v, ob["state"][i][k]), f"optimizer state {i}.{k}"
-    for key in ("step", "flops", "decode_failures", "data", "masks"):
+    for key in ("step", "flops", "data_counts", "data", "masks"):
         assert a[key] == b[key], key
     assert not rng or torch.equal(a["rng"]["torch"], b["rng"]["torch"])
 

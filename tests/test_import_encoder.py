@@ -241,7 +241,10 @@ def test_run_folder_provenance_and_cli(tmp_path, capsys):
     assert done["flops"]["total"] is None and "unknown" in done["flops_note"]
     assert layout.config.is_file() and [s for s, _ in layout.checkpoints()] == [0]
     state = load_checkpoint(tmp_path / "run")
-    assert set(state["models"]) == {"encoder", "decoder"} and state["flops_total"] == 0.0
+    # a run of its own kind: the encoder alone (no decoder made up for it), nothing to resume
+    assert done["method"] == "imported" and set(done["params"]) == {"encoder"}
+    assert set(state["models"]) == {"encoder"} and state["flops_total"] == 0.0
+    assert state["optimizer"] is None and state["rng"] is None and state["format_version"] == 2
     # never overwritten
     assert main(["import-encoder", "vjepa2", str(tmp_path / "hf"), str(tmp_path / "run")]) == 2
     assert "already holds a finished run" in capsys.readouterr().err
@@ -364,3 +367,6 @@ def test_salt_student_trains_from_an_imported_teacher(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "probe-target"), "--protocol", "smoke"]) == 0
     frame = load_records([tmp_path / "probe-target"])
     assert list(frame["checkpoint_step"]) == [0] and frame["params.encoder"].iloc[0] == done["imported"]["encoder_parameters"]
+    # ... with no held-out loss (it has no objective of its own): the record leaves it out, as "not measured"
+    assert (frame["method"].iloc[0], frame["stage"].iloc[0]) == ("imported", "teacher")
+    assert "losses.heldout" not in frame or frame["losses.heldout"].isna().all()

@@ -54,8 +54,11 @@ def test_registry_refuses_clashes_and_names_unknown_methods(toy_method):
         register(Method("other", _build, stage="teacher", command="teacher"))
     with pytest.raises(ValueError, match="stage must be one of"):
         Method("x", _build, stage="pupil", command="x")
-    with pytest.raises(ValueError, match="unknown objective.method 'nope'; registered: pixel, salt, vjepa, meancolour"):
+    with pytest.raises(ValueError, match="unknown objective.method 'nope'; registered: pixel, salt, vjepa, imported, "
+                                         "meancolour"):
         get_method("nope")
+    with pytest.raises(ValueError, match="command non-empty exactly when the method trains"):
+        Method("y", _build, stage="teacher", command="", trains=True)
 
 
 def test_a_method_defined_in_a_test_runs_through_every_layer(toy_method, micro_config, tmp_path, capsys):

@@ -266,7 +266,8 @@ def test_a_zero_filled_latest_checkpoint_is_set_aside_and_the_one_before_loads(t
     """A latest checkpoint of the right size but all zeros (a crash between a file's allocation and its data
     reaching the disk) is set aside like a truncated one, never deleted; the one before it loads."""
     for step in (2, 4):
-        ckpt.save_checkpoint(tmp_path, step, {"step": step, "models": {"w": torch.full((8,), float(step))}}, keep=2)
+        ckpt.save_checkpoint(tmp_path, ckpt.Checkpoint(step=step, run_id="r", config={},
+                                                       models={"m": {"w": torch.full((8,), float(step))}}), keep=2)
     layout = RunLayout(tmp_path)
     latest = layout.checkpoint(4)
     latest.write_bytes(bytes(latest.stat().st_size))

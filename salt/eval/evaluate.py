@@ -200,8 +200,8 @@ def _evaluate_run(run_dir: Path, step, protocol, data, benchmark, selection, enc
     probed, which = probed_encoder(objective, method, encoder)
     losses = logged_train_losses(layout, int(state["step"]), cfg.train.steps)
     scores = encoder_scores(probed, proto, bench, layout, data, cfg.data)
-    if bench is None:   # the held-out loss is the run's objective on its own data: the default benchmark's
-        losses["heldout"] = heldout_loss(objective, cfg, test_set, proto)
+    if bench is None and method.trains:   # the held-out loss is the run's objective on its own data (the default
+        losses["heldout"] = heldout_loss(objective, cfg, test_set, proto)   # benchmark's); an imported one has none
     teacher_run_id, teacher_step = objective.teacher_source
     return write_evaluation(
         run_dir, proto, bench, scores, t0, run_id=state["run_id"], method=method.name, stage=method.stage,

@@ -2,7 +2,8 @@
 
 Add a method: subclass `Objective` (trainable/loss/costs/after_step) and `register` a `Method` with its
 builder (salt.objectives.registry); every layer (config check, loop, estimates, evaluation, CLI, studies)
-then knows it. The three built-in methods are registered below.
+then knows it. The three built-in methods are registered below, and `imported` (an encoder trained elsewhere:
+salt.importers' runs; nothing trains it).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from salt.masks import num_mask_pairs
 from salt.models import MaskedTokenPredictor, VideoViT, build_encoder
 from salt.models.tokens import GradCheckpointing
 from salt.objectives.base import Objective
+from salt.objectives.imported import ImportedEncoder
 from salt.objectives.latent import SaltObjective, VJepaObjective, fingerprint, freeze
 from salt.objectives.pixel import PixelObjective, pixel_targets
 from salt.objectives.registry import Method, get_method, methods, register, unregister
@@ -96,6 +98,8 @@ register(Method("salt", _salt, stage="student", command="student", needs_teacher
                 help="stage 2: a SALT student predicting a frozen teacher's latents"))
 register(Method("vjepa", _vjepa, stage="student", command="vjepa", ema="target_encoder",
                 help="the V-JEPA baseline: a student predicting its own EMA copy's latents"))
+register(Method("imported", lambda cfg, geometry, encoder, teacher: ImportedEncoder(encoder), stage="teacher",
+                command="", trains=False, help="a released encoder imported with python -m salt import-encoder"))
 
 __all__ = ["Method", "Objective", "PixelObjective", "SaltObjective", "VJepaObjective", "build_network",
            "build_objective", "build_predictor", "fingerprint", "freeze", "get_method", "load_teacher", "methods",

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
-import yaml
 from tqdm import tqdm
 
-from salt.checkpoint import load_latest, load_matching, save_checkpoint
+from salt.checkpoint import (Checkpoint, RunSummary, finish_run, load_latest, load_matching, save_checkpoint,
+                             write_run_config)
 from salt.config import to_dict
 from salt.data import DATA_COUNTERS, build_dataset, collate, step_sampler
 from salt.data.sampler import batch_for_step, mix_seed
@@ -26,7 +26,6 @@ from salt.errors import UserError
 from salt.flops import num_params, total_flops
 from salt.identity import run_id   # a command-line run's folder name (and its checkpoints' run_id)
 from salt.masks import build_mask_generator
-from salt.io import atomic_write_text
 from salt.layout import RunLayout
 from salt.objectives import Objective, build_objective, get_method
 from salt.runlock import hold as hold_run
@@ -121,6 +120,9 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, *, resume: bool = False, callbacks: Iterable[Callback] = (),
                  checkpoint_hooks: Iterable[CheckpointHook] = (), dist: DistributedContext | None = None):
+        if not get_method(cfg.objective.method).trains:
+            raise ValueError(f"objective.method={cfg.objective.method} is not trained here (an encoder made elsewhere, "
+                             "e.g. by import-encoder): train a student of it with objective.teacher_checkpoint")
         self.cfg, self.layout = cfg, run_layout(cfg)
         self.run_dir, self.callbacks, self.checkpoint_hooks = self.layout.root, list(callbacks), list(checkpoint_hooks)
         if cfg.train.eval_every and not self.checkpoint_hooks:
@@ -150,7 +152,7 @@ class Trainer:
                                       "it, or choose another name/out_dir (finished results are never overwritten)")
         self.watch = self._collapse_watch() if cfg.train.watch_every else None   # decodes clips: after the check
         found = load_latest(self.run_dir) if existing is not None else None   # an unreadable newest is set aside
-        state = found[1] if found is not None else None
+        state = Checkpoint.from_dict(found[1], f"checkpoint {found[0]}") if found is not None else None
         if state is not None:
             self._restore(state)   # the modules whole, before any sharding
         self.dist.check_same(self.start_step, "the step to resume from")
@@ -160,7 +162,7 @@ class Trainer:
             self.dist.shard_modules(self.objective.saved(), param_dtype=self.amp_dtype)
         self.optimizer = build_optimizer(self.objective, cfg.optim)   # over the parameters as sharded
         if state is not None:
-            self.optimizer.load_state_dict(self.dist.shard_optimizer_state(self.optimizer, state["optimizer"]))
+            self.optimizer.load_state_dict(self.dist.shard_optimizer_state(self.optimizer, state.optimizer))
         self.params = [p for m in self.objective.trainable().values() for p in m.parameters()]
         self.next_step, self.in_step = self.start_step, False
         self.save_requested = False   # request_save(): a checkpoint at the next step boundary, then SavedOnRequest
@@ -219,7 +221,7 @@ class Trainer:
         if self.layout.is_done():
             return self.layout.read_done()
         if main:
-            atomic_write_text(self.layout.config, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            write_run_config(self.layout, to_dict(cfg))
         log = MetricsLog(self.layout.metrics, self.start_step) if main else None
         wandb = (WandbLogger(cfg.wandb, run_dir=self.run_dir, run_id=run_id(cfg), config=to_dict(cfg),
                              resume=self.start_step > 0) if cfg.wandb.enabled and main else None)
@@ -274,9 +276,7 @@ class Trainer:
                 wandb.close()
         self.dist.barrier()   # rank 0's checkpoints are written before any rank reports them
         summary = self._summary(metrics, time.perf_counter() - t0)
-        if main:
-            summary = self.layout.write_done(summary)
-        return summary
+        return finish_run(self.layout, summary) if main else summary.to_dict()
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
@@ -327,50 +327,40 @@ class Trainer:
         optimizer = self.dist.full_state(self.optimizer.state_dict())
         if not self.dist.is_main:
             return None
-        state = {
-            "step": next_step,
-            "run_id": run_id(self.cfg),
-            "config": to_dict(self.cfg),
-            "models": models,
-            "optimizer": optimizer,
-            "flops": self.flops,
-            "flops_total": self.flops + self.objective.upstream_flops,   # this run plus its teacher chain
-            **self.data_counts,
-            "rng": {"torch": torch.get_rng_state()},
+        checkpoint = Checkpoint(
+            step=next_step, run_id=run_id(self.cfg), config=to_dict(self.cfg), models=models, optimizer=optimizer,
+            flops=self.flops, flops_total=self.flops + self.objective.upstream_flops,   # + its teacher chain
+            data_counts=dict(self.data_counts), rng={"torch": torch.get_rng_state()},
             # Data order and masks are pure functions of (seed, step): their whole state is this.
-            "data": {"seed": self.cfg.train.seed, "next_step": next_step},
-            "masks": {"seed": self.cfg.train.seed, "stream": MASK_STREAM, "next_step": next_step},
-            **({"watch": self.watch.state_dict()} if self.watch is not None else {}),
-        }
-        return save_checkpoint(self.run_dir, next_step, state, keep=self.cfg.train.keep_checkpoints)
+            data={"seed": self.cfg.train.seed, "next_step": next_step},
+            masks={"seed": self.cfg.train.seed, "stream": MASK_STREAM, "next_step": next_step},
+            watch=self.watch.state_dict() if self.watch is not None else None)
+        return save_checkpoint(self.run_dir, checkpoint, keep=self.cfg.train.keep_checkpoints)
 
-    def _restore(self, state: dict) -> None:
+    def _restore(self, state: Checkpoint) -> None:
+        if state.optimizer is None or state.rng is None:
+            raise RunFolderInUseError(f"{self.run_dir}: its checkpoint of step {state.step} holds no training state "
+                                      "to resume (an imported encoder); choose another name/out_dir")
         saved = self.objective.saved()
         for name, module in saved.items():
-            load_matching(module, state["models"][name], f"resume {self.run_dir} ({name})")
-        torch.set_rng_state(state["rng"]["torch"])
-        self.start_step, self.flops = state["step"], state["flops"]
-        if self.watch is not None and "watch" in state:   # (checkpoints from before the collapse alarm lack it)
-            self.watch.load_state_dict(state["watch"])
-        # (checkpoints from before seek_fallbacks was counted lack it)
-        self.data_counts = {key: state[key] if key in state else 0 for key in DATA_COUNTERS}
+            load_matching(module, state.models[name], f"resume {self.run_dir} ({name})")
+        torch.set_rng_state(state.rng["torch"])
+        self.start_step, self.flops = state.step, state.flops
+        if self.watch is not None and state.watch is not None:   # (checkpoints from before the collapse alarm)
+            self.watch.load_state_dict(state.watch)
+        # (a counter added after the checkpoint was written starts at 0)
+        self.data_counts = {key: state.data_counts[key] if key in state.data_counts else 0 for key in DATA_COUNTERS}
 
-    def _summary(self, metrics: dict, wall_time: float) -> dict:
+    def _summary(self, metrics: dict, wall_time: float) -> RunSummary:
         o = self.cfg.objective
         teacher_flops = self.objective.upstream_flops
-        return {
-            "run_id": run_id(self.cfg),
-            "method": o.method,
-            "steps": self.cfg.train.steps,
-            "final_metrics": metrics,
-            "flops": {"run": self.flops, "teacher_stage": teacher_flops, "total": self.flops + teacher_flops},
-            "params": {name: num_params(m) for name, m in self.objective.saved().items()},
-            **self.data_counts,
-            "wall_time_s": wall_time,
-            "device": str(self.device),
-            "checkpoint": str(self.layout.latest_checkpoint()),
-            "teacher_checkpoint": o.teacher_checkpoint if get_method(o.method).needs_teacher else "",
-        }
+        return RunSummary(
+            run_id=run_id(self.cfg), method=o.method, steps=self.cfg.train.steps, final_metrics=metrics,
+            flops={"run": self.flops, "teacher_stage": teacher_flops, "total": self.flops + teacher_flops},
+            params={name: num_params(m) for name, m in self.objective.saved().items()},
+            data_counts=dict(self.data_counts), wall_time_s=wall_time, device=str(self.device),
+            checkpoint=str(self.layout.latest_checkpoint()),
+            teacher_checkpoint=o.teacher_checkpoint if get_method(o.method).needs_teacher else "")
 
 
 def train(cfg: RunConfig, *, resume: bool = False, callbacks: Iterable[Callback] = (),
