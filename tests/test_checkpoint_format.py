@@ -132,3 +132,23 @@ def test_a_version_1_imported_run_still_teaches_and_evaluates_as_before(tmp_path
     # an evaluation target as before: a pixel teacher's record, held-out loss included
     record = evaluate_run(layout.root, protocol="smoke")
     assert (record.method, record.stage) == ("pixel", "teacher") and np.isfinite(record.losses["heldout"])
+
+
+def test_an_imported_encoder_teaches_in_a_study_plan(tmp_path):
+    """PlanBuilder.imported: the run keeps its own kind (method `imported`, no FLOPs); the dry run lists it as made
+    outside the study, and its student's line as any student's."""
+    from salt.importers import import_encoder
+    from salt.study.cli import describe
+    from salt.study.launch import LaunchOptions
+    from salt.study.spec import PlanBuilder
+    from tests.test_import_encoder import VIDEO_OVERRIDES, vjepa2
+    vjepa2().save_pretrained(tmp_path / "hf")
+    import_encoder("vjepa2", tmp_path / "hf", tmp_path / "released")
+    b = PlanBuilder("t", "smoke", tmp_path / "study", evaluation="smoke")
+    teacher = b.imported(tmp_path / "released", labels={"group": "imported"})
+    student = b.student("micro_student", teacher, ["data.source=video_list", *VIDEO_OVERRIDES])
+    assert (teacher.method, teacher.role, teacher.estimated_flops_total) == ("imported", "teacher", 0.0)
+    assert student.depends_on == [teacher.run_id] and student.estimated_flops_total == student.estimated_flops
+    text = describe(b.plan(), LaunchOptions(executor="debug"), gpu_tflops=100.0)
+    assert f"{teacher.run_id:<38} teacher  custom  made outside the study, not trained here" in text
+    assert student.run_id in text

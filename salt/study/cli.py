@@ -217,6 +217,10 @@ def describe(plan: StudyPlan, options: LaunchOptions, gpu_tflops: float, gpu_mem
                 lines.append(f"{spec.run_id:<38} {'baseline':<8} {cfg.model.size:<6}  evaluated, not trained "
                              f"(~{wall / 60:.1f} CPU min)")
                 continue
+            if spec.external:   # an imported encoder (or an earlier run): finished elsewhere, no FLOPs here
+                lines.append(f"{spec.run_id:<38} {spec.role:<8} {cfg.model.size:<6}  made outside the study, not "
+                             f"trained here: {spec.run_dir}")
+                continue
             per_step, paper = step_flops(cfg), step_flops(cfg, accounting="paper")
             own = paper * cfg.train.steps
             upstream = sum(paper_total.get(d, 0.0) * _used_fraction(spec, by_id[d]) for d in spec.depends_on)
