@@ -49,7 +49,8 @@ def write_videos(root: Path, count: int, size: int, frames: int) -> list[str]:
 
 def child(args) -> None:
     """One extraction in this process: prints a JSON line of its measurements."""
-    from salt.data.video import VideoListConfig, VideoListDataset
+    from salt.data.video.dataset import VideoListDataset
+    from salt.data.video.lists import VideoListConfig
     from salt.eval.cache import extract_split, load_split
     from salt.layout import FeatureCacheLayout
     from salt.models import VideoViT

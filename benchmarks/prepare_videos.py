@@ -30,7 +30,8 @@ import torch
 import video_loader
 from machine import matmul_gflops
 from salt.data.prepare import summary
-from salt.data.video import VideoListConfig, VideoListDataset
+from salt.data.video.dataset import VideoListDataset
+from salt.data.video.lists import VideoListConfig
 
 WIDTH, HEIGHT, FPS, KEYINT = 1280, 720, 30, 250
 REPO = Path(__file__).resolve().parents[1]

@@ -48,8 +48,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from machine import matmul_gflops
-from salt.data.video import (VideoListConfig, VideoListDataset, _uniform, clip_indices, crop_resize_normalise,
-                             random_resized_crop_box, read_video, train_clip_start)
+from salt.data.video.dataset import VideoListDataset
+from salt.data.video.decode import read_video
+from salt.data.video.lists import VideoListConfig
+from salt.data.video.sampling import clip_indices, train_clip_start, uniform
+from salt.data.video.transforms import crop_clip, random_resized_crop_box
 
 WIDTH, HEIGHT, FPS = 340, 256, 30
 
@@ -164,8 +167,8 @@ class BeforeDataset(torch.utils.data.Dataset):
     def __getitem__(self, item):
         index, seed = item
         cfg, generator = self.cfg, torch.Generator().manual_seed(seed)
-        start_draw = _uniform(generator, 0.0, 1.0)
-        flip = cfg.hflip and _uniform(generator, 0.0, 1.0) < 0.5
+        start_draw = uniform(generator, 0.0, 1.0)
+        flip = cfg.hflip and uniform(generator, 0.0, 1.0) < 0.5
         step = cfg.frame_step
         frames = _old_read_frames(self.paths[index], lambda n: clip_indices(train_clip_start(start_draw, n, cfg, step),
                                                                             n, cfg, step))
@@ -197,12 +200,11 @@ class OtherDecoderDataset(BeforeDataset):
     def __getitem__(self, item):
         index, seed = item
         cfg, generator = self.cfg, torch.Generator().manual_seed(seed)
-        start_draw = _uniform(generator, 0.0, 1.0)
-        flip = cfg.hflip and _uniform(generator, 0.0, 1.0) < 0.5
+        start_draw = uniform(generator, 0.0, 1.0)
+        flip = cfg.hflip and uniform(generator, 0.0, 1.0) < 0.5
         frames = self._decode(self.paths[index], start_draw)
         box = random_resized_crop_box(*frames[0].shape[:2], cfg.crop_scale, cfg.crop_aspect, generator)
-        video = crop_resize_normalise(frames, box, cfg)
-        return {"video": (video.flip(-1) if flip else video).permute(1, 0, 2, 3).contiguous()}
+        return {"video": crop_clip(frames, box, cfg, flip)}
 
 
 def other_decoders() -> list[str]:
@@ -251,7 +253,7 @@ def decoded_per_clip(cfg: VideoListConfig, paths: list[str], items) -> tuple[flo
     """Mean frames decoded per clip: before (a decode from frame 0 to the clip's last frame) and now."""
     before, now = [], []
     for index, seed in items:
-        draw = _uniform(torch.Generator().manual_seed(seed), 0.0, 1.0)
+        draw = uniform(torch.Generator().manual_seed(seed), 0.0, 1.0)
         plan = lambda info: clip_indices(train_clip_start(draw, info.num_frames, cfg, cfg.frame_step),  # noqa: E731
                                          info.num_frames, cfg, cfg.frame_step)
         decoded = read_video(paths[index], plan, threads=1)

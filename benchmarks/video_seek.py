@@ -34,10 +34,17 @@ import numpy as np
 import torch
 
 import salt
-import salt.data.video as video
 import video_loader
 from machine import matmul_gflops
-from salt.data.video import VideoListConfig, VideoListDataset, crop_resize_normalise, read_video
+
+try:
+    from salt.data.video.dataset import VideoListDataset
+    from salt.data.video.decode import read_frames, read_video
+    from salt.data.video.lists import VideoListConfig
+    from salt.data.video.sampling import clip_indices, train_clip_start, uniform
+    from salt.data.video.transforms import crop_clip, model_input, random_resized_crop_box
+except ImportError:   # a salt tree from before the data package was split (PYTHONPATH=<older commit>): --parts lengths
+    from salt.data.video import VideoListConfig, VideoListDataset
 
 try:
     import salt.data.frame_index as frame_index
@@ -79,16 +86,20 @@ class PlainReader:
     def __init__(self, cfg: VideoListConfig):
         self.cfg, self.paths = cfg, [e.path for e in VideoListDataset(cfg, train=True).entries]
 
+    def draws(self, seed: int) -> tuple[VideoListConfig, torch.Generator, float, bool]:
+        """The sample's generator after its start and flip draws (the crop's draws come next), the draws."""
+        cfg, generator = self.cfg, torch.Generator().manual_seed(seed)
+        draw = uniform(generator, 0.0, 1.0)
+        return cfg, generator, draw, cfg.hflip and uniform(generator, 0.0, 1.0) < 0.5
+
     def __call__(self, item) -> torch.Tensor:
         index, seed = item
-        cfg, generator = self.cfg, torch.Generator().manual_seed(seed)
-        draw = video._uniform(generator, 0.0, 1.0)
-        flip = cfg.hflip and video._uniform(generator, 0.0, 1.0) < 0.5
+        cfg, generator, draw, flip = self.draws(seed)
         with av.open(self.paths[index]) as container:
             stream = container.streams.video[0]
             stream.codec_context.thread_count = 1
             n = stream.frames
-            wanted = video.clip_indices(video.train_clip_start(draw, n, cfg, cfg.frame_step), n, cfg, cfg.frame_step)
+            wanted = clip_indices(train_clip_start(draw, n, cfg, cfg.frame_step), n, cfg, cfg.frame_step)
             kept, last = {}, max(wanted)
             for number, frame in enumerate(container.decode(stream)):
                 if number in wanted:
@@ -96,9 +107,8 @@ class PlainReader:
                 if number >= last:
                     break
         frames = [kept[i] for i in wanted]
-        box = video.random_resized_crop_box(*frames[0].shape[:2], cfg.crop_scale, cfg.crop_aspect, generator)
-        clip = crop_resize_normalise(frames, box, cfg)
-        return clip.flip(-1) if flip else clip
+        box = random_resized_crop_box(*frames[0].shape[:2], cfg.crop_scale, cfg.crop_aspect, generator)
+        return crop_clip(frames, box, cfg, flip)
 
 
 def lengths_part(root: Path, lengths: list[float], clips: int, rounds: int) -> None:
@@ -145,11 +155,7 @@ def long_gop_part(root: Path, videos: int, seconds: float, clips: int, rounds: i
         dataset = VideoListDataset(cfg, train=True)
         for i in range(videos):
             dataset[(i, 0)]   # indexes built
-        plain = PlainReader(cfg)
-
-        def scaled(item, d=dataset):
-            with _scaled_conversion():
-                return d[item]
+        plain, scaled = PlainReader(cfg), ScaledReader(cfg)
         rows = {"plain reader (decode from 0)": plain, "loader": lambda item, d=dataset: d[item],
                 "loader, scaled conversion (before)": scaled}
         medians = timed_rounds(rows, items, rounds)
@@ -163,7 +169,7 @@ def long_gop_part(root: Path, videos: int, seconds: float, clips: int, rounds: i
 
 
 def scaled_clip(frames, box, info, cfg, flip=False) -> torch.Tensor:
-    """Reference copy of decoded_clip before issue 20: a crop of at least twice the output size on both sides was
+    """The training clip's conversion before issue 20: a crop of at least twice the output size on both sides was
     scaled inside the YUV-to-RGB conversion (swscale), then resized the rest of the way."""
     top, left, h, w = box
     width, height = info.width, info.height
@@ -175,25 +181,29 @@ def scaled_clip(frames, box, info, cfg, flip=False) -> torch.Tensor:
         h, w = bottom - top, right - left
     crops = np.stack([frame.to_ndarray(format="rgb24", width=width, height=height)[top:top + h, left:left + w]
                       for frame in frames])
-    return video._model_input(crops, cfg, flip)
+    return model_input(crops, cfg, flip)
 
 
-class _scaled_conversion:
-    """Within: the loader converts as it did before issue 20 (scaled_clip)."""
+class ScaledReader(PlainReader):
+    """The loader's training sample (same draws, frames and crop box) converted as before issue 20 (scaled_clip)."""
 
-    def __enter__(self):
-        self.saved, video.decoded_clip = video.decoded_clip, scaled_clip
-
-    def __exit__(self, *exc):
-        video.decoded_clip = self.saved
+    def __call__(self, item) -> torch.Tensor:
+        index, seed = item
+        cfg, generator, draw, flip = self.draws(seed)
+        decoded = read_video(self.paths[index], lambda info: clip_indices(
+            train_clip_start(draw, info.num_frames, cfg, cfg.frame_step), info.num_frames, cfg, cfg.frame_step),
+            cfg.decode_threads)
+        box = random_resized_crop_box(decoded.info.height, decoded.info.width, cfg.crop_scale, cfg.crop_aspect,
+                                      generator)
+        return scaled_clip(decoded.frames, box, decoded.info, cfg, flip)
 
 
 def _decoded_per_clip(cfg: VideoListConfig, dataset: VideoListDataset, items) -> list[int]:
     out = []
     for index, seed in items:
-        draw = video._uniform(torch.Generator().manual_seed(seed), 0.0, 1.0)
-        decoded = read_video(dataset.entries[index].path, lambda info: video.clip_indices(
-            video.train_clip_start(draw, info.num_frames, cfg, cfg.frame_step), info.num_frames, cfg, cfg.frame_step),
+        draw = uniform(torch.Generator().manual_seed(seed), 0.0, 1.0)
+        decoded = read_video(dataset.entries[index].path, lambda info: clip_indices(
+            train_clip_start(draw, info.num_frames, cfg, cfg.frame_step), info.num_frames, cfg, cfg.frame_step),
             threads=1)
         out.append(decoded.decoded)
     return out
@@ -211,13 +221,13 @@ def fast_part(cfg: VideoListConfig, items: list, rounds: int) -> None:
     medians = timed_rounds({"exact": lambda item: exact[item], "fast": lambda item: fast[item]}, items, rounds)
     values = []
     for index, seed in items[:16]:
-        draw = video._uniform(torch.Generator().manual_seed(seed), 0.0, 1.0)
+        draw = uniform(torch.Generator().manual_seed(seed), 0.0, 1.0)
 
         def plan(info):
-            return video.clip_indices(video.train_clip_start(draw, info.num_frames, cfg, cfg.frame_step),
+            return clip_indices(train_clip_start(draw, info.num_frames, cfg, cfg.frame_step),
                                       info.num_frames, cfg, cfg.frame_step)
         path = exact.entries[index].path
-        pairs = zip(video.read_frames(path, plan, 1)[0], video.read_frames(path, plan, 1, fast=True)[0])
+        pairs = zip(read_frames(path, plan, 1)[0], read_frames(path, plan, 1, fast=True)[0])
         values += [psnr(f, e) for e, f in pairs]
     print(f"    exact {1 / medians['exact']:7.1f} clips/s; fast {1 / medians['fast']:7.1f} clips/s "
           f"({medians['exact'] / medians['fast']:.2f}x); PSNR of fast frames against exact: median "

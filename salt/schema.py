@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from salt.config import load_config
-from salt.data import items_per_step
+from salt.data import items_per_step, source_names
 from salt.data.moving_digits import MovingDigitsConfig
-from salt.data.video import VideoListConfig
+from salt.data.video.lists import VideoListConfig
 from salt.identity import ALWAYS, NEVER, SCHEDULING, SCHEDULING_UNLESS_DEFAULT, UNLESS_DEFAULT
 from salt.layout import LayoutError, RunLayout
 from salt.masks import MaskConfig
@@ -24,13 +24,13 @@ def _check_choice(name: str, value: str, choices) -> None:
 
 @dataclass
 class DataConfig:
-    source: str = field(default="moving_digits", metadata=ALWAYS)   # moving_digits | video_list
+    source: str = field(default="moving_digits", metadata=ALWAYS)   # a registered source (salt.data.sources)
     moving_digits: MovingDigitsConfig = field(default_factory=MovingDigitsConfig, metadata=ALWAYS)
     video: VideoListConfig = field(default_factory=VideoListConfig, metadata=ALWAYS)
     num_workers: int = field(default=0, metadata=SCHEDULING)
 
     def __post_init__(self):
-        _check_choice("source", self.source, ("moving_digits", "video_list"))
+        _check_choice("source", self.source, source_names())
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
 

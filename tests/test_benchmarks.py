@@ -158,7 +158,7 @@ def extract_val(bench_dir: Path, root: Path, kill_after: int | None = None):
     import os
     import signal
 
-    from salt.data.video import VideoListDataset
+    from salt.data.video.dataset import VideoListDataset
     bench = load_benchmark(write_bench(bench_dir), ["test_views.clips=2", "test_views.crops=3", "clip.frame_step=1"])
     dataset = VideoListDataset(bench.split_config("val"), train=False)
     encoder = micro_encoder()
@@ -206,7 +206,7 @@ def test_killed_extraction_resumes_to_the_same_features(bench_dir, tmp_path, one
 
 
 def test_spatial_crops_cover_the_long_side():
-    from salt.data.video import eval_crop_boxes
+    from salt.data.video.transforms import eval_crop_boxes
     assert eval_crop_boxes(16, 24, 1) == [(0, 4, 16, 16)]
     assert eval_crop_boxes(16, 24, 3) == [(0, 0, 16, 16), (0, 4, 16, 16), (0, 8, 16, 16)]
     assert eval_crop_boxes(30, 20, 2) == [(0, 0, 20, 20), (10, 0, 20, 20)]

@@ -15,7 +15,9 @@ import pytest
 import salt.data.frame_index as fi
 from salt.config import load_config, resolve_config
 from salt.identity import config_hash
-from salt.data.video import VideoListConfig, VideoListDataset, read_frames
+from salt.data.video.dataset import VideoListDataset
+from salt.data.video.decode import read_frames
+from salt.data.video.lists import VideoListConfig
 from salt.schema import RunConfig
 from tests.test_video_data import write_list
 from tests.test_video_input import encode, full_decode, textured

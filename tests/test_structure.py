@@ -20,6 +20,7 @@ FORBIDDEN = {
     "salt/io.py": ("salt.", "torch"),
     "salt/identity.py": ("salt.", "torch"),   # run ids: stdlib only (salt.layout, so the analysis, imports it)
     "salt/errors.py": ("salt.", "torch"),
+    "salt/registry.py": ("salt.", "torch"),   # named entries (data sources): stdlib only
     "salt/layout.py": ("salt.checkpoint", "salt.objectives", "salt.train", "salt.eval", "salt.study", "torch"),
     "salt/runlock.py": ("salt.checkpoint", "salt.objectives", "salt.train", "salt.eval", "salt.study", "torch"),
     "salt/checkpoint.py": ("salt.objectives", "salt.train", "salt.eval", "salt.study"),

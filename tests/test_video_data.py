@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from salt.data.video import UnreadableVideoWarning, VideoListConfig, VideoListDataset
+from salt.data.video.dataset import UnreadableVideoWarning, VideoListDataset
+from salt.data.video.lists import VideoListConfig
 
 HEIGHT, WIDTH = 48, 64
 COUNT_BASE, COUNT_STEP = 10, 6  # frame k is uniform grey COUNT_BASE + COUNT_STEP * k
@@ -293,7 +294,7 @@ def test_config_validation(fields, message):
 
 
 def test_a_list_that_is_not_text_is_an_error_naming_it(tmp_path):
-    from salt.data.video import read_video_list
+    from salt.data.video.lists import read_video_list
     path = tmp_path / "binary.txt"
     path.write_bytes(b"video.mp4 0\n\xf0\x28\x8c\x28 1\n")
     with pytest.raises(ValueError, match=r"video list .*binary.txt is not UTF-8 text"):

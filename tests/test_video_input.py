@@ -18,9 +18,10 @@ from torch.utils.data import DataLoader
 from salt.config import ConfigError
 from salt.data import collate, step_sampler
 from salt.data.sampler import Mixture, batch_for_step
-from salt.data.video import (
-    SeekFallbackWarning, VideoInfo, VideoListConfig, VideoListDataset, crop_resize_normalise, decoded_clip,
-    read_frames, read_video, thread_count)
+from salt.data.video.dataset import VideoListDataset
+from salt.data.video.decode import SeekFallbackWarning, VideoInfo, read_frames, read_video, thread_count
+from salt.data.video.lists import VideoListConfig
+from salt.data.video.transforms import crop_clip
 from salt.layout import RunLayout, read_metrics
 from salt.train.loop import Trainer, run_dir_for, train
 from salt.train.metrics import DataWaitWarning, StepTimer
@@ -185,9 +186,9 @@ def test_a_file_without_timestamps_falls_back_to_a_full_decode_and_is_counted(tm
 
 
 def test_one_open_per_sample(counting, monkeypatch):
-    import salt.data.video as video
+    import salt.data.video.decode as decode
     opened, real_open = [], av.open
-    monkeypatch.setattr(video.av, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    monkeypatch.setattr(decode.av, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
     cfg = VideoListConfig(list_path=write_list(counting / "once.txt", ["count40.mkv 0"]), frames_per_clip=4,
                           frame_step=3, resolution=16)   # matroska: no frame count in the header, counted by demuxing
     VideoListDataset(cfg, train=True)[(0, 5)]
@@ -214,23 +215,29 @@ def smooth(num_frames: int, height: int, width: int) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("box", [(0, 0, 192, 256), (10, 30, 150, 200), (40, 50, 100, 120), (20, 20, 60, 80)])
-def test_a_training_clip_is_its_frames_cropped_then_resized(tmp_path, box):
-    """decoded_clip converts full frames to RGB, crops, then resizes: the same numbers as cropping decoded RGB
-    frames (crop_resize_normalise), whatever the crop's size against the output. The uint8 resize is within a grey
-    level of a float resize."""
+def test_a_clip_is_its_frames_cropped_then_resized(tmp_path, box):
+    """crop_clip (training's and evaluation's one path) crops full-size RGB frames, then resizes them on uint8,
+    whatever the crop's size against the output: within a grey level of a float resize of the crop."""
     path = encode(tmp_path / "big.mp4", smooth(6, 192, 256), gop=12, bframes=0)
     cfg = VideoListConfig(resolution=48)
-    decoded = read_video(str(path), lambda info: list(range(6)))
-    clip = decoded_clip(decoded.frames, box, decoded.info, cfg)
-    full = [frame.to_ndarray(format="rgb24") for frame in decoded.frames]
-    reference = crop_resize_normalise(full, box, cfg).transpose(0, 1)
-    assert torch.equal(clip, reference)
+    full, _ = read_frames(str(path), lambda info: list(range(6)))
+    reference = crop_clip(full, box, cfg)
     to_grey_levels = torch.tensor(cfg.std).view(3, 1, 1, 1) * 255
     top, left, h, w = box
     crops = torch.from_numpy(np.stack(full)[:, top:top + h, left:left + w]).permute(0, 3, 1, 2).float()
     as_float = torch.nn.functional.interpolate(crops, size=(48, 48), mode="bilinear", antialias=True)
     unnormalised = reference * to_grey_levels + torch.tensor(cfg.mean).view(3, 1, 1, 1) * 255
     assert (unnormalised - as_float.transpose(0, 1)).abs().max() < 1.01
+
+
+def test_training_and_evaluation_clips_come_from_one_crop_path(tmp_path):
+    """A training crop that is the whole (square) frame, unflipped, gives the evaluation's centre clip bit for bit."""
+    path = encode(tmp_path / "square.mp4", smooth(7, 40, 40), gop=12, bframes=0)
+    cfg = VideoListConfig(list_path=write_list(tmp_path / "square.txt", [f"{path.name} 0"]), frames_per_clip=4,
+                          frame_step=2, resolution=24, crop_scale=[1.0, 1.0], crop_aspect=[1.0, 1.0], hflip=False)
+    trained = VideoListDataset(cfg, train=True)[(0, 11)]["video"]   # 7 frames: the clip starts at 0 either way
+    evaluated = VideoListDataset(cfg, train=False)[0]["video"]
+    assert evaluated.shape == (1, *trained.shape) and torch.equal(trained, evaluated[0])
 
 
 # ---------------------------------------------------------------- V-JEPA 2's sampling

@@ -1,68 +1,43 @@
 """Data: the embedded moving-digits clips and video files listed in a CSV, behind one builder.
 
-Every dataset takes items `(index, sample_seed)` and returns a dict with "video" float [C, T, H, W] and its
+Each kind of data is a source in one registry (salt.data.sources: `data.source` names it); the functions here ask
+it. Every dataset takes items `(index, sample_seed)` and returns a dict with "video" float [C, T, H, W] and its
 label(s); `salt.data.sampler` decides which items make up each step's batch (`step_sampler` builds it for a data
 config) and `collate` stacks them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch.utils.data import default_collate
 
 from salt.data.sampler import StepBatchSampler
+from salt.data.sources import (ClipGeometry, DataSource, LabelSpec, get_source, register_source, source_names,
+                               unregister_source)
+
+__all__ = ["DATA_COUNTERS", "ClipGeometry", "DataSource", "LabelSpec", "build_dataset", "clip_geometry",
+           "clips_per_sample", "collate", "get_source", "items_per_step", "label_specs", "register_source",
+           "source_names", "step_sampler", "unregister_source"]
 
 # Keys of a sample that count problems of the data pipeline (summed and logged by the loop), not labels.
 DATA_COUNTERS = ("decode_failures", "seek_fallbacks")
 
 
-@dataclass(frozen=True)
-class ClipGeometry:
-    """What the models need to know about the clips: channels, frames, square size."""
-    channels: int
-    frames: int
-    size: int
-
-
-@dataclass(frozen=True)
-class LabelSpec:
-    name: str
-    num_classes: int
-
-
 def clip_geometry(data_cfg) -> ClipGeometry:
     """The clips' shape from the config alone (no data is read): for planning and compute estimates."""
-    if data_cfg.source == "moving_digits":
-        md = data_cfg.moving_digits
-        return ClipGeometry(channels=1, frames=md.frames, size=md.canvas)
-    if data_cfg.source == "video_list":
-        v = data_cfg.video
-        return ClipGeometry(channels=3, frames=v.frames_per_clip, size=v.resolution)
-    raise ValueError(f"unknown data.source {data_cfg.source!r}")
+    return get_source(data_cfg.source).geometry(data_cfg)
 
 
 def build_dataset(data_cfg, split: str) -> tuple[torch.utils.data.Dataset, ClipGeometry]:
     """split: "train" (augmented for video files) or "test" (eval transforms)."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    if data_cfg.source == "moving_digits":
-        from salt.data.moving_digits import MovingDigitsDataset, load_moving_digits
-        md = data_cfg.moving_digits
-        data = load_moving_digits(md)
-        dataset = MovingDigitsDataset(data[split], float(data["stats"]["mean"]), float(data["stats"]["std"]))
-        return dataset, clip_geometry(data_cfg)
-    if data_cfg.source == "video_list":
-        from salt.data.video import VideoListDataset
-        v = data_cfg.video
-        dataset = VideoListDataset(v, train=split == "train")
-        return dataset, clip_geometry(data_cfg)
-    raise ValueError(f"unknown data.source {data_cfg.source!r}")
+    source = get_source(data_cfg.source)
+    return source.dataset(data_cfg, split), source.geometry(data_cfg)
 
 
 def clips_per_sample(data_cfg) -> int:
     """Training clips each dataset item gives (several clips of one video: data.video.num_clips)."""
-    return data_cfg.video.num_clips if data_cfg.source == "video_list" else 1
+    return get_source(data_cfg.source).clips_per_sample(data_cfg)
 
 
 def items_per_step(data_cfg, batch_size: int) -> int:
@@ -76,9 +51,8 @@ def items_per_step(data_cfg, batch_size: int) -> int:
 def step_sampler(data_cfg, dataset, batch_size: int, seed: int, start_step: int, end_step: int) -> StepBatchSampler:
     """The batch sampler of steps [start_step, end_step) for `batch_size` clips a step: batch_size / num_clips
     items (each gives num_clips clips), drawn by the mixture's weights when the data is a weighted mixture."""
-    mixture = dataset.mixture if data_cfg.source == "video_list" else None
     return StepBatchSampler(len(dataset), items_per_step(data_cfg, batch_size), seed, start_step, end_step,
-                            mixture=mixture)
+                            mixture=get_source(data_cfg.source).mixture(dataset))
 
 
 def collate(samples: list[dict]) -> dict:
@@ -100,9 +74,4 @@ def collate(samples: list[dict]) -> dict:
 
 def label_specs(data_cfg) -> list[LabelSpec]:
     """The labels a probe can be trained on, for this data source."""
-    if data_cfg.source == "moving_digits":
-        from salt.data.moving_digits import num_motion_classes
-        return [LabelSpec("appearance", 10), LabelSpec("motion", num_motion_classes(data_cfg.moving_digits))]
-    from salt.data.video import list_files, read_video_list
-    labels = {entry.label for path in list_files(data_cfg.video) for entry in read_video_list(path)}
-    return [LabelSpec("label", max(labels) + 1)]
+    return get_source(data_cfg.source).label_specs(data_cfg)

@@ -38,7 +38,8 @@ import av
 from av.video.frame import PictureType
 from av.video.reformatter import Interpolation
 
-from salt.data.video import DECODE_ERRORS, UnreadableVideoError, VideoEntry, read_video_list
+from salt.data.video.decode import DECODE_ERRORS, UnreadableVideoError, video_stream
+from salt.data.video.lists import VideoEntry, read_video_list
 from salt.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from salt.layout import PrepareLayout
 
@@ -90,9 +91,7 @@ class _Source:
 
 def _probe(path: str) -> _Source:
     with av.open(path) as container:
-        if not container.streams.video:
-            raise UnreadableVideoError("no video stream")
-        stream = container.streams.video[0]
+        stream = video_stream(container)
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         width, height = stream.codec_context.width, stream.codec_context.height
         frames = sum(1 for packet in container.demux(stream) if packet.size and not packet.is_discard)

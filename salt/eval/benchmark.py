@@ -1,7 +1,7 @@
 """Benchmarks: named probe datasets, separate from the pretraining data.
 
-A benchmark is a name, a train list and a val list (V-JEPA's "path label" format, read by salt.data.video), the
-clip settings (frames, frame step, resolution, normalisation: a `salt.data.video.VideoListConfig` under `clip`),
+A benchmark is a name, a train list and a val list (V-JEPA's "path label" format, read by salt.data.video.lists), the
+clip settings (frames, frame step, resolution, normalisation: a `salt.data.video.lists.VideoListConfig` under `clip`),
 the test views (temporal clips x spatial crops per video; V-JEPA uses 8x3 on K400 and 2x3 on SSv2) and probe
 settings (how many videos the probes see, drawn stratified by class with a seed). It is a YAML file loaded like
 every config (unknown keys fail; `key=value` overrides); packaged examples live in salt/configs/benchmarks/
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from salt.config import PACKAGED_CONFIGS, ConfigError, load_config
-from salt.data.video import VideoEntry, VideoListConfig, read_video_list
+from salt.data.video.lists import VideoEntry, VideoListConfig, read_video_list
 from salt.eval.probes import stratified_subset
 from salt.layout import ALL_BENCHMARKS, DEFAULT_BENCHMARK, EVALUATION_NAME
 

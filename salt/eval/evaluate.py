@@ -21,8 +21,7 @@ import torch
 
 from salt.checkpoint import load_checkpoint, load_matching
 from salt.config import from_dict
-from salt.data import DATA_COUNTERS, ClipGeometry, build_dataset, label_specs
-from salt.data.video import VideoListDataset
+from salt.data import DATA_COUNTERS, ClipGeometry, build_dataset, get_source, label_specs
 from salt.eval.benchmark import BenchmarkConfig, load_benchmark
 from salt.eval.features import (PROBE_DRAW_SEED, ProbeData, benchmark_features, clip_features, pixel_features,
                                 view_rows)
@@ -72,21 +71,14 @@ def clips_and_labels(dataset, rows) -> tuple[torch.Tensor, dict[str, torch.Tenso
     return videos, labels
 
 
-def class_keys(dataset) -> torch.Tensor:
-    """One class id per item of a default-benchmark dataset, to stratify draws on: the joint (appearance, motion)
-    class of moving digits, the label of a video list."""
-    if isinstance(dataset, VideoListDataset):
-        return torch.tensor(dataset.labels)
-    motion = dataset.motion.long()
-    return dataset.appearance.long() * (int(motion.max()) + 1) + motion
-
-
 def load_probe_data(data_cfg, protocol: EvalProtocol) -> ProbeData:
-    """The default benchmark's probe clips: stratified draws (by class, seeded) of the train and test splits.
-    A video-list run's own data has no separate probe split (probes need a benchmark): its clips (eval
-    transforms, first view) serve the label-free metrics only, and no probe is trained on them."""
+    """The default benchmark's probe clips: stratified draws (by class, seeded: the source's `class_keys`) of the
+    train and test splits. A source without labelled splits (a video list: probes need a benchmark) gives its
+    clips (eval transforms, first view) to the label-free metrics only, and no probe is trained on them."""
+    source = get_source(data_cfg.source)
+    class_keys = source.class_keys
     test_set, _ = build_dataset(data_cfg, "test")
-    if data_cfg.source == "video_list":
+    if not source.labelled_splits:
         rows = stratified_subset(class_keys(test_set), protocol.metric_clips, PROBE_DRAW_SEED)
         videos, _ = clips_and_labels(test_set, rows)
         videos = videos[:, 0] if videos.dim() == 6 else videos

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from salt.data import LabelSpec
-from salt.data.video import VideoListDataset
+from salt.data.video.dataset import VideoListDataset
 from salt.eval.benchmark import BenchmarkConfig, check_fits, draw_count, probe_rows, read_lists
 from salt.eval.cache import TokenRows, cache_key, encoder_fingerprint, extract_split, resolve_device
 from salt.eval.probes import extract_features, pool_tokens, stratified_subset

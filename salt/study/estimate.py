@@ -17,7 +17,7 @@ import torch
 from salt.config import from_dict, to_dict
 from salt.data import clip_geometry
 from salt.data.sampler import mix_seed
-from salt.data.video import VideoListConfig
+from salt.data.video.lists import VideoListConfig
 from salt.flops import NetworkCost, num_params, total_flops
 from salt.masks import MaskConfig, build_mask_generator
 from salt.masks.simple import MaskPair
