@@ -181,8 +181,7 @@ def objective(trial: optuna.Trial, recipe: Recipe) -> float:
     for name, value in {"overrides": overrides, RUN_ID_ATTR: cfg.name, "run_dir": str(layout.root)}.items():
         trial.set_user_attr(name, value)
     dist = DistributedContext()   # one process: several tasks of a job are several workers
-    # one worker at a time trains the run (salt.runlock): a trial whose run another worker trains (a retry whose
-    # lost worker still runs, the same values twice at once) waits for it, then fails (RunLockedError)
+    # one worker at a time trains the run (a retry whose lost worker still runs it waits, then fails: TRIAL_ERRORS)
     with hold(layout.root, "hpo trial", wait_s=LOCK_WAIT_S, dist=dist):
         train_resumable(cfg, dist, [PruningCallback(trial, recipe.smooth)])
     values = {"train_loss": smoothed([r["loss"] for r in read_metrics(layout.metrics)][-recipe.smooth:])}
@@ -197,7 +196,8 @@ def _heldout_loss(cfg: RunConfig, run_dir: Path) -> float:
     """The run's own objective, restored from its last checkpoint, on fixed held-out clips and masks."""
     from salt.checkpoint import load_checkpoint
     from salt.data import build_dataset
-    from salt.eval.evaluate import eval_protocol, heldout_loss, restored_objective
+    from salt.eval.evaluate import heldout_loss, restored_objective
+    from salt.eval.protocol import eval_protocol
     test_set, geometry = build_dataset(cfg.data, "test")
     restored = restored_objective(cfg, load_checkpoint(run_dir), geometry)
     return heldout_loss(restored, cfg, test_set, eval_protocol(cfg.train.eval_protocol))
