@@ -76,7 +76,7 @@ def _print_answers(args) -> int:
     """--predict and --choose-by: print the forecast and the checkpoint choice (no report written)."""
     from analysis.choice import criterion_column
     from analysis.forecast import N_BOOT
-    from analysis.report import choose_text, predict_text
+    from analysis.printed import choose_text, predict_text
 
     common = dict(target=args.target, evaluation=args.evaluation, benchmark=args.benchmark,
                   allow_partial=args.allow_partial, seed=args.seed)

@@ -8,6 +8,9 @@ corrected; one run per share leaves nothing else to resample). Resampling within
 the design but shrinks the variance by (n-1)/n per share: with 3 seeds, 95% intervals covered the truth
 81% of the time on synthetic data, against 91% for pairs within the budget. Fewer than 3 shares: the best
 observed share, with no interval.
+
+The candidate curve (SALT) and its reference (V-JEPA) are the study kind's (analysis.kinds); by default the
+compute-allocation study's.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import pandas as pd
 
 from analysis.collect import final_records, seed_mean
 from analysis.fits import FitError, PowerLawFit
+from analysis.kinds import COMPUTE_ALLOCATION
 from analysis.replicates import Replicates, interval_text, replicate_means
 from analysis.resample import LEVEL, bootstrap_counts, percentile_interval
 from analysis.words import group_name
@@ -91,8 +95,9 @@ def _share_optimum(share: np.ndarray, acc: np.ndarray, n_boot: int, rng: np.rand
     return out
 
 
-def optimal_share(final: pd.DataFrame, target: str, *, group: str = "salt", share: str | None = None,
-                  budget: str = "budget", n_boot: int = 1000, seed: int = 0, level: float = LEVEL) -> pd.DataFrame:
+def optimal_share(final: pd.DataFrame, target: str, *, group: str = COMPUTE_ALLOCATION.candidate,
+                  share: str | None = None, budget: str = "budget", n_boot: int = 1000, seed: int = 0,
+                  level: float = LEVEL) -> pd.DataFrame:
     """Per budget of `group`: the compute-optimal teacher share and its bootstrap interval (module doc)."""
     share = share or share_column(final)
     rows = final[(final["group"] == group) & final[target].notna()].copy()
@@ -107,8 +112,8 @@ def optimal_share(final: pd.DataFrame, target: str, *, group: str = "salt", shar
     return pd.DataFrame(out, columns=columns)
 
 
-def flops_to_match(final: pd.DataFrame, target: str, fits: dict | None = None, *, reference: str = "vjepa",
-                   candidate: str = "salt") -> dict:
+def flops_to_match(final: pd.DataFrame, target: str, fits: dict | None = None, *,
+                   reference: str = COMPUTE_ALLOCATION.reference, candidate: str = COMPUTE_ALLOCATION.candidate) -> dict:
     """Total FLOPs `candidate` needs to reach `reference`'s best (seed-averaged) accuracy: from the raw
     configurations (the cheapest one that reaches it) and from candidate's fitted curve (inverted, with its
     bootstrap interval). savings = reference FLOPs / candidate FLOPs."""
@@ -153,7 +158,8 @@ def allocation_table(frame: pd.DataFrame, target: str, replicates: Replicates | 
     return table.merge(rep.settings[rep.keys + ["lo", "hi"]], on=rep.keys, how="left")
 
 
-def share_comparisons(rep: Replicates, *, candidate: str = "salt", reference: str = "vjepa",
+def share_comparisons(rep: Replicates, *, candidate: str = COMPUTE_ALLOCATION.candidate,
+                      reference: str = COMPUTE_ALLOCATION.reference,
                       share: str = "teacher_share") -> pd.DataFrame:
     """Per budget and candidate share: the candidate's mean minus the reference's at that budget, and minus the
     budget's best candidate share, each with its interval and verdict (ahead / behind / not distinguishable);
@@ -180,7 +186,8 @@ def share_comparisons(rep: Replicates, *, candidate: str = "salt", reference: st
     return pd.DataFrame(rows)
 
 
-def allocation_verdict(rep: Replicates, *, candidate: str = "salt", reference: str = "vjepa",
+def allocation_verdict(rep: Replicates, *, candidate: str = COMPUTE_ALLOCATION.candidate,
+                       reference: str = COMPUTE_ALLOCATION.reference,
                        share: str = "teacher_share") -> list[str]:
     """The study's answer in words, per budget: the candidate's best share against the reference at the same
     budget (ahead, behind, or not distinguishable), and which other shares the study cannot tell from the best.

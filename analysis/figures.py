@@ -17,19 +17,21 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from analysis.fits import PowerLawFit
+from analysis.answers import answer_of
 from analysis.correlate import CANDIDATES, interval, verdict
+from analysis.fits import PowerLawFit
+from analysis.kinds import OTHER_COLOUR, curve, short_name
 from analysis.words import column_name, group_name, share_name
 
-PALETTE = {"salt": "#1f77b4", "vjepa": "#d62728", "pixel": "#2ca02c"}
-_OTHER = "#7f7f7f"
+_OTHER = OTHER_COLOUR
 STYLE = {**sns.axes_style("whitegrid"), **sns.plotting_context("paper", font_scale=1.1),
          "figure.dpi": 110, "savefig.dpi": 150, "savefig.bbox": "tight", "axes.titlesize": "medium",
          "legend.frameon": False, "pdf.fonttype": 42}
 
 
 def colour(group: str) -> str:
-    return PALETTE.get(group, _OTHER)
+    """A curve's colour (analysis.kinds.CURVES; grey for a label it does not know)."""
+    return curve(group).colour
 
 
 @contextmanager
@@ -134,12 +136,14 @@ def compute_curves(a) -> Figure:
 
 
 def share_curves(a) -> Figure:
-    """Accuracy vs teacher share, one line per budget (settings: mean over seeds with intervals), V-JEPA at the
-    same budget as a level with its interval, and the fitted optimum with its interval."""
+    """Accuracy vs teacher share of the study kind's candidate curve (SALT), one line per budget (settings: mean
+    over seeds with intervals), its reference (V-JEPA) at the same budget as a level with its interval, and the
+    fitted optimum with its interval."""
+    candidate, reference = a.kind.candidate, a.kind.reference
     share = a.shares["share_column"].iloc[0] if len(a.shares) else "teacher_share"
-    rows = a.final[a.final["group"] == "salt"].copy()
+    rows = a.final[a.final["group"] == candidate].copy()
     if rows.empty or share not in rows or pd.to_numeric(rows[share], errors="coerce").isna().all():
-        return _empty("no SALT runs with a teacher share: nothing to draw against the share")
+        return _empty(f"no {short_name(candidate)} runs with a teacher share: nothing to draw against the share")
     rows[share] = pd.to_numeric(rows[share], errors="coerce")
     rep = a.replicates
     settings = rep.settings if rep is not None else pd.DataFrame(columns=["group", "budget"])
@@ -152,17 +156,18 @@ def share_curves(a) -> Figure:
             c = colours[budget]
             runs = rows[rows["budget"] == budget]
             ax.scatter(runs[share], runs[a.target], s=10, alpha=0.25, color=c, lw=0)
-            mine = settings[(settings["group"] == "salt") & (settings["budget"] == budget)]
+            mine = settings[(settings["group"] == candidate) & (settings["budget"] == budget)]
             if share in mine:
                 mine = mine.sort_values(share)
                 err = np.vstack([mine["accuracy"] - mine["lo"], mine["hi"] - mine["accuracy"]])
                 ax.errorbar(mine[share], mine["accuracy"], yerr=None if np.isnan(err).all() else err, marker="o",
-                            ms=4, color=c, capsize=2, lw=1.2, label=f"SALT student, budget {budget:g}")
-            ref = settings[(settings["group"] == "vjepa") & (settings["budget"] == budget)]
+                            ms=4, color=c, capsize=2, lw=1.2, label=f"{group_name(candidate)}, budget {budget:g}")
+            ref = settings[(settings["group"] == reference) & (settings["budget"] == budget)]
             if len(ref) == 1:
                 r = ref.iloc[0]
                 ax.axhline(r["accuracy"], color=c, lw=1, ls="--",
-                           label=f"V-JEPA, budget {budget:g}" + (" (band: 95% interval)" if np.isfinite(r["lo"]) else ""))
+                           label=f"{group_name(reference)}, budget {budget:g}"
+                           + (" (band: 95% interval)" if np.isfinite(r["lo"]) else ""))
                 if np.isfinite(r["lo"]):
                     ax.axhspan(r["lo"], r["hi"], color=c, alpha=0.08, lw=0)
         along = ax.get_xaxis_transform()   # x in data, y in axes: the optima as bars along the bottom
@@ -314,14 +319,11 @@ FIGURES = {"accuracy_vs_flops": compute_curves, "accuracy_vs_share": share_curve
            "residuals": residuals}
 
 
-# A study kind's figures (analysis.report.study_kind); other kinds draw every figure of FIGURES.
-FIGURES_BY_KIND = {"teacher_selection": ("student_loss_vs_accuracy", "metric_panels")}
-
 
 def all_figures(a, out_dir) -> tuple[list[Path], dict[str, str]]:
-    """Draw and save the figures of the analysis' study kind into out_dir. Returns the PNG paths and the figures
-    left out because they had nothing to draw (name -> why)."""
-    names = FIGURES_BY_KIND.get(getattr(a, "kind", ""), tuple(FIGURES))
+    """Draw and save the figures of the analysis' study kind (its question's: analysis.answers) into out_dir.
+    Returns the PNG paths and the figures left out because they had nothing to draw (name -> why)."""
+    names = answer_of(a.kind).figures or tuple(FIGURES)
     paths, left_out = [], {}
     for name in names:
         fig = FIGURES[name](a)

@@ -7,7 +7,8 @@ The fit is in log space: log y against LSE(e, a_1 - alpha_1 log x_1, ...), with 
 summed over points, minimised by L-BFGS-B from the best points of a grid of starts. Inputs are divided by
 their geometric mean first, so the optimiser sees numbers near 1 whatever the units (FLOPs ~ 1e21).
 Intervals bootstrap the runs (a run's checkpoints move together), each resample warm-started from the
-full-data optimum: one L-BFGS run per resample instead of a grid.
+full-data optimum: one L-BFGS run per resample instead of a grid. Whether a fit is identified by its data
+(held-out budget, drop-one influence): analysis.diagnostics.
 """
 from __future__ import annotations
 
@@ -28,9 +29,8 @@ N_STARTS = 6                      # L-BFGS runs from the best points of the star
 _E_GRID = (0.02, 0.3, 0.7, 0.95)  # E as a fraction of the smallest observed y
 _A_GRID = (-3.0, -1.0, 0.0, 1.5)  # log A (scaled inputs) relative to log median y
 _ALPHA_GRID = (0.05, 0.2, 0.5, 1.0, 2.0)
-_ALPHA_MAX = 10.0
+ALPHA_MAX = 10.0
 MIN_DISTINCT = 3                  # distinct values an input needs: with 2, E + A x^-alpha fits any alpha
-HOLDOUT_BOOT = 200                # resamples of the fit without the largest budget (FitDiagnostics)
 # L-BFGS-B stops (ftol, gtol; objective in units of the mean |log residual|): strict for the fit itself,
 # slightly looser for the warm-started resamples (~15% fewer evaluations; E and c interval ends moved < 1%
 # on the benchmark table). Looser still (1e-8, 1e-6) stops resamples early and visibly shrinks intervals.
@@ -93,7 +93,7 @@ def _objective(theta: np.ndarray, lxt: np.ndarray, ly: np.ndarray, w: np.ndarray
 
 
 def _bounds(ly: np.ndarray, m: int) -> list[tuple[float, float]]:
-    return [(ly.min() - 30.0, ly.max() + 5.0)] + [(-60.0, 60.0), (0.0, _ALPHA_MAX)] * m
+    return [(ly.min() - 30.0, ly.max() + 5.0)] + [(-60.0, 60.0), (0.0, ALPHA_MAX)] * m
 
 
 def _start_grid(ly: np.ndarray, m: int) -> np.ndarray:
@@ -200,6 +200,12 @@ class PowerLawFit:
         out["unit"] = self.units
         return out
 
+    def refit(self, keep: np.ndarray) -> np.ndarray:
+        """Internal parameters (like `theta`) refitted on the points `keep` only, started from the full-data
+        optimum within the full data's bounds (analysis.diagnostics: drop-one influence)."""
+        lx, ly = np.log(self.x / self.ref), np.log(self.y)
+        return _lbfgs(self.theta, lx[keep], ly[keep], np.ones(int(keep.sum())), _bounds(ly, lx.shape[1]), FIT_TOL)[0]
+
     def inverse(self, y: float, theta: np.ndarray | None = None) -> np.ndarray:
         """Single-input fits: the x where the curve reaches y (inf when y <= E); per bootstrap theta if given."""
         if len(self.inputs) != 1:
@@ -249,7 +255,7 @@ def _fit_power_law(x, y, inputs, response, units, strata, n_boot, seed, level) -
     if not converged:
         notes.append(f"the optimiser did not converge ({message})")
     notes += [f"{names[2 + 2 * i]} = {theta[2 + 2 * i]:g} is at its bound: the data do not pin this form down"
-              for i in range(m) if theta[2 + 2 * i] <= 1e-6 or theta[2 + 2 * i] >= _ALPHA_MAX - 1e-6]
+              for i in range(m) if theta[2 + 2 * i] <= 1e-6 or theta[2 + 2 * i] >= ALPHA_MAX - 1e-6]
     fit = PowerLawFit(tuple(inputs), response, ref, theta, loss, x, y, units, level=level, notes=notes,
                       converged=converged, message=message)
     if n_boot:
@@ -305,166 +311,6 @@ def fit_ld(frame: pd.DataFrame, y: str, n: str, d: str, *, error: bool = True, n
 
 def _strata(rows: pd.DataFrame, column: str | None):
     return rows[column].to_numpy() if column and column in rows and rows[column].notna().all() else None
-
-
-def holdout_error(final: pd.DataFrame, target: str, *, x: str = "flops_total", budget: str = "budget",
-                  n_boot: int = 0, seed: int = 0) -> dict:
-    """Extrapolation check: fit on every budget but the largest, predict the largest budget's runs.
-    Returns the held-out budget, its runs, and the mean absolute / signed error in accuracy; with n_boot, also the
-    95% bootstrap interval of the predicted mean accuracy there (predicted_lo, predicted_hi)."""
-    rows = final[final[target].notna()]
-    budgets = np.sort(rows[budget].dropna().unique())
-    out = {"heldout_budget": budgets[-1] if len(budgets) else math.nan, "n_train": 0, "n_heldout": 0,
-           "mae": math.nan, "bias": math.nan, "reason": ""}
-    if len(budgets) < MIN_DISTINCT + 1:
-        out["reason"] = f"{len(budgets)} budget(s): need {MIN_DISTINCT + 1} ({MIN_DISTINCT} to fit, 1 to score)"
-        return out
-    train, test = rows[rows[budget] < budgets[-1]], rows[rows[budget] == budgets[-1]]
-    try:
-        fit = fit_error_vs_compute(train, target, x=x, n_boot=n_boot, seed=seed)
-    except FitError as e:
-        out["reason"] = str(e)
-        return out
-    at = test[x].to_numpy(dtype=float)
-    predicted = 1.0 - fit.predict(at)
-    diff = predicted - test[target].to_numpy(dtype=float)
-    out.update(n_train=len(train), n_heldout=len(test), mae=float(np.abs(diff).mean()), bias=float(diff.mean()),
-               predicted=float(predicted.mean()), observed=float(test[target].mean()))
-    if fit.boot.size:
-        lo, hi = percentile_interval((1.0 - fit.predict(at, fit.boot)).mean(axis=1), fit.level)
-        out.update(predicted_lo=float(lo), predicted_hi=float(hi))
-    return out
-
-
-@dataclass
-class FitDiagnostics:
-    """Whether an accuracy-vs-compute fit is identified by its data, and the numbers that say so.
-
-    `identified` needs all of: no exponent on its bound; a bootstrap; a fitted accuracy gain over the observed
-    compute range whose 95% interval lies above zero (the curve rises beyond the noise: a flat line through
-    noise, E ~ 0 and c ~ 0.02, fails here); a setting (a point of the figure: its seeds together) that can be
-    left out, and none without which the refitted gain is less than half the full one or the exponent lands on a
-    bound (the rise then rests on one point; each setting's shift of the predicted accuracy at the largest compute
-    is reported: leaving out an end point shifts it by about the extrapolation error); and, where there are
-    4+ budgets, the largest budget's mean predicted from the others within twice the prediction's 95% interval
-    widened by the seed noise of that mean (2 seed spreads / sqrt(runs), added in quadrature; the fit's residual
-    spread stands in for the seed spread without seeds). Twice, because bootstrapping within budgets of 2-3 seeds
-    makes that interval narrow (a true law's largest budget of 2 seeds fell 1.6x outside it); once is a note.
-    Figures draw identified fits only."""
-    curve: str
-    identified: bool = False
-    reasons: list[str] = field(default_factory=list)            # why not identified
-    short: list[str] = field(default_factory=list)              # the same in a few words (figure legends)
-    notes: list[str] = field(default_factory=list)              # remarks that do not stop the fit being drawn
-    gain: tuple[float, float, float] = (math.nan, math.nan, math.nan)   # accuracy gain over the compute range, lo, hi
-    band_halfwidth: float = math.nan      # of the 95% band in accuracy at the largest observed compute
-    seed_sd: float = math.nan             # seed-to-seed sd of one run's accuracy (analysis.replicates)
-    residual_sd: float = math.nan         # sd of the fit's residuals, in accuracy
-    holdout: dict = field(default_factory=dict)                 # holdout_error of the curve
-    influence: pd.DataFrame = field(default_factory=pd.DataFrame)   # per setting left out: shift, c without it
-
-    @property
-    def max_shift(self) -> float:
-        return float(self.influence["shift"].abs().max()) if len(self.influence) else math.nan
-
-    @property
-    def reason(self) -> str:
-        return "; ".join(self.reasons)
-
-    @property
-    def why(self) -> str:
-        return "; ".join(self.short)
-
-    def reject(self, short: str, reason: str) -> None:
-        self.short.append(short)
-        self.reasons.append(reason)
-
-
-def _accuracy_at(fit: PowerLawFit, x: float, theta: np.ndarray | None = None) -> np.ndarray:
-    return 1.0 - fit.predict([x], theta)[..., 0]
-
-
-def drop_one_influence(fit: PowerLawFit, setting_of: dict) -> pd.DataFrame:
-    """Refit without each setting (all runs of a point of the figure: `setting_of` maps a fitted point's unit,
-    its run, to its setting's name) from the full-data optimum; the shift of the predicted accuracy at the
-    largest observed compute and the exponent c without it. A setting whose removal leaves too few points or
-    values to fit has NaN."""
-    lx, ly = np.log(fit.x / fit.ref), np.log(fit.y)
-    names = np.array([setting_of.get(u, str(u)) for u in fit.units])
-    x_min, x_max = fit.x[:, 0].min(), fit.x[:, 0].max()
-    at_max = float(_accuracy_at(fit, x_max))
-    bounds = _bounds(ly, lx.shape[1])
-    rows = []
-    for name in dict.fromkeys(names):
-        keep = names != name
-        shift = c = gain = math.nan
-        if keep.sum() > len(fit.theta) and all(len(np.unique(lx[keep, i])) >= MIN_DISTINCT for i in range(lx.shape[1])):
-            theta = _lbfgs(fit.theta, lx[keep], ly[keep], np.ones(int(keep.sum())), bounds, FIT_TOL)[0]
-            shift = float(_accuracy_at(fit, x_max, theta[None])[0]) - at_max
-            gain = float(_accuracy_at(fit, x_max, theta[None])[0] - _accuracy_at(fit, x_min, theta[None])[0])
-            c = float(theta[2])
-        rows.append({"setting": name, "runs": int((~keep).sum()), "shift": shift, "gain_without": gain, "c_without": c})
-    return pd.DataFrame(rows, columns=["setting", "runs", "shift", "gain_without", "c_without"])
-
-
-def diagnose(fit: PowerLawFit | FitError, rows: pd.DataFrame, target: str, *, curve: str = "",
-             seed_sd: float = math.nan, setting_of: dict | None = None) -> FitDiagnostics:
-    """FitDiagnostics of `fit`, the error-vs-compute fit of `rows` (one curve's final records). `setting_of`: run
-    key -> setting name (default: each run is its own setting); `seed_sd`: the seed spread of one run."""
-    out = FitDiagnostics(curve, seed_sd=seed_sd)
-    if isinstance(fit, FitError):
-        out.holdout = holdout_error(rows, target)
-        out.reject("cannot be fitted", str(fit))
-        return out
-    if len(fit.inputs) != 1:
-        raise ValueError("diagnose takes single-input (error vs compute) fits")
-    x_min, x_max = fit.x[:, 0].min(), fit.x[:, 0].max()
-    out.holdout = holdout_error(rows, target, n_boot=min(len(fit.boot), HOLDOUT_BOOT))
-    out.residual_sd = float(np.std(fit.y - fit.predict(fit.x), ddof=0))
-    noise = seed_sd if np.isfinite(seed_sd) else out.residual_sd
-    gain = float(_accuracy_at(fit, x_max) - _accuracy_at(fit, x_min))
-    out.influence = drop_one_influence(fit, setting_of or {})
-    for note in fit.notes:
-        if "at its bound" in note:
-            out.reject("exponent on its bound", note)
-    if fit.params["E"] < 1e-3 * fit.y.min():
-        out.notes.append(f"E = {fit.params['E']:.2g} sits on its lower bound: the data show no asymptote, so the "
-                         "curve describes the compute range observed and says nothing beyond it")
-    if fit.boot.size:
-        boot_gain = _accuracy_at(fit, x_max, fit.boot) - _accuracy_at(fit, x_min, fit.boot)
-        lo, hi = percentile_interval(boot_gain, fit.level)
-        out.gain = (gain, float(lo), float(hi))
-        band = fit.band([x_max])
-        out.band_halfwidth = float((band["hi"] - band["lo"]).iloc[0] / 2)
-        if not lo > 0:
-            out.reject("no gain beyond the noise", f"the fitted gain over the compute range, {gain:+.3f} "
-                       f"[{lo:+.3f}, {hi:+.3f}], does not exclude zero: a curve through noise")
-    else:
-        out.gain = (gain, math.nan, math.nan)
-        out.reject("no bootstrap", "no bootstrap: identification not checked")
-    if not np.isfinite(out.max_shift):
-        out.reject("too few compute values to check", "no setting can be left out and the rest still fitted "
-                   "(too few compute values): the curve passes through its points, nothing checks it")
-    else:
-        on_bound = (out.influence["c_without"] <= 1e-6) | (out.influence["c_without"] >= _ALPHA_MAX - 1e-6)
-        deciding = out.influence[(out.influence["gain_without"] < gain / 2) | on_bound]
-        if len(deciding):
-            worst = deciding.loc[deciding["gain_without"].idxmin()]
-            out.reject("one setting decides it", f"without {worst['setting']} the fitted gain over the compute range "
-                       f"is {worst['gain_without']:+.3f} of {gain:+.3f} (c {worst['c_without']:.3g}): half the rise "
-                       "or more rests on that one point")
-    h = out.holdout
-    if np.isfinite(h.get("predicted_lo", math.nan)):
-        tolerance = math.hypot((h["predicted_hi"] - h["predicted_lo"]) / 2, 2 * noise / math.sqrt(h["n_heldout"]))
-        h["tolerance"] = tolerance
-        text = (f"the largest budget predicted from the others is off by {h['bias']:+.3f} (its 95% interval with the "
-                f"seed noise of the observed mean: +-{tolerance:.3f})")
-        if abs(h["bias"]) > 2 * tolerance:
-            out.reject("largest budget mispredicted", text + ": the form does not extrapolate")
-        elif abs(h["bias"]) > tolerance:   # the band of a fit bootstrapped within budgets of 2-3 seeds is narrow
-            out.notes.append(text)
-    out.identified = not out.reasons
-    return out
 
 
 def curve_fits(final: pd.DataFrame, target: str, *, by: str = "group", n_boot: int = N_BOOT,

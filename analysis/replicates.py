@@ -38,6 +38,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis.collect import config_columns, seed_mean
+from analysis.kinds import TEACHER_MASKS
 from analysis.resample import LEVEL, percentile_interval
 
 N_BOOT = 2000
@@ -169,7 +170,7 @@ def setting_names(rows: pd.DataFrame) -> pd.Series:
     return rows.apply(name, axis=1)
 
 
-def tuned_comparison(rep: Replicates, factor: str, tuning: str, *, group: str = "salt") -> list[str]:
+def tuned_comparison(rep: Replicates, factor: str, tuning: str, *, group: str = TEACHER_MASKS.candidate) -> list[str]:
     """In words: for each level of `factor` (e.g. teacher_mask), its best value of `tuning` (e.g. teacher_lr) by
     the mean of `group`'s settings, whether the tuning values of a level can be told apart, and the best levels
     against each other (difference of the two best settings with its interval). The best of a level is picked on

@@ -7,8 +7,9 @@ written by salt.eval.record.write_record). The truth:
 - SALT student error = E + k*(C/1e15)^-c + kappa*(ln share - ln optimum_share)^2: a known optimal share;
 - student held-out loss = loss_offset + loss_slope * error (+ noise): a known monotone metric -> accuracy
   relation; teacher RankMe / LiDAR / alpha-ReQ are unrelated noise.
-`write_selection_study` writes the other design, a teacher-selection study (SelectionSpec). `share_runs` is no
-folder: one budget's final results as a frame, for calibrating the allocation verdict.
+`share_runs` and `power_law_runs` are no folders: one budget's final results (calibrating the allocation verdict)
+and one curve's runs (forecasts) as frames. The studies where a loss chooses (teacher selection, checkpoint choice):
+analysis.synthetic_choice, written with the helpers here (`eval_record`, `add_run`, `write_done`).
 Noise is multiplicative on the error (log-normal, `noise`), as the log-space fits assume.
 """
 from __future__ import annotations
@@ -91,7 +92,7 @@ class SyntheticSpec:
     extra_labels: dict = field(default_factory=dict)
 
 
-def _noisy(error, rng, sd):
+def noisy(error, rng, sd):
     """error x exp(sd * N(0, 1)), kept inside (0, 1)."""
     return np.clip(np.asarray(error) * np.exp(sd * rng.standard_normal(np.shape(error))), 1e-4, 1 - 1e-4)
 
@@ -144,17 +145,17 @@ def _record(spec: SyntheticSpec, run: dict, step: int, rng: np.random.Generator,
     """The EvalRecord of `run` at `step`, drawn from the true laws."""
     steps = max(run["steps"], 1)
     error = _true_error(spec, run, step / steps)
-    accuracy = 1 - float(_noisy(error, rng, spec.noise))
+    accuracy = 1 - float(noisy(error, rng, spec.noise))
     loss = spec.loss_offset + spec.loss_slope * error + spec.loss_noise * rng.standard_normal()
     t = teacher_noise
     trained = run["role"] != "baseline"
     metrics = ({"rankme": 30 + 5 * t[0], "lidar": 20 + 4 * t[1], "alpha_req": 1.5 + 0.2 * t[2]}
                if run["role"] == "teacher" else {"rankme": 25 + 5 * rng.standard_normal()})
     losses = {"heldout": loss, "train": loss + 0.01 * rng.standard_normal()} if trained else {}
-    return _eval_record(spec.evaluation, run, step, accuracy, losses, metrics), loss
+    return eval_record(spec.evaluation, run, step, accuracy, losses, metrics), loss
 
 
-def _eval_record(evaluation: str, run: dict, step: int, accuracy: float, losses: dict, metrics: dict):
+def eval_record(evaluation: str, run: dict, step: int, accuracy: float, losses: dict, metrics: dict):
     """The EvalRecord of `run` at `step` with the given scores (FLOPs pro rata of the run's steps)."""
     from salt.eval.record import EvalRecord, ProbeScore
 
@@ -193,9 +194,9 @@ def write_synthetic_study(out_dir, spec: SyntheticSpec | None = None, seed: int 
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
     plan = _run_plan(spec)
-    study = _study_json(spec.study, spec.evaluation)
+    study = study_json(spec.study, spec.evaluation)
     for run in plan:
-        layout = _add_run(out, study, run, spec.evaluation, spec.extra_labels)
+        layout = add_run(out, study, run, spec.evaluation, spec.extra_labels)
         folder = layout.root
         teacher_noise = rng.standard_normal(4)
         steps = sorted({max(1, int(round(f * run["steps"]))) for f in spec.checkpoints}) if run["steps"] else [0]
@@ -207,16 +208,16 @@ def write_synthetic_study(out_dir, spec: SyntheticSpec | None = None, seed: int 
             continue
         _write_log(layout.metrics, final_loss, run["steps"], rng)
         if run["run_id"] not in skip_done:
-            _write_done(layout, run, spec.device)
+            write_done(layout, run, spec.device)
     StudyLayout(out).plan.write_text(json.dumps(study, indent=1))
     return out
 
 
-def _study_json(study: str, evaluation: str) -> dict:
+def study_json(study: str, evaluation: str) -> dict:
     return {"schema_version": 1, "study": study, "preset": "synthetic", "runs": [], "evaluation": evaluation}
 
 
-def _add_run(out: Path, study: dict, run: dict, evaluation: str, extra_labels: dict) -> RunLayout:
+def add_run(out: Path, study: dict, run: dict, evaluation: str, extra_labels: dict) -> RunLayout:
     """List `run` in the plan (study.json) and make its folder; -> its layout."""
     from analysis.collect import run_layout
 
@@ -229,7 +230,7 @@ def _add_run(out: Path, study: dict, run: dict, evaluation: str, extra_labels: d
     return layout
 
 
-def _write_done(layout: RunLayout, run: dict, device: str) -> None:
+def write_done(layout: RunLayout, run: dict, device: str) -> None:
     layout.write_done({"run_id": run["run_id"], "method": run["method"], "steps": run["steps"],
                        "wall_time_s": run["flops_run"] / 1e11, "device": device,
                        "flops": {"run": run["flops_run"], "teacher_stage": run["flops_teacher"],
@@ -237,116 +238,7 @@ def _write_done(layout: RunLayout, run: dict, device: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# A teacher-selection study: the design of studies/teacher_selection.py, with a known answer.
-
-@dataclass
-class SelectionSpec:
-    """Teacher runs (sizes x mask kinds x seeds), a student of each teacher checkpoint, every checkpoint of
-    both evaluated. The truth:
-    - teacher error at step D: the L(N, D) law `pixel` plus `mask_penalty[mask]`;
-    - a student's final error = student_floor + teacher_gain * its teacher's error + a student-only term
-      (sd `compat_sd`: how well this student fits this teacher, which no teacher metric sees);
-    - along a student's training its error falls from `start_error`: e(f) = final + (start - final) exp(-rate f);
-    - the student's loss, held-out and logged per step (metrics.jsonl, batch noise `batch_noise`), is
-      loss_offset + loss_slope * e(f): it predicts accuracy within a teacher (along f) and across teachers;
-      losses.train / train_early come from the log through salt.losslog.train_losses, as evaluate_run's do;
-    - teacher RankMe, LiDAR and alpha-ReQ are noise, drawn afresh at every teacher checkpoint.
-    """
-    teacher_sizes: tuple[str, ...] = ("tiny", "mini")
-    teacher_masks: tuple[str, ...] = ("multiblock", "random")
-    teacher_checkpoints: tuple[int, ...] = (40, 120)     # the last is the teacher's length
-    student_steps: int = 100
-    student_checkpoints: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
-    seeds: int = 1
-    pixel: Chinchilla = Chinchilla(0.10, 0.10, 0.5, 0.02, 0.5)    # errors 0.2-0.6 over 40-2,000 steps
-    mask_penalty: dict = field(default_factory=lambda: {"multiblock": 0.08})
-    student_floor: float = 0.1
-    teacher_gain: float = 0.8
-    compat_sd: float = 0.05
-    start_error: float = 0.75
-    rate: float = 4.0
-    loss_offset: float = 0.1
-    loss_slope: float = 0.8
-    loss_noise: float = 0.005
-    batch_noise: float = 0.02
-    log_every: int = 1
-    noise: float = 0.03
-    step_flops: float = 2.0e12
-    evaluation: str = "fast"
-    device: str = "cpu"
-    study: str = "teacher_selection"
-
-    def teacher_error(self, size: str, mask: str, step: int) -> float:
-        return float(self.pixel(SIZES[size], step)) + self.mask_penalty.get(mask, 0.0)
-
-    def student_error(self, final: float, fraction: float) -> float:
-        return final + (self.start_error - final) * float(np.exp(-self.rate * fraction))
-
-
-def _selection_plan(spec: SelectionSpec) -> list[dict]:
-    runs = []
-    length = max(spec.teacher_checkpoints)
-    for seed in range(spec.seeds):
-        for size in spec.teacher_sizes:
-            for mask in spec.teacher_masks:
-                tid = f"pixel-{size}-{mask}-s{seed}"
-                t_flops = length * spec.step_flops * SIZES[size] / SIZES["tiny"]
-                runs.append(dict(run_id=tid, method="pixel", role="teacher", depends_on=[], size=size, mask=mask,
-                                 n_params=SIZES[size], steps=length, flops_run=t_flops, flops_teacher=0.0,
-                                 eval_steps=sorted(spec.teacher_checkpoints),
-                                 labels=dict(group="pixel", teacher_size=size, teacher_mask=mask,
-                                             teacher_steps=length, seed=seed)))
-                for step in spec.teacher_checkpoints:
-                    runs.append(dict(run_id=f"salt-{size}-{mask}-t{step}-s{seed}", method="salt", role="student",
-                                     depends_on=[tid], teacher=tid, teacher_steps=step, size=size, mask=mask,
-                                     steps=spec.student_steps, flops_run=spec.student_steps * 2 * spec.step_flops,
-                                     flops_teacher=t_flops * step / length,
-                                     labels=dict(group="salt", teacher_size=size, teacher_mask=mask,
-                                                 teacher_steps=step, student_size="tiny",
-                                                 student_steps=spec.student_steps, teacher_run_id=tid, seed=seed)))
-    return runs
-
-
-def write_selection_study(out_dir, spec: SelectionSpec | None = None, seed: int = 0) -> Path:
-    """Write a synthetic teacher-selection study folder (the layout studies/teacher_selection.py produces,
-    with known laws: SelectionSpec). Returns the folder."""
-    from salt.eval.record import write_record
-    from salt.losslog import train_losses
-    from salt.layout import read_metrics
-
-    spec = spec or SelectionSpec()
-    rng = np.random.default_rng(seed)
-    out = Path(out_dir)
-    study = _study_json(spec.study, spec.evaluation)
-    for run in _selection_plan(spec):
-        layout = _add_run(out, study, run, spec.evaluation, {})
-        if run["role"] == "teacher":
-            for step in run["eval_steps"]:
-                error = spec.teacher_error(run["size"], run["mask"], step)
-                metrics = {"rankme": 30 + 5 * rng.standard_normal(), "lidar": 20 + 4 * rng.standard_normal(),
-                           "alpha_req": 1.5 + 0.2 * rng.standard_normal()}
-                losses = {"heldout": spec.loss_offset + spec.loss_slope * error + spec.loss_noise * rng.standard_normal()}
-                write_record(layout.root, _eval_record(spec.evaluation, run, step, 1 - float(_noisy(error, rng, spec.noise)),
-                                                       losses, metrics))
-        else:
-            teacher_error = spec.teacher_error(run["size"], run["mask"], run["teacher_steps"])
-            final = spec.student_floor + spec.teacher_gain * teacher_error + spec.compat_sd * rng.standard_normal()
-            with layout.metrics.open("w") as f:
-                for step in range(0, run["steps"], spec.log_every):
-                    loss = spec.loss_offset + spec.loss_slope * spec.student_error(final, (step + 1) / run["steps"])
-                    f.write(json.dumps({"step": step, "loss": loss + spec.batch_noise * rng.standard_normal()}) + "\n")
-            log = read_metrics(layout.metrics)
-            for fraction in spec.student_checkpoints:
-                step = max(1, round(fraction * run["steps"]))
-                error = spec.student_error(final, step / run["steps"])
-                losses = {"heldout": spec.loss_offset + spec.loss_slope * error + spec.loss_noise * rng.standard_normal(),
-                          **train_losses(log, step, run["steps"])}
-                write_record(layout.root, _eval_record(spec.evaluation, run, step, 1 - float(_noisy(error, rng, spec.noise)),
-                                                       losses, {"rankme": 25 + 5 * rng.standard_normal()}))
-        _write_done(layout, run, spec.device)
-    StudyLayout(out).plan.write_text(json.dumps(study, indent=1))
-    return out
-
+# Frames (no folder) with a known answer: the allocation verdict's calibration, forecasts.
 
 SHARE_RUNS_TARGET = "acc"
 
@@ -362,9 +254,6 @@ def share_runs(seed: int, gap: float, shares=(0.1, 0.2, 0.4, 0.6), seeds: int = 
                           "run_key": f"{group}-{share}-{s}", SHARE_RUNS_TARGET: mean + sd * rng.standard_normal()}
                          for group, share, mean in runs for s in range(seeds)])
 
-
-# ---------------------------------------------------------------------------------------------------------
-# Frames (no folder) with a known answer, for forecasts and checkpoint choice.
 
 def power_law_runs(seed: int, *, budgets=(1000, 2000, 4000, 8000), seeds: int = 2,
                    law: Saturating = Saturating(0.20, 0.45, 0.40), noise: float = 0.03, loss_offset: float = 0.1,
@@ -388,54 +277,3 @@ def power_law_runs(seed: int, *, budgets=(1000, 2000, 4000, 8000), seeds: int = 
                              "steps_total": budget, "flops_total": step * step_flops, TARGET: 1 - error,
                              "losses.train": loss_offset + loss_slope * error + loss_noise * rng.standard_normal()})
     return pd.DataFrame(rows)
-
-
-@dataclass
-class CheckpointSpec:
-    """Runs of one recipe (V-JEPA, one budget, `runs` seeds), every checkpoint of `checkpoints` evaluated. The
-    truth: a run's error along training peaks in accuracy at a fraction drawn from `peak` (error = floor_run +
-    curvature * (f - peak_run)^2; floor_run = floor + floor_sd * N(0, 1)), so the last checkpoint is not the best.
-    `tracks`: the training and held-out losses are loss_offset + loss_slope * error (+ loss_noise): the loss finds
-    the probe's best checkpoint and run. Else the loss falls along training whatever the accuracy does
-    (loss_offset + 0.5 exp(-3 f)) and differs between runs at random (sd floor_sd * loss_slope): choosing by it
-    takes the last checkpoint and a random run."""
-    tracks: bool = True
-    runs: int = 6
-    steps: int = 1000
-    checkpoints: tuple[float, ...] = (0.2, 0.35, 0.5, 0.65, 0.8, 1.0)
-    peak: tuple[float, float] = (0.3, 0.7)
-    floor: float = 0.3
-    floor_sd: float = 0.04
-    curvature: float = 0.8
-    loss_offset: float = 0.1
-    loss_slope: float = 0.8
-    loss_noise: float = 0.002
-    step_flops: float = 4.0e12
-    evaluation: str = "fast"
-
-
-def write_checkpoint_study(out_dir, spec: CheckpointSpec | None = None, seed: int = 0) -> Path:
-    """A study folder of CheckpointSpec's runs (checkpoint choice with a known answer). Returns the folder."""
-    from salt.eval.record import write_record
-
-    spec = spec or CheckpointSpec()
-    rng = np.random.default_rng(seed)
-    out = Path(out_dir)
-    study = _study_json("checkpoint_choice", spec.evaluation)
-    for s in range(spec.runs):
-        run = dict(run_id=f"vjepa-s{s}", method="vjepa", role="student", depends_on=[], steps=spec.steps,
-                   flops_run=spec.steps * spec.step_flops, flops_teacher=0.0,
-                   labels=dict(group="vjepa", total_steps=spec.steps, student_steps=spec.steps, seed=s))
-        layout = _add_run(out, study, run, spec.evaluation, {})
-        floor, peak, level = spec.floor + spec.floor_sd * rng.standard_normal(), rng.uniform(*spec.peak), \
-            spec.floor_sd * spec.loss_slope * rng.standard_normal()
-        for fraction in spec.checkpoints:
-            error = floor + spec.curvature * (fraction - peak) ** 2
-            loss = (spec.loss_offset + spec.loss_slope * error if spec.tracks
-                    else spec.loss_offset + 0.5 * np.exp(-3 * fraction) + level)
-            losses = {k: float(loss + spec.loss_noise * rng.standard_normal()) for k in ("train", "heldout")}
-            write_record(layout.root, _eval_record(spec.evaluation, run, int(round(fraction * spec.steps)),
-                                                   1 - error, losses, {"rankme": 20.0}))
-        _write_done(layout, run, "cpu")
-    StudyLayout(out).plan.write_text(json.dumps(study, indent=1))
-    return out

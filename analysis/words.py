@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-GROUPS = {"salt": "SALT student", "vjepa": "V-JEPA", "pixel": "pixel teacher alone", "imported": "imported teacher",
-          "random_init": "random-init encoder", "raw_pixels": "raw pixels"}
+from analysis.kinds import curve
+
 PROBES = {"linear": "linear probe", "attentive": "attentive probe", "knn": "k-NN"}
 POOLINGS = {"time": "per-time-step pooled features", "mean": "mean-pooled features", "tokens": "all tokens",
             "pixels": "raw pixels"}
@@ -17,7 +17,8 @@ COLUMNS = {"flops_total": "total training FLOPs (teacher + student)", "flops_run
 
 
 def group_name(group: str) -> str:
-    return GROUPS.get(group, str(group))
+    """A curve label in words (analysis.kinds.CURVES; an unknown label as itself)."""
+    return curve(group).words
 
 
 def column_name(column: str, *, short: bool = False) -> str:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import scipy  # noqa: E402
 
-from analysis import report  # noqa: E402
+from analysis import answers, report  # noqa: E402
 from analysis.collect import load_study  # noqa: E402
 from analysis.synthetic import SyntheticSpec, write_synthetic_study  # noqa: E402
 
@@ -35,7 +35,7 @@ PARTS = ("curve_fits", "fit_loss_vs_compute", "fit_ld", "replicate_means", "diag
 
 
 def _timed_parts() -> dict[str, float]:
-    """Wrap the functions `analyze` calls so one run reports where its time goes."""
+    """Wrap the functions `analyze` calls (through analysis.answers) so one run reports where its time goes."""
     spent = {name: 0.0 for name in PARTS}
 
     def wrap(name, fn):
@@ -48,7 +48,7 @@ def _timed_parts() -> dict[str, float]:
         return timed
 
     for name in PARTS:
-        setattr(report, name, wrap(name, getattr(report, name)))
+        setattr(answers, name, wrap(name, getattr(answers, name)))
     return spent
 
 

@@ -170,7 +170,7 @@ def summary(root: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return study_main(STUDY, PRESETS, build, argv, hooks=study_hooks(summary))
+    return study_main(STUDY, PRESETS, build, argv, hooks=study_hooks(STUDY, summary))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+from analysis import kinds
 from analysis.collect import StudyDataError, load_study
 from salt.io import atomic_write_text
 from salt.layout import StudyLayout
@@ -40,12 +41,15 @@ def write_report(root: Path) -> Path:
 
 
 def summarize(root: Path) -> str:
-    """The study's printed answer (`analysis.report.summarize`, which picks the summary of the study's kind:
-    the teacher-selection verdict and ranking, or accuracy @ FLOPs per budget)."""
+    """The study's printed answer (`analysis.report.summarize`, which gives the summary of the study's kind,
+    analysis.kinds: the teacher-selection verdict and ranking, or accuracy @ FLOPs per budget)."""
     from analysis.report import summarize as analysis_summary
     return analysis_summary(root)
 
 
-def study_hooks(summarize: Callable[[Path], str] | None = None) -> StudyHooks:
-    """The results table after every invocation; with `summarize`, the summary and the report once all is done."""
+def study_hooks(kind: str, summarize: Callable[[Path], str] | None = None) -> StudyHooks:
+    """The hooks of a study of `kind` (its STUDY, study.json "study"): the results table after every invocation;
+    with `summarize`, the summary and the report once all is done. The kind must be one the analysis knows
+    (analysis.kinds: its question, its curves): an unknown one fails here, by name, before anything runs."""
+    kinds.get(kind)
     return StudyHooks(results=write_results, summarize=summarize, report=write_report if summarize else None)

@@ -67,7 +67,7 @@ PRESETS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    return study_main(STUDY, PRESETS, build, argv, hooks=study_hooks())
+    return study_main(STUDY, PRESETS, build, argv, hooks=study_hooks(STUDY))
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ PRESETS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    return study_main(STUDY, PRESETS, build, argv, hooks=study_hooks(summarize))
+    return study_main(STUDY, PRESETS, build, argv, hooks=study_hooks(STUDY, summarize))
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     known, rest = extra.parse_known_args(sys.argv[1:] if argv is None else argv)
     presets = {name: dataclasses.replace(d, imported_teachers=[*d.imported_teachers, *known.imported_teacher])
                for name, d in PRESETS.items()}
-    return study_main(STUDY, presets, build, rest, hooks=study_hooks(summarize))
+    return study_main(STUDY, presets, build, rest, hooks=study_hooks(STUDY, summarize))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from scipy import stats
 from analysis.__main__ import main
 from analysis.choice import across_runs, choose, criterion_column, summary, within_runs
 from analysis.collect import load_study
-from analysis.synthetic import TARGET, CheckpointSpec, write_checkpoint_study
+from analysis.synthetic import TARGET
+from analysis.synthetic_choice import CheckpointSpec, write_checkpoint_study
 
 
 @pytest.fixture(scope="module")

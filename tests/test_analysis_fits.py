@@ -3,7 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.fits import FitError, fit_error_vs_compute, fit_power_law, holdout_error
+from analysis.diagnostics import holdout_error
+from analysis.fits import FitError, fit_error_vs_compute, fit_power_law
 from analysis.resample import bootstrap_counts
 from analysis.synthetic import Chinchilla, Saturating
 

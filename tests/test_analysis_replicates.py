@@ -6,7 +6,8 @@ import pandas as pd
 
 from analysis.allocation import allocation_verdict, share_comparisons
 from analysis.collect import final_records, load_study
-from analysis.fits import diagnose, fit_error_vs_compute
+from analysis.diagnostics import diagnose
+from analysis.fits import fit_error_vs_compute
 from analysis.replicates import replicate_means, setting_names, tuned_comparison
 from analysis.report import analyze, summarize
 from analysis.synthetic import SHARE_RUNS_TARGET, TARGET, Saturating, SyntheticSpec, share_runs, write_synthetic_study

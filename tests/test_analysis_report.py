@@ -9,7 +9,8 @@ from analysis.__main__ import main
 from analysis.collect import StudyDataError, load_study
 from analysis.figures import FIGURES
 from analysis.report import DEFAULT_TARGET, choose_evaluation, choose_target, summarize
-from analysis.synthetic import SelectionSpec, SyntheticSpec, write_selection_study, write_synthetic_study
+from analysis.synthetic import SyntheticSpec, write_synthetic_study
+from analysis.synthetic_choice import SelectionSpec, write_selection_study
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "analysis" / "notebooks").glob("*.ipynb"))

@@ -7,9 +7,13 @@ import pytest
 
 from analysis.collect import load_study
 from analysis.correlate import interval, rank_metrics, verdict
-from analysis.figures import FIGURES_BY_KIND, loss_vs_accuracy, metric_panels
-from analysis.report import R2_CSV, RANKING_CSV, analyze, run, summarize, verdict_text
-from analysis.synthetic import TARGET, SelectionSpec, write_selection_study
+from analysis import kinds
+from analysis.answers import answer_of
+from analysis.figures import loss_vs_accuracy, metric_panels
+from analysis.report import analyze, run, summarize
+from analysis.report_selection import R2_CSV, RANKING_CSV, verdict_text
+from analysis.synthetic import TARGET
+from analysis.synthetic_choice import SelectionSpec, write_selection_study
 
 BUILT = ("student_loss", "student_train_loss")   # built to predict accuracy within and across teachers
 NOISE = ("teacher_rankme", "teacher_lidar", "teacher_alpha_req")
@@ -59,7 +63,7 @@ def test_report_has_only_the_selection_sections_a_compact_table_and_the_full_csv
     r2 = pd.read_csv(report.parent / R2_CSV)
     assert set(r2["teacher_name"]) >= {"tiny teacher, 2000 steps, multiblock", "micro teacher, 250 steps, random"}
     figures = sorted(p.stem for p in (report.parent / "figures").glob("*.png"))
-    assert figures == sorted(FIGURES_BY_KIND["teacher_selection"])
+    assert figures == sorted(answer_of(kinds.get("teacher_selection")).figures)
     for name in figures:
         assert f"(figures/{name}.png)" in text
 
