@@ -1,18 +1,28 @@
 """The embedded-data demo: pixel teacher -> SALT student, plus a V-JEPA baseline, then linear probes of each
-against a random-init encoder and raw pixels. Re-running skips finished runs and resumes interrupted ones."""
+against a random-init encoder and raw pixels. It is a small study (salt.study) run like any other: `demo_plan` maps
+a preset to a `StudyPlan` (pure), `run_plan` trains and evaluates it, and the table is read back from the records
+the runs wrote. The runs train in this process, one after another (submitit's debug executor: progress bars on the
+terminal, no process started per run). Re-running skips finished runs and resumes interrupted ones, as a study
+does: OUT/study.json, run folders OUT/runs/<run id>/, baselines OUT/runs/baselines/<id>/."""
 from __future__ import annotations
 
+import contextlib
+import pdb
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from salt.config import load_config, resolve_config
-from salt.eval.evaluate import eval_protocol, evaluate_baseline, evaluate_run, load_probe_data
-from salt.schema import RunConfig
+from salt.errors import UserError
+from salt.eval.record import read_record
 from salt.io import atomic_write_json
-from salt.train.loop import run_dir_for, train
+from salt.layout import StudyLayout
+from salt.study.cli import status_table
+from salt.study.launch import LaunchOptions, run_plan
+from salt.study.spec import PlanBuilder, RunSpec, StudyPlan
+from salt.study.state import RunState
 
 
 @dataclass(frozen=True)
@@ -36,41 +46,76 @@ DEMO_PRESETS = {
 }
 
 
-def _config(preset: DemoPreset, stage: str, out_dir: Path, steps: int, extra: list[str]) -> RunConfig:
-    overrides = [f"out_dir={out_dir}", f"name={stage}", f"train.steps={steps}", *preset.overrides, *extra]
-    return load_config(RunConfig, [resolve_config(f"{preset.config_prefix}_{stage}")], overrides)
+# the table's rows, in order: the method of each run of the plan (one run each) -> its row's name
+ROWS = {"raw_pixels": "raw pixels", "random_init": "random init", "pixel": "teacher", "salt": "salt student",
+        "vjepa": "v-jepa"}
+# In-process; every invocation tries each unfinished run again, as the demo always did (a study's cap on attempts
+# guards unattended resubmission; here each attempt is the user's own command).
+DEMO_LAUNCH = LaunchOptions(executor="debug", max_attempts=sys.maxsize)
+
+
+def demo_plan(preset_name: str, out_dir: str | Path, extra: list[str] = ()) -> StudyPlan:
+    """The preset's dials -> the demo's plan (pure: no files, no jobs): the teacher, its SALT student and V-JEPA
+    (trained in that order), and the raw-pixel and random-init baselines of the teacher's data and size.
+    `extra` (key=value) applies to every run."""
+    if preset_name not in DEMO_PRESETS:
+        raise ValueError(f"unknown demo preset {preset_name!r}; valid: {', '.join(DEMO_PRESETS)}")
+    preset = DEMO_PRESETS[preset_name]
+    b = PlanBuilder("demo", preset_name, out_dir, evaluation=preset.protocol, overrides=[*preset.overrides, *extra],
+                    progress=True)
+    teacher = b.run(f"{preset.config_prefix}_teacher", [f"train.steps={preset.teacher_steps}"])
+    b.student(f"{preset.config_prefix}_student", teacher, [f"train.steps={preset.student_steps}"])
+    b.run(f"{preset.config_prefix}_vjepa", [f"train.steps={preset.vjepa_steps}"])
+    for kind in ("raw_pixels", "random_init"):
+        b.baseline(kind, teacher)
+    return b.plan()
+
+
+@contextlib.contextmanager
+def _no_post_mortem():
+    """submitit's debug executor opens pdb on a failed job; the demo reports the failure as an error instead."""
+    post_mortem, pdb.post_mortem = pdb.post_mortem, lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        pdb.post_mortem = post_mortem
 
 
 def run_demo(preset_name: str = "tiny", out_dir: str | Path = "runs/demo", extra: list[str] = ()) -> list[dict]:
-    if preset_name not in DEMO_PRESETS:
-        raise ValueError(f"unknown demo preset {preset_name!r}; valid: {', '.join(DEMO_PRESETS)}")
-    preset, out_dir = DEMO_PRESETS[preset_name], Path(out_dir)
-    extra = list(extra)
+    """Plan, run what is not done, print the table (and write it to OUT/demo_results.json); -> its rows. A run
+    that failed: the study's status table, then a UserError."""
     t0 = time.perf_counter()
-    teacher_cfg = _config(preset, "teacher", out_dir, preset.teacher_steps, extra)
-    train(teacher_cfg, resume=True)
-    student_cfg = _config(preset, "student", out_dir, preset.student_steps,
-                          [f"objective.teacher_checkpoint={run_dir_for(teacher_cfg)}", *extra])
-    train(student_cfg, resume=True)
-    vjepa_cfg = _config(preset, "vjepa", out_dir, preset.vjepa_steps, extra)
-    train(vjepa_cfg, resume=True)
-    t_train = time.perf_counter() - t0
-
-    protocol = eval_protocol(preset.protocol)
-    data = load_probe_data(teacher_cfg.data, protocol)
-    records = {"raw pixels": evaluate_baseline("raw_pixels", teacher_cfg, out_dir, protocol, data),
-               "random init": evaluate_baseline("random_init", teacher_cfg, out_dir, protocol, data)}
-    for name, cfg in (("teacher", teacher_cfg), ("salt student", student_cfg), ("v-jepa", vjepa_cfg)):
-        records[name] = evaluate_run(run_dir_for(cfg), protocol=protocol, data=data)
-    rows = [summary_row(name, rec) for name, rec in records.items()]
+    plan = demo_plan(preset_name, out_dir, list(extra))
+    with _no_post_mortem():
+        states = run_plan(plan, DEMO_LAUNCH)
+    if any(s["state"] is not RunState.DONE for s in states.values()):
+        print(status_table(plan, DEMO_LAUNCH, states))
+        raise UserError(f"the demo in {out_dir} did not finish: the runs above that are not done say why (their "
+                        "logs: the log / error column); the same command resumes them")
+    rows = demo_rows(plan)
+    trained = [spec for spec in plan.runs if spec.role != "baseline"]
+    t_train = sum(spec.layout.read_done()["wall_time_s"] for spec in trained)   # as the runs measured it
     result = {"preset": preset_name, "rows": rows, "train_wall_s": t_train,
               "total_wall_s": time.perf_counter() - t0, "torch_threads": torch.get_num_threads()}
-    atomic_write_json(out_dir / "demo_results.json", result)
+    table = Path(out_dir) / "demo_results.json"
+    atomic_write_json(table, result)
     print(format_table(rows))
     print(HEADLINE)
-    print(f"\ntraining {t_train:.0f} s, total {result['total_wall_s']:.0f} s; records in each run's evals/ folder "
-          f"and {out_dir / 'baselines'}; table in {out_dir / 'demo_results.json'}")
+    print(f"\ntraining {t_train:.0f} s (the runs' done.json), total {result['total_wall_s']:.0f} s; records in each "
+          f"run's evals/ folder under {StudyLayout(out_dir).runs} (baselines too); table in {table}")
     return rows
+
+
+def _final_record(spec: RunSpec):
+    """The record of the run's last checkpoint (a baseline's: step 0) under the plan's evaluation."""
+    step = 0 if spec.role == "baseline" else spec.config.train.steps
+    return read_record(spec.layout.record(step, spec.evaluation))
+
+
+def demo_rows(plan: StudyPlan) -> list[dict]:
+    """The table's rows, read back from the records the plan's runs wrote."""
+    by_method = {spec.method: spec for spec in plan.runs}
+    return [summary_row(name, _final_record(by_method[method])) for method, name in ROWS.items()]
 
 
 HEADLINE = ("\nHeadline: the 10-shot linear probe on per-time-step pooled features (motion). On small synthetic data a "

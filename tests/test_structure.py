@@ -74,6 +74,14 @@ def test_records_are_built_in_one_place():
     assert len(sites) == 1 and sites[0].startswith("salt/eval/evaluate.py:"), sites
 
 
+def test_the_demo_is_the_top_of_salt():
+    """salt.demo is a small study plan (it imports salt.study): only the command line, salt/__main__.py, imports
+    it, so salt.study and everything below stay free of it."""
+    importers = sorted(path.relative_to(REPO).as_posix() for path in REPO.glob("salt/**/*.py")
+                       if any(module == "salt.demo" for _, module in imported_modules(path)))
+    assert importers == ["salt/__main__.py"]
+
+
 def test_the_checker_sees_lazy_imports(tmp_path):
     """The rules would catch what they forbid: a lazy upward import inside a function is found."""
     probe = tmp_path / "probe.py"

@@ -111,9 +111,13 @@ class PlanBuilder:
     """Collects a study's runs: configs from packaged YAML + overrides, ids from `salt.identity.run_id`, a teacher (or
     any run) requested twice is one run, and every student depends on its teacher."""
 
-    def __init__(self, study: str, preset: str, root: str | Path, *, evaluation: str, overrides: list[str] = ()):
+    def __init__(self, study: str, preset: str, root: str | Path, *, evaluation: str, overrides: list[str] = (),
+                 progress: bool = False):
         self.study, self.preset, self.root = study, preset, Path(root).resolve()
         self.evaluation, self.overrides = evaluation, list(overrides)
+        # progress bars: off (a job's log is no terminal), or as each config says where the runs train in this
+        # process (the demo)
+        self.progress = progress
         self.group = f"{study}-{preset}"   # wandb group of every run
         self._runs: dict[str, RunSpec] = {}
 
@@ -141,7 +145,7 @@ class PlanBuilder:
             raise StudyError(f"{base}: method {method.name!r} learns from a teacher; add it with PlanBuilder.student")
         role = role or method.stage
         run_id = identity.run_id(cfg, "study")
-        cfg = _placed(cfg, run_id, self.root, eval_steps, self.group)
+        cfg = _placed(cfg, run_id, self.root, eval_steps, self.group, self.progress)
         flops = run_flops(cfg)
         return self._add(RunSpec(run_id, role, cfg.objective.method, cfg, [], dict(labels or {}), self.evaluation,
                                  sorted(eval_steps), flops, flops))
@@ -164,7 +168,7 @@ class PlanBuilder:
         if not get_method(cfg.objective.method).needs_teacher:
             raise StudyError(f"{base}: method {cfg.objective.method!r} has no teacher; add it with PlanBuilder.run")
         run_id = identity.run_id(cfg, "study", teacher_id=teacher_id)
-        cfg = _placed(cfg, run_id, self.root, eval_steps, self.group)
+        cfg = _placed(cfg, run_id, self.root, eval_steps, self.group, self.progress)
         flops = run_flops(cfg)
         share = teacher.estimated_flops_total * ((teacher_step or t.train.steps) / t.train.steps)
         return self._add(RunSpec(run_id, "student", cfg.objective.method, cfg, [teacher.run_id], dict(labels or {}),
@@ -207,13 +211,14 @@ class PlanBuilder:
         return StudyPlan(self.study, self.preset, self.root, list(self._runs.values()))
 
 
-def _placed(cfg: RunConfig, run_id: str, root: Path, eval_steps, group: str) -> RunConfig:
+def _placed(cfg: RunConfig, run_id: str, root: Path, eval_steps, group: str, progress: bool) -> RunConfig:
     """The config as the study runs it: named by its id, in root/runs/, keeping the checkpoints to evaluate,
-    in the study's wandb group (when wandb is enabled: one wandb run per training run)."""
+    in the study's wandb group (when wandb is enabled: one wandb run per training run), progress bars off unless
+    `progress` leaves them as the config says (a scheduling field: the run id is the same either way)."""
     cfg = copy.deepcopy(cfg)
     cfg.name, cfg.out_dir = run_id, str(StudyLayout(root).runs)
     cfg.wandb.group = cfg.wandb.group or group
-    cfg.train.progress = False
+    cfg.train.progress = cfg.train.progress and progress
     if eval_steps:
         bad = [s for s in eval_steps if not 0 < s <= cfg.train.steps]
         if bad:
