@@ -1,4 +1,4 @@
-"""Trainer hooks: callbacks after each logged step (and stopping from one), and checkpoint_now from a signal."""
+"""Trainer hooks: callbacks after each logged step (and stopping from one), and a save asked for by a signal."""
 import json
 import os
 import signal
@@ -60,39 +60,35 @@ def test_callback_that_raises_stops_and_resume_completes_identically(micro_confi
     _assert_same_final_state(straight, stopped)
 
 
-def test_checkpoint_now_from_a_signal_handler_then_resume_is_exact(micro_config):
-    """SIGUSR2 during a step saves nothing; between steps it saves the state at next_step (here 3, not a
-    periodic checkpoint), and resuming from that file completes exactly like the uninterrupted run."""
+def test_a_save_asked_for_by_a_signal_then_resume_is_exact(micro_config):
+    """SIGUSR2 during step 2, under `save_on_signal` (what every study job and HPO trial arms: salt.study.job),
+    only asks for a checkpoint: the step finishes, the state at step 3 (not a periodic checkpoint) is saved, fit
+    stops with SavedOnRequest and the handler it replaced is back; resuming from that file completes exactly like
+    the uninterrupted run."""
+    from salt.train.loop import SavedOnRequest
     straight = micro_config("teacher", "straight", steps=6)
     train(straight)
     cfg = micro_config("teacher", "signalled", steps=6)
     trainer = Trainer(cfg)
-    assert (trainer.next_step, trainer.in_step) == (0, False)
-    saved = []
-    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: saved.append(trainer.checkpoint_now()))
     loss = trainer.objective.loss
 
     def loss_signalled_mid_step(batch, step):
-        if step == 1:
+        if step == 2:
             os.kill(os.getpid(), signal.SIGUSR2)
         return loss(batch, step)
 
-    def signal_between_steps(trainer_, step, record):
-        if step == 2:
-            os.kill(os.getpid(), signal.SIGUSR2)
-            raise Stop   # the job is preempted right after checkpointing
-
     trainer.objective.loss = loss_signalled_mid_step
-    trainer.callbacks.append(signal_between_steps)
+    previous = signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     try:
-        with pytest.raises(Stop):
+        with trainer.save_on_signal(signal.SIGUSR2) as replaced, pytest.raises(SavedOnRequest) as stopped:
             trainer.fit()
+        assert replaced is signal.SIG_IGN and signal.getsignal(signal.SIGUSR2) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGUSR2, previous)
     path = run_dir_for(cfg) / "checkpoints" / "step_00000003.pt"
-    assert saved == [None, path]
-    assert load_checkpoint(path)["step"] == 3
+    assert stopped.value.step == 3 and load_checkpoint(path)["step"] == 3
     assert [s for s, _ in RunLayout(run_dir_for(cfg)).checkpoints()] == [2, 3]
+    assert [r["step"] for r in read_metrics(run_dir_for(cfg) / "metrics.jsonl")] == [0, 1, 2]
     resumed = Trainer(cfg, resume=True)
     assert resumed.next_step == 3
     resumed.fit()

@@ -115,8 +115,8 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 class Trainer:
     """`next_step` is the step the next `step()` call runs; whenever `in_step` is False the models, optimiser
-    and counters are exactly those of a run about to compute `next_step` (what a checkpoint at it holds), so a
-    signal handler may call `checkpoint_now()`."""
+    and counters are exactly those of a run about to compute `next_step` (what a checkpoint at it holds). A
+    signal asks for a checkpoint through `request_save` (`save_on_signal`), written at the next step boundary."""
 
     def __init__(self, cfg: RunConfig, *, resume: bool = False, callbacks: Iterable[Callback] = (),
                  checkpoint_hooks: Iterable[CheckpointHook] = (), dist: DistributedContext | None = None):
@@ -313,12 +313,6 @@ class Trainer:
             yield previous
         finally:
             signal.signal(signum, previous)
-
-    def checkpoint_now(self) -> Path | None:
-        """Save at `next_step` unless a step is under way (then None: the last periodic checkpoint stands).
-        Safe from a signal handler (e.g. submitit's Checkpointable.checkpoint on SIGUSR2); no collectives, so
-        sharded training (whose save gathers from every rank) returns None too."""
-        return None if self.in_step or self.sharded else self.save(self.next_step)
 
     def save(self, next_step: int) -> Path | None:
         """Write the checkpoint of the state about to compute `next_step` (rank 0 only; None on other ranks).
