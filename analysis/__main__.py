@@ -13,6 +13,7 @@ EPILOG = """examples:
   python -m analysis runs/studies/teacher_selection-default --bootstrap 200 --no-figures
   python -m analysis STUDY_DIR --benchmark all                        # a report per benchmark and an index
   python -m analysis STUDY_A STUDY_B --out runs/analysis-ab           # several studies in one frame
+  python -m analysis results/teacher_selection-default --summary       # the printed answer of published records
 
 docs/analysis.md explains every table and figure. Errors you can fix print one 'error:' line (exit 2);
 --debug or SALT_DEBUG=1 shows the traceback."""
@@ -54,13 +55,16 @@ def _main(argv: list[str]) -> int:
                         help="print the checkpoint each run's LOSS picks (train_loss, heldout_loss or a losses.* "
                              "column) against the probe's, the run each recipe's loss picks, and the regret; "
                              "writes no report")
+    parser.add_argument("--summary", action="store_true",
+                        help="print each study's answer, as the study prints it when its runs are done (its kind's "
+                             "verdict and table); writes no report")
     parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     if args.bootstrap is not None and args.bootstrap < 0:
         parser.error("--bootstrap must be >= 0")
     from analysis.report import run   # after argument errors: keep --help fast
 
-    if args.predict or args.choose_by:
+    if args.predict or args.choose_by or args.summary:
         return _print_answers(args)
 
     t0 = time.perf_counter()
@@ -73,13 +77,18 @@ def _main(argv: list[str]) -> int:
 
 
 def _print_answers(args) -> int:
-    """--predict and --choose-by: print the forecast and the checkpoint choice (no report written)."""
+    """--summary, --predict and --choose-by: print the answer, the forecast and the checkpoint choice (no report
+    written)."""
     from analysis.choice import criterion_column
     from analysis.forecast import N_BOOT
     from analysis.printed import choose_text, predict_text
+    from analysis.report import summarize
 
     common = dict(target=args.target, evaluation=args.evaluation, benchmark=args.benchmark,
                   allow_partial=args.allow_partial, seed=args.seed)
+    if args.summary:
+        for study_dir in args.study_dirs:
+            print(summarize(study_dir, n_boot=1000 if args.bootstrap is None else args.bootstrap, **common))
     if args.choose_by:
         criterion_column(args.choose_by)   # a ValueError naming the choices
     if args.predict:
