@@ -350,23 +350,30 @@ def test_hpo_has_no_seeds_dial_and_says_so(tmp_path, capsys):
 
 
 def test_budgets_in_flops_give_every_curve_the_same_compute(tmp_path):
-    """The small preset: one FLOPs budget split 10-60% to the teacher, V-JEPA at the same compute, 2 seeds."""
+    """The small preset: each FLOPs budget split 10-60% to the teacher, V-JEPA at the same compute, 2 seeds."""
     dials = PRESETS["small"]
     plan = build(dials, "small", tmp_path / "s")
-    total = dials.total_flops[0]
     salt = [s for s in plan.runs if s.method == "salt"]
     vjepa = [s for s in plan.runs if s.method == "vjepa"]
     teachers = [s for s in plan.runs if s.role == "teacher"]
-    assert len(salt) == len(dials.teacher_shares) * 2 and len(vjepa) == 2 and len(teachers) == len(salt)
+    budgets, seeds = len(dials.total_flops), 2
+    assert len(salt) == len(dials.teacher_shares) * budgets * seeds and len(vjepa) == budgets * seeds
+    # every share trains its own teacher; budgets share one where a share of one is a share of another
+    # (20% of 6.25e12 = 10% of 1.25e13)
+    assert len(teachers) == len({(s.labels["teacher_steps"], s.labels["seed"]) for s in salt}) < len(salt)
     for spec in salt + vjepa:   # steps from seed 0's estimate; another seed's 16 sampled multiblock steps differ ~5%
+        total = spec.labels["total_flops"]
+        assert total in dials.total_flops
         assert spec.estimated_flops_total == pytest.approx(total, rel=0.03 if spec.labels["seed"] == 0 else 0.07)
-        assert spec.labels["total_flops"] == total
     by_id = plan.by_id()
     for student in salt:
         teacher = by_id[student.depends_on[0]]
-        assert teacher.estimated_flops / total == pytest.approx(student.labels["teacher_share"], rel=0.03)
-    steps = {(s.labels["teacher_share"], s.labels["seed"]): (s.labels["teacher_steps"], s.config.train.steps) for s in salt}
-    assert all(steps[(share, 0)] == steps[(share, 1)] for share in dials.teacher_shares)   # seeds: same design
+        assert teacher.estimated_flops / student.labels["total_flops"] == pytest.approx(
+            student.labels["teacher_share"], rel=0.03)
+    steps = {(s.labels["total_flops"], s.labels["teacher_share"], s.labels["seed"]):
+             (s.labels["teacher_steps"], s.config.train.steps) for s in salt}
+    assert all(steps[(total, share, 0)] == steps[(total, share, 1)]     # seeds: same design
+               for total in dials.total_flops for share in dials.teacher_shares)
     assert max(t.config.train.steps for t in teachers) > 400 * 2                 # teachers well past the plateau
     with pytest.raises(StudyError, match="not both"):
         build(AllocationDials(total_steps=[8], teacher_steps=[2], total_flops=[1e9], teacher_shares=[0.5]), "x",
