@@ -22,8 +22,10 @@ demo-small: $(STAMP)
 	$(PY) -m salt demo --preset small --out runs/demo-small
 
 # The SLURM tests start a local single-node cluster (slurm/local_cluster.sh, root + apt); here they must run.
+# TEST_WORKERS pytest-xdist workers (one torch thread each); the SLURM tests all run on one of them, in order.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	SALT_REQUIRE_SLURM=1 $(PY) -m pytest -q
+	SALT_REQUIRE_SLURM=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

@@ -7,9 +7,28 @@ import torch
 
 from salt.config import load_config, resolve_config
 from salt.schema import RunConfig
+from tests import slurm_fixture
 from tests.slurm_fixture import pytest_configure, slurm_cluster  # noqa: F401  (the `slurm` marker and cluster)
 
 os.environ.setdefault("WANDB_MODE", "disabled")   # never talk to a wandb server from tests
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest-xdist workers on the two cores: one torch thread each (and for the processes
+    # they start), so the workers do not fight over the cores.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under `--dist loadgroup` (`make test`) the tests of a module with a module-scoped fixture run on one worker,
+    so that fixture is built once, not once per worker (tests on the SLURM cluster keep their own group)."""
+    slurm_fixture.pytest_collection_modifyitems(config, items)
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        defs = item._fixtureinfo.name2fixturedefs
+        if any(defs[name][-1].scope == "module" for name in item.fixturenames if name in defs):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture(autouse=True, scope="session")

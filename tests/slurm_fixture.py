@@ -15,6 +15,7 @@ Load it with `pytest_plugins = ["tests.slurm_fixture"]` in the root conftest.py 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import shutil
 import subprocess
@@ -57,6 +58,14 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slurm: needs a SLURM cluster (the slurm_cluster fixture starts a local one)")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist's `--dist loadgroup` (`make test`), every test on the cluster runs on one worker, one after
+    another as without xdist: they share its one node, and some wait on each other's queue."""
+    for item in items:
+        if "slurm_cluster" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
 def _answers(conf: Path) -> bool:
     """A controller answers for this slurm.conf."""
     if not conf.is_file() or shutil.which("scontrol") is None:
@@ -86,18 +95,14 @@ def _unavailable(reason: str):
     pytest.skip(f"no SLURM cluster: {reason}")
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    old_conf = os.environ.get("SLURM_CONF")
-    slurm_dir = Path(os.environ.get("SLURM_DIR", DEFAULT_DIR))
-    candidates = [Path(old_conf)] if old_conf else []
-    candidates.append(slurm_dir / "slurm.conf")
-    cluster = None
-    for conf in candidates:
-        if _answers(conf):
-            cluster = _describe(conf, started=False)
-            break
-    if cluster is None:
+def _start(slurm_dir: Path) -> SlurmCluster:
+    """The cluster under slurm_dir, started unless it already answers. A file lock keeps two pytest-xdist workers
+    from starting it at once (the second finds it answering)."""
+    slurm_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(slurm_dir.parent / f".{slurm_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _answers(slurm_dir / "slurm.conf"):
+            return _describe(slurm_dir / "slurm.conf", started=False)
         if os.geteuid() != 0:
             _unavailable(f"not root, cannot start {SCRIPT.relative_to(REPO)} (start it as root, then export SLURM_CONF)")
         if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
@@ -112,7 +117,17 @@ def slurm_cluster():
             output, rc = f"{e.stdout or ''}{e.stderr or ''}\ntimed out after {START_TIMEOUT_S}s", -1
         if rc != 0:
             _unavailable(f"`{SCRIPT.relative_to(REPO)} start` failed (rc {rc}):\n{output}")
-        cluster = _describe(slurm_dir / "slurm.conf", started=True)
+        return _describe(slurm_dir / "slurm.conf", started=True)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(request):
+    old_conf = os.environ.get("SLURM_CONF")
+    slurm_dir = Path(os.environ.get("SLURM_DIR", DEFAULT_DIR))
+    if old_conf and _answers(Path(old_conf)):
+        cluster = _describe(Path(old_conf), started=False)
+    else:
+        cluster = _start(slurm_dir)
     os.environ["SLURM_CONF"] = str(cluster.conf)
     try:
         yield cluster
@@ -121,7 +136,9 @@ def slurm_cluster():
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = old_conf
-        # under pytest-xdist several workers share the cluster: leave it to whoever started it by hand
-        if cluster.started and not os.environ.get("PYTEST_XDIST_WORKER"):
+        # under pytest-xdist without `--dist loadgroup` another worker may still use it: then it stays up (the next
+        # session reuses it)
+        alone = not os.environ.get("PYTEST_XDIST_WORKER") or request.config.getoption("dist", None) == "loadgroup"
+        if cluster.started and alone:
             subprocess.run(["bash", str(SCRIPT), "stop"], env={**os.environ, "SLURM_DIR": str(cluster.dir)},
                            capture_output=True, text=True, timeout=120)
