@@ -107,3 +107,16 @@ def test_the_evaluation_draws_probe_clips_as_the_source_says(stripes, micro_conf
     stripes.labelled_splits = False   # its clips serve the label-free metrics only
     data = load_probe_data(cfg, eval_protocol("smoke"))
     assert data.labels == [] and data.train_videos.shape == (6, 1, 4, 16, 16) and len(data.test_videos) == 0
+
+
+def test_the_data_budget_and_an_import_ask_the_source(stripes, micro_config):
+    """Only a source that decodes video files has a data budget, and its normalisation is what an imported
+    encoder re-normalises from; neither is switched on the source's name."""
+    from salt.study.estimate import loader_cores
+    cfg = micro_config("teacher", "stripes", "data.source=stripes")
+    with pytest.raises(ValueError, match="data.source='stripes' decodes no video files"):
+        loader_cores(cfg, 100.0, 100.0, 8)
+    assert stripes.normalisation(cfg.data) is None
+    video = micro_config("teacher", "v", "data.source=video_list").data
+    assert get_source("video_list").decodes_video and get_source("video_list").normalisation(video) == (
+        video.video.mean, video.video.std)

@@ -39,6 +39,8 @@ class DataSource(ABC):
     name: str = ""                # data.source
     labelled_splits: bool = True  # its own train/test splits carry the labels a default-benchmark probe learns;
     #                               False: its clips serve the label-free metrics only (probes need a benchmark)
+    decodes_video: bool = False   # its clips are decoded from the files of data.video, so a study's data budget
+    #                               (CPU cores per GPU, salt.study.estimate.loader_cores) applies to it
 
     @abstractmethod
     def geometry(self, data_cfg) -> ClipGeometry:
@@ -62,6 +64,11 @@ class DataSource(ABC):
 
     def mixture(self, dataset) -> Mixture | None:
         """The sampler's mixture of a dataset it built (lists drawn by weight), or None: items drawn uniformly."""
+        return None
+
+    def normalisation(self, data_cfg) -> tuple[list[float], list[float]] | None:
+        """The per-channel (mean, std) its clips are normalised with, where the config sets them (an imported
+        encoder re-normalises to its release's statistics); None: fixed by the data themselves."""
         return None
 
 
@@ -117,6 +124,7 @@ class VideoLists(DataSource):
 
     name = "video_list"
     labelled_splits = False   # one list, no separate probe split: probes need a benchmark (salt.eval.benchmark)
+    decodes_video = True
 
     def geometry(self, data_cfg) -> ClipGeometry:
         v = data_cfg.video
@@ -139,6 +147,9 @@ class VideoLists(DataSource):
 
     def mixture(self, dataset) -> Mixture | None:
         return dataset.mixture
+
+    def normalisation(self, data_cfg) -> tuple[list[float], list[float]] | None:
+        return data_cfg.video.mean, data_cfg.video.std
 
 
 register_source(MovingDigits())

@@ -13,7 +13,7 @@ import torch
 
 from salt.checkpoint import Checkpoint, RunSummary, finish_run, load_matching, save_checkpoint, write_run_config
 from salt.config import ConfigError, load_config, resolve_config, to_dict
-from salt.data import DATA_COUNTERS, clip_geometry
+from salt.data import DATA_COUNTERS, clip_geometry, get_source
 from salt.flops import num_params
 from salt.importers.keymaps import ImportError_
 from salt.importers.release import Release, read_release, sha256_of
@@ -53,9 +53,10 @@ def model_overrides(release: Release, cfg: RunConfig) -> list[str]:
     source_grid = [frames // a["tubelet_size"], pixels // a["patch_size"], pixels // a["patch_size"]]
     grid = [geometry.frames // a["tubelet_size"], geometry.size // a["patch_size"], geometry.size // a["patch_size"]]
     values["pos_grid"] = source_grid if a["pos_embed"] != "rope" and grid != source_grid else []
-    if cfg.data.source == "video_list":
+    stats = get_source(cfg.data.source).normalisation(cfg.data)
+    if stats is not None:
         # The data normalise with their own statistics; re-normalise to the release's (exact, per channel).
-        m_d, s_d = cfg.data.video.mean, cfg.data.video.std
+        m_d, s_d = stats
         if (m_d, s_d) != (IMAGENET_MEAN, IMAGENET_STD):
             values["input_mean"] = [(me - md) / sd for me, md, sd in zip(IMAGENET_MEAN, m_d, s_d)]
             values["input_std"] = [se / sd for se, sd in zip(IMAGENET_STD, s_d)]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from salt.config import load_config, to_dict
+from salt.data import get_source
 from salt.errors import DEBUG_FLAG, DEBUG_HELP, report_errors
 from salt.study.estimate import (LoaderRate, fit_advice, loader_cores, read_loader_rate, step_flops,
                                  step_memory, tokens_per_clip)
@@ -151,7 +152,7 @@ def data_budget(plan: StudyPlan, options: LaunchOptions, rate: LoaderRate, gpu_t
     trained = [spec for spec in plan.runs if spec.role != "baseline" and not spec.external]
     for spec in trained:
         cfg = spec.config
-        if cfg.data.source != "video_list":
+        if not get_source(cfg.data.source).decodes_video:
             lines.append(f"{spec.run_id:<38} embedded data ({cfg.data.source}), no decoding")
             continue
         budget = loader_cores(cfg, rate.clips_per_s_per_core, gpu_tflops, options.cpus_per_task)
@@ -162,7 +163,7 @@ def data_budget(plan: StudyPlan, options: LaunchOptions, rate: LoaderRate, gpu_t
         differences = rate.differences(cfg.data.video)
         if differences:
             other_clips.setdefault(", ".join(differences), []).append(spec.run_id)
-    videos = sum(spec.config.data.source == "video_list" for spec in trained)
+    videos = sum(get_source(spec.config.data.source).decodes_video for spec in trained)
     if not videos:
         return lines + ["no run decodes video files: nothing to budget"]
     lines += _starving_advice(starving, videos, options)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from salt.config import from_dict, to_dict
-from salt.data import clip_geometry
+from salt.data import clip_geometry, get_source, source_names
 from salt.data.sampler import mix_seed
 from salt.data.video.lists import VideoListConfig
 from salt.flops import NetworkCost, num_params, total_flops
@@ -342,8 +342,10 @@ def loader_cores(cfg: RunConfig, clips_per_s_per_core: float, gpu_tflops: float,
     """The data budget of one GPU of a run on video files: the clips/s it trains at `gpu_tflops` achieved (the
     step's FLOPs in this code's accounting, `step_flops`, per clip of train.batch_size), the CPU cores that takes
     at `clips_per_s_per_core`, and the cores a task of `cpus_per_task` has for it (one task per GPU)."""
-    if cfg.data.source != "video_list":
-        raise ValueError(f"data.source={cfg.data.source!r}: only video files are decoded (data.source=video_list)")
+    if not get_source(cfg.data.source).decodes_video:
+        decoding = [name for name in source_names() if get_source(name).decodes_video]
+        raise ValueError(f"data.source={cfg.data.source!r} decodes no video files, so it has no data budget (sources "
+                         f"that do: {', '.join(decoding)})")
     if gpu_tflops <= 0 or cpus_per_task < 1:
         raise ValueError(f"gpu_tflops must be > 0 and cpus_per_task >= 1, got {gpu_tflops}, {cpus_per_task}")
     rate = LoaderRate(clips_per_s_per_core).clips_per_s_per_core   # checked like a rate read from a file
