@@ -6,7 +6,8 @@ Load it with `pytest_plugins = ["tests.slurm_fixture"]` in the root conftest.py 
   1. reuses a cluster that already answers: the one named by $SLURM_CONF, else the one
      `slurm/local_cluster.sh` keeps under $SLURM_DIR (default /tmp/salt-slurm);
   2. otherwise runs `slurm/local_cluster.sh start` (root only; it installs slurm-wlm/munge [+ slurmdbd,
-     MariaDB when SLURM_ACCOUNTING=1, the default] with apt when missing) and stops it at session end.
+     MariaDB when SLURM_ACCOUNTING=1, the default] with apt when missing) and stops it at session end, once no
+     other session (a pytest-xdist worker) uses it: file locks beside $SLURM_DIR order the starts and the stop.
   While the session runs, os.environ["SLURM_CONF"] names the cluster's configuration, so sbatch/squeue/sacct
   and submitit (which shells out to them) talk to it.
   Not root, no apt, or a failed start: the tests are skipped with the reason, unless SALT_REQUIRE_SLURM=1,
@@ -121,13 +122,21 @@ def _start(slurm_dir: Path) -> SlurmCluster:
 
 
 @pytest.fixture(scope="session")
-def slurm_cluster(request):
+def slurm_cluster():
     old_conf = os.environ.get("SLURM_CONF")
     slurm_dir = Path(os.environ.get("SLURM_DIR", DEFAULT_DIR))
+    users = None    # a shared lock held while this session uses a cluster of slurm_dir
     if old_conf and _answers(Path(old_conf)):
         cluster = _describe(Path(old_conf), started=False)
     else:
-        cluster = _start(slurm_dir)
+        slurm_dir.parent.mkdir(parents=True, exist_ok=True)
+        users = open(slurm_dir.parent / f".{slurm_dir.name}.users", "w")
+        fcntl.flock(users, fcntl.LOCK_SH)
+        try:
+            cluster = _start(slurm_dir)
+        except BaseException:
+            users.close()
+            raise
     os.environ["SLURM_CONF"] = str(cluster.conf)
     try:
         yield cluster
@@ -136,9 +145,10 @@ def slurm_cluster(request):
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = old_conf
-        # under pytest-xdist without `--dist loadgroup` another worker may still use it: then it stays up (the next
-        # session reuses it)
-        alone = not os.environ.get("PYTEST_XDIST_WORKER") or request.config.getoption("dist", None) == "loadgroup"
-        if cluster.started and alone:
-            subprocess.run(["bash", str(SCRIPT), "stop"], env={**os.environ, "SLURM_DIR": str(cluster.dir)},
-                           capture_output=True, text=True, timeout=120)
+        if users is not None:
+            if cluster.started:
+                # the session that started it stops it once no other session (another pytest-xdist worker) uses it
+                fcntl.flock(users, fcntl.LOCK_EX)
+                subprocess.run(["bash", str(SCRIPT), "stop"], env={**os.environ, "SLURM_DIR": str(cluster.dir)},
+                               capture_output=True, text=True, timeout=120)
+            users.close()
