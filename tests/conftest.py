@@ -1,7 +1,9 @@
 """Shared fixtures: the packaged micro setting (salt/configs/micro.yaml), trained in a second, with its data cached
 under tmp_path."""
 import os
+import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -29,6 +31,14 @@ def pytest_collection_modifyitems(config, items):
         defs = item._fixtureinfo.name2fixturedefs
         if any(defs[name][-1].scope == "module" for name in item.fixturenames if name in defs):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
+@pytest.fixture(autouse=True)
+def _same_random_state():
+    """Every test starts from one random state, whatever ran before it on its pytest-xdist worker."""
+    torch.manual_seed(0)
+    random.seed(0)
+    np.random.seed(0)
 
 
 @pytest.fixture(autouse=True, scope="session")
