@@ -99,7 +99,6 @@ def _unavailable(reason: str):
 def _start(slurm_dir: Path) -> SlurmCluster:
     """The cluster under slurm_dir, started unless it already answers. A file lock keeps two pytest-xdist workers
     from starting it at once (the second finds it answering)."""
-    slurm_dir.parent.mkdir(parents=True, exist_ok=True)
     with open(slurm_dir.parent / f".{slurm_dir.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _answers(slurm_dir / "slurm.conf"):
