@@ -149,12 +149,15 @@ def data_budget(plan: StudyPlan, options: LaunchOptions, rate: LoaderRate, gpu_t
              f"{'run id':<38} {'clips/s/GPU':>11} {'cores needed':>12} {'loader cores':>12} {'GPU busy':>8}"]
     starving: dict[str, float] = {}       # run id -> cores needed
     other_clips: dict[str, list[str]] = {}   # how the clip settings differ -> run ids
-    trained = [spec for spec in plan.runs if spec.role != "baseline" and not spec.external]
-    for spec in trained:
+    videos = 0                               # trained runs that decode video files
+    for spec in plan.runs:
         cfg = spec.config
+        if spec.role == "baseline" or spec.external:
+            continue
         if not get_source(cfg.data.source).decodes_video:
             lines.append(f"{spec.run_id:<38} embedded data ({cfg.data.source}), no decoding")
             continue
+        videos += 1
         budget = loader_cores(cfg, rate.clips_per_s_per_core, gpu_tflops, options.cpus_per_task)
         lines.append(f"{spec.run_id:<38} {budget.clips_per_s:>11,.0f} {budget.cores_needed:>12.1f} "
                      f"{budget.loader_cores:>12} {budget.gpu_busy:>8.0%}" + ("  starves" if budget.starves else ""))
@@ -163,7 +166,6 @@ def data_budget(plan: StudyPlan, options: LaunchOptions, rate: LoaderRate, gpu_t
         differences = rate.differences(cfg.data.video)
         if differences:
             other_clips.setdefault(", ".join(differences), []).append(spec.run_id)
-    videos = sum(get_source(spec.config.data.source).decodes_video for spec in trained)
     if not videos:
         return lines + ["no run decodes video files: nothing to budget"]
     lines += _starving_advice(starving, videos, options)
