@@ -69,11 +69,16 @@ def _main(argv: list[str]) -> int:
 
     t0 = time.perf_counter()
     path = run(args.study_dirs, args.out, target=args.target, evaluation=args.evaluation,
-               n_boot=1000 if args.bootstrap is None else args.bootstrap, seed=args.seed,
+               n_boot=_resamples(args, 1000), seed=args.seed,
                allow_partial=args.allow_partial,
                figures=not args.no_figures, benchmark=args.benchmark)
     print(f"wrote {path} ({time.perf_counter() - t0:.1f} s)")
     return 0
+
+
+def _resamples(args, default: int) -> int:
+    """--bootstrap, or the default of what is being computed (1000; the forecast's own, which refits per draw)."""
+    return default if args.bootstrap is None else args.bootstrap
 
 
 def _print_answers(args) -> int:
@@ -88,15 +93,13 @@ def _print_answers(args) -> int:
                   allow_partial=args.allow_partial, seed=args.seed)
     if args.summary:
         for study_dir in args.study_dirs:
-            print(summarize(study_dir, n_boot=1000 if args.bootstrap is None else args.bootstrap, **common))
+            print(summarize(study_dir, n_boot=_resamples(args, 1000), **common))
     if args.choose_by:
         criterion_column(args.choose_by)   # a ValueError naming the choices
     if args.predict:
-        print(predict_text(args.study_dirs, args.predict, n_boot=N_BOOT if args.bootstrap is None else args.bootstrap,
-                           **common))
+        print(predict_text(args.study_dirs, args.predict, n_boot=_resamples(args, N_BOOT), **common))
     if args.choose_by:
-        print(choose_text(args.study_dirs, args.choose_by, n_boot=1000 if args.bootstrap is None else args.bootstrap,
-                          **common))
+        print(choose_text(args.study_dirs, args.choose_by, n_boot=_resamples(args, 1000), **common))
     return 0
 
 
