@@ -1,4 +1,4 @@
-"""Named entries looked up by a config value (data sources by `data.source`): one definition of adding, removing and
+"""Named entries looked up by a config value (methods by `objective.method`, data sources by `data.source`): one definition of adding, removing and
 finding them, so a registry refuses a second entry of a name unless told to replace it, and an unknown name is an
 error listing the registered ones. Stdlib only."""
 from __future__ import annotations

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from salt.registry import Registry
+
 STAGES = ("teacher", "student")
 
 
@@ -39,33 +41,27 @@ class Method:
                              "the method trains")
 
 
-_METHODS: dict[str, Method] = {}
+_METHODS: Registry[Method] = Registry("objective.method", "method")
 
 
 def register(method: Method, *, replace: bool = False) -> Method:
     """Add a method. A second method of the same name or command is an error unless `replace`."""
-    owner = next((m.name for m in _METHODS.values()
+    owner = next((m.name for m in methods()
                   if method.command and m.command == method.command and m.name != method.name), None)
     if owner is not None:
         raise ValueError(f"command {method.command!r} of method {method.name!r} belongs to method {owner!r}")
-    if method.name in _METHODS and not replace:
-        raise ValueError(f"method {method.name!r} is already registered; pass replace=True to redefine it")
-    _METHODS[method.name] = method
-    return method
+    return _METHODS.add(method.name, method, replace=replace)
 
 
 def unregister(name: str) -> None:
     """Remove a method (tests that register a toy method clean up with this)."""
-    _METHODS.pop(name, None)
+    _METHODS.remove(name)
 
 
 def get_method(name: str) -> Method:
-    try:
-        return _METHODS[name]
-    except KeyError:
-        raise ValueError(f"unknown objective.method {name!r}; registered: {', '.join(_METHODS)}") from None
+    return _METHODS.get(name)
 
 
 def methods() -> tuple[Method, ...]:
     """Every registered method, in registration order."""
-    return tuple(_METHODS.values())
+    return tuple(_METHODS.get(name) for name in _METHODS.names())
