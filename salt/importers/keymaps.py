@@ -83,14 +83,26 @@ def _map_original(m: Mapper, depth: int, dim: int, family: str) -> None:
         m.copy("norm.bias", "norm.bias")
 
 
-def _map_videomae_hf(m: Mapper, depth: int, dim: int) -> None:
-    m.copy("patch_embed.weight", "embeddings.patch_embeddings.projection.weight")
-    m.copy("patch_embed.bias", "embeddings.patch_embeddings.projection.bias")
+def _hf_patch_embed(m: Mapper, source: str) -> None:
+    """Transformers' patch embedding (a Conv3d at `source`) -> ours."""
+    m.copy("patch_embed.weight", f"{source}.weight")
+    m.copy("patch_embed.bias", f"{source}.bias")
+
+
+def _hf_layers(m: Mapper, depth: int, attention: str):
+    """Transformers' layers: yields (layer, our block, its attention) for each, the attention's separate
+    query/key/value projections already fused into the block's qkv weight."""
     for i in range(depth):
         s, b = f"encoder.layer.{i}", f"blocks.{i}"
-        a = f"{s}.attention.attention"
+        a = f"{s}.{attention}"
         m.put(f"{b}.attn.qkv.weight", torch.cat([m.take(f"{a}.{n}.weight") for n in ("query", "key", "value")]),
               f"{a}.query/key/value.weight")
+        yield s, b, a
+
+
+def _map_videomae_hf(m: Mapper, depth: int, dim: int) -> None:
+    _hf_patch_embed(m, "embeddings.patch_embeddings.projection")
+    for s, b, a in _hf_layers(m, depth, "attention.attention"):
         # on disk (hub files, save_pretrained) the biases are `q_bias` / `v_bias`; in memory `query.bias` / `value.bias`
         q, k, v = (m.take(f"{a}.{n}.bias") if m.has(f"{a}.{n}.bias") else
                    m.take(f"{a}.{n[0]}_bias") if m.has(f"{a}.{n[0]}_bias") else None for n in ("query", "key", "value"))
@@ -110,17 +122,10 @@ def _split_qkv_bias(m: Mapper, b: str, bias: torch.Tensor | None, dim: int, sour
 
 
 def _map_vjepa2_hf(m: Mapper, depth: int, dim: int) -> None:
-    m.copy("patch_embed.weight", "encoder.embeddings.patch_embeddings.proj.weight")
-    m.copy("patch_embed.bias", "encoder.embeddings.patch_embeddings.proj.bias")
-    for i in range(depth):
-        s, b = f"encoder.layer.{i}", f"blocks.{i}"
-        a = f"{s}.attention"
-        m.put(f"{b}.attn.qkv.weight", torch.cat([m.take(f"{a}.{n}.weight") for n in ("query", "key", "value")]),
-              f"{a}.query/key/value.weight")
-        if m.has(f"{a}.query.bias"):
-            bias = torch.cat([m.take(f"{a}.{n}.bias") for n in ("query", "key", "value")])
-        else:
-            bias = None
+    _hf_patch_embed(m, "encoder.embeddings.patch_embeddings.proj")
+    for s, b, a in _hf_layers(m, depth, "attention"):
+        bias = (torch.cat([m.take(f"{a}.{n}.bias") for n in ("query", "key", "value")])
+                if m.has(f"{a}.query.bias") else None)
         _split_qkv_bias(m, b, bias, dim, f"{a}.query/key/value.bias")
         _block_common(m, b, {"attn.proj": f"{a}.proj", "norm1": f"{s}.norm1", "norm2": f"{s}.norm2",
                              "mlp.fc1": f"{s}.mlp.fc1", "mlp.fc2": f"{s}.mlp.fc2"})
