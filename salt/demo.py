@@ -47,8 +47,9 @@ DEMO_PRESETS = {
 
 
 # the table's rows, in order: the method of each run of the plan (one run each) -> its row's name
-ROWS = {"raw_pixels": "raw pixels", "random_init": "random init", "pixel": "teacher", "salt": "salt student",
-        "vjepa": "v-jepa"}
+ROWS = {"raw_pixels": "raw pixels", "random_init": "random init", "pixel": "pixel teacher", "salt": "SALT student",
+        "vjepa": "V-JEPA"}
+LABEL_WORDS = {"appearance": "app."}   # a probe's label in a column header (others: the label's own name)
 # In-process; every invocation tries each unfinished run again, as the demo always did (a study's cap on attempts
 # guards unattended resubmission; here each attempt is the user's own command).
 DEMO_LAUNCH = LaunchOptions(executor="debug", max_attempts=sys.maxsize)
@@ -136,14 +137,31 @@ def summary_row(name: str, record) -> dict:
     return row
 
 
+def probe_header(key: str) -> str:
+    """A probe column of `summary_row` (probe_label_shots) in words: linear_motion_10 -> "motion 10-shot",
+    linear_motion_all -> "motion all", attentive_appearance_all -> "attentive app."."""
+    probe, rest = key.split("_", 1)
+    label, shots = rest.rsplit("_", 1)
+    words = LABEL_WORDS.get(label, label)
+    if probe == "linear":
+        return f"{words} {shots}-shot" if shots != "all" else f"{words} all"
+    return f"{probe} {words}" + (f" {shots}-shot" if shots != "all" else "")
+
+
 def format_table(rows: list[dict]) -> str:
+    """The rows as a markdown table (what the demo prints, and docs/results.md and the README quote); a value a
+    row does not have (raw pixels' held-out loss, a probe not run) is "-"."""
     keys = sorted({k for r in rows for k in r if k.startswith(("linear_", "attentive_")) and not k.endswith("_std")},
                   key=lambda k: (k.startswith("attentive"), k.endswith("_all"), k))
-    header = ["encoder", "steps", "PFLOPs", "held-out loss", "RankMe", "LiDAR", "alpha", *keys]
+    header = ["encoder", "steps", "PFLOPs", "held-out loss", "RankMe", "LiDAR", "alpha", *map(probe_header, keys)]
+
+    def number(value: float, digits: int) -> str:
+        return "-" if value != value else f"{value:.{digits}f}"
+
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        cells = [r["encoder"], str(r["train_steps"]), f"{r['flops_total'] / 1e15:.4f}", f"{r['heldout_loss']:.4f}",
-                 f"{r['rankme']:.1f}", f"{r['lidar']:.1f}", f"{r['alpha_req']:.2f}",
+        cells = [r["encoder"], str(r["train_steps"]), number(r["flops_total"] / 1e15, 4), number(r["heldout_loss"], 4),
+                 number(r["rankme"], 1), number(r["lidar"], 1), number(r["alpha_req"], 2),
                  *(f"{r[k]:.3f}" + (f" ± {r[k + '_std']:.3f}" if r.get(k + "_std") else "") if k in r else "-"
                    for k in keys)]
         lines.append("| " + " | ".join(cells) + " |")

@@ -53,12 +53,12 @@ def test_smoke_demo_prints_the_table(tmp_path):
     r = subprocess.run([sys.executable, "-m", "salt", "demo", "--preset", "smoke", "--out", str(tmp_path / "demo")],
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr
-    for name in ("raw pixels", "random init", "teacher", "salt student", "v-jepa", "linear_motion_10",
-                 "attentive_motion_all", "LiDAR"):
+    for name in ("raw pixels", "random init", "pixel teacher", "SALT student", "V-JEPA", "motion 10-shot",
+                 "attentive motion", "LiDAR"):
         assert name in r.stdout
     result = json.loads((tmp_path / "demo" / "demo_results.json").read_text())
-    assert [row["encoder"] for row in result["rows"]] == ["raw pixels", "random init", "teacher", "salt student",
-                                                           "v-jepa"]
+    assert [row["encoder"] for row in result["rows"]] == ["raw pixels", "random init", "pixel teacher",
+                                                           "SALT student", "V-JEPA"]
     assert all(0.0 <= row["linear_motion_all"] <= 1.0 for row in result["rows"])
     # Every row comes from a record on disk that the study/analysis layers read.
     from salt.eval.record import load_records

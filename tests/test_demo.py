@@ -41,10 +41,10 @@ def test_the_demo_plan_is_pure(tmp_path):
 def test_the_demo_reruns_and_resumes_like_a_study(tmp_path, capsys, one_thread):
     out = tmp_path / "demo"
     rows = run_demo("smoke", out, _small_data(tmp_path))
-    assert [r["encoder"] for r in rows] == ["raw pixels", "random init", "teacher", "salt student", "v-jepa"]
+    assert [r["encoder"] for r in rows] == ["raw pixels", "random init", "pixel teacher", "SALT student", "V-JEPA"]
     table = _text(rows)
     assert _text(json.loads((out / "demo_results.json").read_text())["rows"]) == table
-    assert "| salt student | 4 |" in capsys.readouterr().out
+    assert "| SALT student | 4 |" in capsys.readouterr().out
     plan = demo_plan("smoke", out, _small_data(tmp_path))
     attempts = {s.run_id: json.loads(s.layout.job.read_text())["attempts"] for s in plan.runs}
     assert set(attempts.values()) == {1}

@@ -5,7 +5,8 @@ docs/results.md quotes: each quoted answer sits in a block under a line naming t
     <!-- printed by: python -m analysis results/<study> --predict 5e13 -->
 
 and this test runs that command (`analysis.__main__.main`) on the published records and compares what it prints
-with the quote. Every published study has its `--summary` quoted."""
+with the quote. Every published study has its `--summary` quoted. The demo's table (salt.demo, read back from the
+records of results/demo-tiny) is quoted whole in docs/results.md and abridged, some of its columns, in the README."""
 from __future__ import annotations
 
 import re
@@ -20,6 +21,8 @@ from analysis.collect import check_complete
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
 DOC = ROOT / "docs" / "results.md"
+README = ROOT / "README.md"
+DEMO = RESULTS / "demo-tiny"
 MARKER = re.compile(r"<!-- printed by: python -m analysis ((results/[\w.-]+)[^\n]*?) -->\n```text\n(.*?)```",
                     re.DOTALL)
 
@@ -35,6 +38,7 @@ def published() -> list[str]:
 
 def test_every_published_study_is_quoted_and_every_quote_is_published():
     summaries = {folder for args, folder, _ in quoted() if shlex.split(args)[1:] == ["--summary"]}
+    summaries.add(f"results/{DEMO.name}")   # quoted as its table (the last test)
     quoted_folders = {folder for _, folder, _ in quoted()}
     assert summaries == set(published()) and quoted_folders <= set(published()), (
         "docs/results.md's quotes (printed by: ...) and results/ folders differ: published without a --summary "
@@ -50,3 +54,30 @@ def test_the_published_records_print_what_the_docs_quote(args, folder, text, cap
     assert main(shlex.split(args)) == 0
     printed = capsys.readouterr().out
     assert printed.strip() == text.strip(), f"python -m analysis {args} prints\n{printed}"
+
+
+def _rows(table: str) -> list[dict[str, str]]:
+    """A markdown table -> its rows, each a dict header -> cell."""
+    lines = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table.strip().splitlines()]
+    return [dict(zip(lines[0], cells)) for cells in lines[2:]]
+
+
+def _table_after(text: str, heading: str) -> str:
+    """The first markdown table after `heading`."""
+    section = text[text.index(heading):]
+    lines = section.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end])
+
+
+def test_the_demo_tables_of_readme_and_docs_are_the_published_demos():
+    from salt.demo import demo_plan, demo_rows, format_table
+
+    printed = format_table(demo_rows(demo_plan("tiny", DEMO)))
+    assert printed in DOC.read_text(), f"docs/results.md does not quote the published demo's table:\n{printed}"
+    readme, ours = _rows(_table_after(README.read_text(), "## What the demo prints")), _rows(printed)
+    assert [r["encoder"] for r in readme] == [r["encoder"] for r in ours]
+    for quoted_row, row in zip(readme, ours):
+        assert set(quoted_row) <= set(row), f"README columns the demo does not print: {set(quoted_row) - set(row)}"
+        assert quoted_row == {k: row[k] for k in quoted_row}, f"README's row {quoted_row} against the demo's {row}"
