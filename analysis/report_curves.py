@@ -54,7 +54,7 @@ def scope_lines(final: pd.DataFrame, rep: Replicates, kind: StudyKind, budgets_m
     if not budgets_matter:
         return lines
     budgets = final[final["group"] == kind.candidate]["budget"].nunique() if "group" in final else 0
-    lines.append(f"{budgets} budget(s): " + (
+    lines.append(f"{budgets} budget(s) of the {kind.candidate} runs: " + (
         "accuracy-vs-compute curves can be fitted (report.md: fits with their diagnostics; a fit is drawn only where "
         "they say the data identify it)." if budgets >= MIN_DISTINCT else
         f"an accuracy-vs-compute curve needs {MIN_DISTINCT} or more, so the study compares settings but cannot say "
