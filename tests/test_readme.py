@@ -1,7 +1,7 @@
 """The README's command blocks run as printed, so the front door cannot rot.
 
 Every ```bash block of README.md runs in bash (`-e`: every command must succeed) in a fresh folder that links the
-repo's studies/, slurm/ and benchmarks/, with the venv's `python` and `salt` first on PATH (what `source
+repo's studies/, slurm/, benchmarks/ and results/, with the venv's `python` and `salt` first on PATH (what `source
 .venv/bin/activate` gives). A block preceded by `<!-- not run by tests/test_readme.py: REASON -->` is skipped for
 that reason (minutes of training, a download, a cluster); `<!-- slow in tests/test_readme.py -->` marks a block
 that runs here but takes about a minute (marker `slow`)."""
@@ -47,7 +47,7 @@ def test_every_block_is_run_or_says_why_not():
 
 @pytest.mark.parametrize("body,line", readme_blocks())
 def test_readme_block_runs_as_printed(body, line, tmp_path):
-    for folder in ("studies", "slurm", "benchmarks"):
+    for folder in ("studies", "slurm", "benchmarks", "results"):
         (tmp_path / folder).symlink_to(ROOT / folder)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "SALT_CACHE": str(tmp_path / "cache")}
