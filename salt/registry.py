@@ -1,6 +1,6 @@
-"""Named entries looked up by a config value (methods by `objective.method`, data sources by `data.source`): one definition of adding, removing and
-finding them, so a registry refuses a second entry of a name unless told to replace it, and an unknown name is an
-error listing the registered ones. Stdlib only."""
+"""Named entries looked up by a config value (methods by `objective.method`, data sources by `data.source`): one
+definition of adding, removing and finding them, so a registry refuses a second entry of a name unless told to
+replace it, and an unknown name is an error listing the registered ones. Stdlib only."""
 from __future__ import annotations
 
 from typing import Generic, TypeVar
@@ -32,3 +32,7 @@ class Registry(Generic[T]):
     def names(self) -> tuple[str, ...]:
         """Every name, in registration order."""
         return tuple(self._entries)
+
+    def entries(self) -> tuple[T, ...]:
+        """Every entry, in registration order."""
+        return tuple(self._entries.values())

@@ -64,4 +64,4 @@ def get_method(name: str) -> Method:
 
 def methods() -> tuple[Method, ...]:
     """Every registered method, in registration order."""
-    return tuple(_METHODS.get(name) for name in _METHODS.names())
+    return _METHODS.entries()
