@@ -46,7 +46,7 @@ def test_every_published_study_is_quoted_and_every_quote_is_published():
         f"{sorted(quoted_folders - set(published()))}")
 
 
-@pytest.mark.parametrize("args,folder,text", quoted(), ids=[args for args, _, _ in quoted()])
+@pytest.mark.parametrize("args,folder,text", [pytest.param(*q, id=q[0]) for q in quoted()])
 def test_the_published_records_print_what_the_docs_quote(args, folder, text, capsys, monkeypatch):
     check = check_complete(ROOT / folder)
     assert check.ok, check.message
