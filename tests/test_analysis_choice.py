@@ -78,6 +78,12 @@ def test_picks_regrets_and_agreement_by_hand():
         criterion_column("accuracy")
 
 
+def test_recipes_are_listed_by_budget_as_a_number():
+    frame = pd.concat([_frame([(f"{k}{budget}", 10, loss, acc) for k, loss, acc in (("a", 0.5, 0.6), ("b", 0.4, 0.7))])
+                       .assign(budget=budget) for budget in (2e12, 1e13, 6e11)])
+    assert list(across_runs(frame, TARGET, n_boot=0)["budget"]) == [6e11, 2e12, 1e13]     # as strings: 1e13 first
+
+
 def test_a_run_whose_checkpoints_do_not_differ_has_nothing_to_choose():
     frame = _frame([(k, step, 1.0 / step, 0.5) for k in "abc" for step in (10, 20)])
     assert summary(within_runs(frame, TARGET), n_boot=20)["verdict"] == "nothing to choose"
