@@ -128,7 +128,7 @@ def across_runs(frame: pd.DataFrame, target: str, by: str = "train_loss", *, rec
                      "regret": p["regret"], "regret_random": p["regret_random"], "picked_best": p["picked_best"],
                      "agreement": corr["estimate"], "agreement_lo": lo, "agreement_hi": hi, "p": corr["p_perm"],
                      "reason": corr["reason"]})
-    return pd.DataFrame(rows, columns=columns).sort_values(keys, kind="stable", ignore_index=True)   # budgets as numbers
+    return pd.DataFrame(rows, columns=columns).sort_values(keys, kind="stable", ignore_index=True)   # numeric budgets
 
 
 def summary(rows: pd.DataFrame, *, n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL) -> dict:

@@ -6,8 +6,9 @@ docs/results.md quotes: each quoted answer sits in a block under a line naming t
 
 and this test runs that command (`analysis.__main__.main`) on the published records and compares what it prints
 with the quote. A line `[...]` in a quote elides whole printed lines (e.g. a long parameter table): the pieces around
-it must be printed, in that order. Every published study has its `--summary` quoted. The demo's table (salt.demo, read back from the
-records of results/demo-tiny) is quoted whole in docs/results.md and abridged, some of its columns, in the README."""
+it must be printed, in that order. Every published study has its `--summary` quoted. The demo's table (salt.demo,
+read back from the records of results/demo-tiny) is quoted whole in docs/results.md and abridged, some of its
+columns, in the README."""
 from __future__ import annotations
 
 import re
